@@ -1,0 +1,563 @@
+"""The Complaint aggregate: a complaint's whole life as a stream of events.
+
+Pure domain code, no I/O. Each public method checks the rules first and only then calls
+its `@event` method, because an `@event` body that raised would leave the aggregate half
+changed (eventsourcing re-runs the body on replay, so it must only apply, never check).
+
+Every event carries who did it (`actor`), when (`occurred_at`, from the caller's clock),
+the command that caused it (`command_id`) and the conversation it belongs to
+(`correlation_id`). Facts that depend on configuration (priority, SLA due times) are
+computed here once and stored in the event, so replay never depends on today's config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from aggregates.priority import Impact, Priority, Severity, Tier, derive_priority
+from aggregates.sla import SlaPolicy, due_at
+
+Status = Literal[
+    "received",
+    "triaged",
+    "assigned",
+    "waiting_on_customer",
+    "resolution_proposed",
+    "resolved",
+    "verified",
+    "closed",
+    "withdrawn",
+    "duplicate",
+]
+Channel = Literal[
+    "phone", "wechat", "web", "app", "email", "store", "social_media", "sales_visit", "other"
+]
+Direction = Literal["inbound", "outbound"]
+Visibility = Literal["public", "internal"]
+
+OPEN: frozenset[Status] = frozenset(
+    {"received", "triaged", "assigned", "waiting_on_customer", "resolution_proposed"}
+)
+TERMINAL: frozenset[Status] = frozenset({"closed", "withdrawn", "duplicate"})
+ALL_STATUSES: frozenset[Status] = OPEN | {"resolved", "verified"} | TERMINAL
+
+# Which statuses each action may start from: the whole lifecycle in one table.
+ALLOWED_FROM: dict[str, frozenset[Status]] = {
+    "triage": frozenset({"received", "triaged", "assigned"}),
+    "assign": frozenset({"triaged", "assigned", "waiting_on_customer", "resolution_proposed"}),
+    "add_note": ALL_STATUSES - TERMINAL,
+    "record_contact": ALL_STATUSES - TERMINAL,
+    "wait_on_customer": frozenset({"assigned", "resolution_proposed"}),
+    "customer_replied": frozenset({"waiting_on_customer"}),
+    "propose_resolution": frozenset({"assigned"}),
+    "resolve": frozenset({"assigned", "resolution_proposed"}),
+    "verify": frozenset({"resolved"}),
+    "close": frozenset({"resolved", "verified"}),
+    "reopen": frozenset({"resolved", "verified", "closed"}),
+    "escalate": OPEN,
+    "withdraw": OPEN,
+    "mark_duplicate": OPEN,
+}
+MAX_ESCALATION_LEVEL = 3
+
+# Registration is idempotent by construction: the complaint's id derives from the
+# registering command's id, so registering twice collides on the same aggregate.
+COMPLAINT_NAMESPACE = UUID("5b0c3f8e-6a4e-4c1a-9d8e-0c6f2f1b7a11")
+
+
+def complaint_id_for(command_id: str) -> UUID:
+    """The id of the complaint that the register command `command_id` creates."""
+    return uuid5(COMPLAINT_NAMESPACE, command_id)
+
+
+class DomainError(Exception):
+    """A command the complaint's rules do not allow in its current state."""
+
+
+class IllegalTransition(DomainError):
+    def __init__(self, status: str, action: str) -> None:
+        super().__init__(f"cannot {action} a complaint that is {status}")
+        self.status = status
+        self.action = action
+
+
+class RuleViolation(DomainError):
+    """A command that is legal in this status but breaks a business rule."""
+
+
+@dataclass(frozen=True)
+class Meta:
+    """Who, when and why: carried by every event."""
+
+    actor: str
+    occurred_at: datetime
+    command_id: str
+    correlation_id: str
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor,
+            "occurred_at": self.occurred_at,
+            "command_id": self.command_id,
+            "correlation_id": self.correlation_id,
+        }
+
+
+class Complaint(Aggregate):
+    @staticmethod
+    def create_id(command_id: str) -> UUID:  # type: ignore[override]
+        return complaint_id_for(command_id)
+
+    # ---------------------------------------------------------------- registration
+    @event("Registered")
+    def __init__(
+        self,
+        channel: str,
+        customer: dict[str, Any],
+        customer_personal: dict[str, Any],
+        title: str,
+        description: str,
+        product: str | None,
+        order_ref: str | None,
+        contract_ref: str | None,
+        attachments: list[dict[str, Any]],
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+    ) -> None:
+        self.channel = channel
+        # Personal data sits in its own group so it can be encrypted per customer and
+        # erased without touching anything else.
+        self.customer = customer
+        self.customer_personal = customer_personal
+        self.title = title
+        self.description = description
+        self.product = product
+        self.order_ref = order_ref
+        self.contract_ref = contract_ref
+        self.attachments = attachments
+        self.registered_at = occurred_at
+        self.status: Status = "received"
+        self.category: str | None = None
+        self.severity: Severity | None = None
+        self.impact: Impact | None = None
+        self.priority: Priority | None = None
+        self.priority_reasons: list[str] = []
+        self.sla_policy_version: str | None = None
+        self.sla_calendar: str | None = None
+        self.resolution_target_seconds: float | None = None
+        self.first_response_due: datetime | None = None
+        self.resolution_due: datetime | None = None
+        self.first_responded_at: datetime | None = None
+        self.team: str | None = None
+        self.agent: str | None = None
+        self.handovers = 0
+        self.notes = 0
+        self.contacts = 0
+        self.waiting_since: datetime | None = None
+        self.status_before_wait: Status | None = None
+        self.pauses: list[tuple[datetime, datetime]] = []
+        self.proposed_resolution: str | None = None
+        self.resolution: str | None = None
+        self.resolved_at: datetime | None = None
+        self.verification: dict[str, Any] | None = None
+        self.closed_at: datetime | None = None
+        self.reopen_count = 0
+        self.escalation_level = 0
+        self.withdrawal_reason: str | None = None
+        self.duplicate_of: UUID | None = None
+        self.commands: dict[str, dict[str, Any]] = {}
+        self._applied("register", actor, occurred_at, command_id)
+
+    def _applied(self, action: str, actor: str, occurred_at: datetime, command_id: str) -> None:
+        """Book-keeping shared by every event: idempotency and last change."""
+        # An event body runs before eventsourcing bumps the version (except at creation).
+        version = 1 if action == "register" else self.version + 1
+        self.commands[command_id] = {"action": action, "version": version, "status": self.status}
+        self.updated_at = occurred_at
+        self.updated_by = actor
+
+    # ---------------------------------------------------------------- rule checks
+    def check(self, action: str) -> None:
+        """Raise IllegalTransition unless `action` is allowed in the current status."""
+        if self.status not in ALLOWED_FROM[action]:
+            raise IllegalTransition(self.status, action)
+
+    def previous_result(self, command_id: str, action: str) -> int | None:
+        """The version a command already produced, or None if it is new here."""
+        done = self.commands.get(command_id)
+        if done is None:
+            return None
+        if done["action"] != action:
+            raise RuleViolation(
+                f"command id {command_id} was already used for {done['action']}, not {action}"
+            )
+        return int(done["version"])
+
+    def _fulfil_first_response(self, at: datetime) -> datetime | None:
+        """The first response instant this event sets, if it is the first."""
+        return at if self.first_responded_at is None else None
+
+    # ---------------------------------------------------------------- triage
+    def triage(
+        self, category: str, severity: Severity, impact: Impact, policy: SlaPolicy, meta: Meta
+    ) -> None:
+        self.check("triage")
+        priority, reasons = derive_priority(
+            severity, self.customer["tier"], impact, f"{self.title}\n{self.description}"
+        )
+        target, calendar = policy.target_for(severity, category)
+        resolution_seconds = target.resolution_minutes * 60.0
+        # Zammad's rule: the first response clock counts from registration and is never
+        # reset by re-grading; the resolution clock also starts at registration.
+        self._triaged(
+            category=category,
+            severity=severity,
+            impact=impact,
+            priority=priority,
+            priority_reasons=reasons,
+            sla_policy_version=policy.version,
+            sla_calendar=calendar.name,
+            resolution_target_seconds=resolution_seconds,
+            first_response_due=due_at(
+                calendar, self.registered_at, target.first_response_minutes * 60.0
+            ),
+            resolution_due=due_at(calendar, self.registered_at, resolution_seconds, self.pauses),
+            **meta.fields(),
+        )
+
+    @event("Triaged")
+    def _triaged(
+        self,
+        category: str,
+        severity: Severity,
+        impact: Impact,
+        priority: Priority,
+        priority_reasons: list[str],
+        sla_policy_version: str,
+        sla_calendar: str,
+        resolution_target_seconds: float,
+        first_response_due: datetime,
+        resolution_due: datetime,
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+    ) -> None:
+        self.category = category
+        self.severity = severity
+        self.impact = impact
+        self.priority = priority
+        self.priority_reasons = priority_reasons
+        self.sla_policy_version = sla_policy_version
+        self.sla_calendar = sla_calendar
+        self.resolution_target_seconds = resolution_target_seconds
+        self.first_response_due = first_response_due
+        self.resolution_due = resolution_due
+        if self.status == "received":
+            self.status = "triaged"
+        self._applied("triage", actor, occurred_at, command_id)
+
+    # ---------------------------------------------------------------- assignment
+    def assign(self, team: str, agent: str | None, meta: Meta) -> None:
+        self.check("assign")
+        if (team, agent) == (self.team, self.agent):
+            raise RuleViolation(f"complaint is already assigned to {team}/{agent}")
+        self._assigned(
+            team=team,
+            agent=agent,
+            previous_team=self.team,
+            previous_agent=self.agent,
+            **meta.fields(),
+        )
+
+    @event("Assigned")
+    def _assigned(
+        self,
+        team: str,
+        agent: str | None,
+        previous_team: str | None,
+        previous_agent: str | None,
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+    ) -> None:
+        if self.team is not None:
+            self.handovers += 1
+        self.team = team
+        self.agent = agent
+        if self.status == "triaged":
+            self.status = "assigned"
+        self._applied("assign", actor, occurred_at, command_id)
+
+    # ---------------------------------------------------------------- handling
+    def add_note(self, text: str, meta: Meta) -> None:
+        self.check("add_note")
+        self._note_added(text=text, **meta.fields())
+
+    @event("NoteAdded")
+    def _note_added(
+        self, text: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str
+    ) -> None:
+        # An internal note never stops an SLA clock.
+        self.notes += 1
+        self._applied("add_note", actor, occurred_at, command_id)
+
+    def record_contact(
+        self, direction: Direction, visibility: Visibility, channel: str, summary: str, meta: Meta
+    ) -> None:
+        self.check("record_contact")
+        # Only customer-visible agent communication counts as a response.
+        responds = direction == "outbound" and visibility == "public"
+        self._contact_recorded(
+            direction=direction,
+            visibility=visibility,
+            channel=channel,
+            summary=summary,
+            first_response_at=self._fulfil_first_response(meta.occurred_at) if responds else None,
+            **meta.fields(),
+        )
+
+    @event("ContactRecorded")
+    def _contact_recorded(
+        self,
+        direction: Direction,
+        visibility: Visibility,
+        channel: str,
+        summary: str,
+        first_response_at: datetime | None,
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+    ) -> None:
+        self.contacts += 1
+        if first_response_at is not None:
+            self.first_responded_at = first_response_at
+        self._applied("record_contact", actor, occurred_at, command_id)
+
+    def wait_on_customer(self, reason: str, meta: Meta) -> None:
+        self.check("wait_on_customer")
+        self._waiting_on_customer(reason=reason, **meta.fields())
+
+    @event("WaitingOnCustomer")
+    def _waiting_on_customer(
+        self, reason: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str
+    ) -> None:
+        self.status_before_wait = self.status
+        self.status = "waiting_on_customer"
+        self.waiting_since = occurred_at
+        self._applied("wait_on_customer", actor, occurred_at, command_id)
+
+    def customer_replied(self, summary: str, policy: SlaPolicy, meta: Meta) -> None:
+        self.check("customer_replied")
+        assert self.waiting_since is not None
+        pauses = [*self.pauses, (self.waiting_since, meta.occurred_at)]
+        resolution_due = self.resolution_due
+        if resolution_due is not None and self.waiting_since < resolution_due:
+            # The pause moves the resolution target on; a breach already passed stays one.
+            assert self.sla_calendar is not None and self.resolution_target_seconds is not None
+            calendar = policy.calendars[self.sla_calendar]
+            resolution_due = due_at(
+                calendar, self.registered_at, self.resolution_target_seconds, pauses
+            )
+        self._customer_replied(summary=summary, resolution_due=resolution_due, **meta.fields())
+
+    @event("CustomerReplied")
+    def _customer_replied(
+        self,
+        summary: str,
+        resolution_due: datetime | None,
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+    ) -> None:
+        assert self.waiting_since is not None and self.status_before_wait is not None
+        self.pauses = [*self.pauses, (self.waiting_since, occurred_at)]
+        self.waiting_since = None
+        self.status = self.status_before_wait
+        self.status_before_wait = None
+        self.resolution_due = resolution_due
+        self._applied("customer_replied", actor, occurred_at, command_id)
+
+    def propose_resolution(self, proposal: str, meta: Meta) -> None:
+        self.check("propose_resolution")
+        self._resolution_proposed(
+            proposal=proposal,
+            first_response_at=self._fulfil_first_response(meta.occurred_at),
+            **meta.fields(),
+        )
+
+    @event("ResolutionProposed")
+    def _resolution_proposed(
+        self,
+        proposal: str,
+        first_response_at: datetime | None,
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+    ) -> None:
+        self.proposed_resolution = proposal
+        if first_response_at is not None:
+            self.first_responded_at = first_response_at
+        self.status = "resolution_proposed"
+        self._applied("propose_resolution", actor, occurred_at, command_id)
+
+    def resolve(self, resolution: str, meta: Meta) -> None:
+        self.check("resolve")
+        self._resolved(
+            resolution=resolution,
+            first_response_at=self._fulfil_first_response(meta.occurred_at),
+            **meta.fields(),
+        )
+
+    @event("Resolved")
+    def _resolved(
+        self,
+        resolution: str,
+        first_response_at: datetime | None,
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+    ) -> None:
+        self.resolution = resolution
+        self.resolved_at = occurred_at
+        if first_response_at is not None:
+            self.first_responded_at = first_response_at
+        self.status = "resolved"
+        self._applied("resolve", actor, occurred_at, command_id)
+
+    # ---------------------------------------------------------------- verification
+    def verify(
+        self,
+        csat: int,
+        nps: int | None,
+        effort: int | None,
+        comment: str | None,
+        meta: Meta,
+    ) -> None:
+        self.check("verify")
+        if not 1 <= csat <= 5:
+            raise RuleViolation("csat must be between 1 and 5")
+        if nps is not None and not 0 <= nps <= 10:
+            raise RuleViolation("nps must be between 0 and 10")
+        if effort is not None and not 1 <= effort <= 7:
+            raise RuleViolation("effort must be between 1 and 7")
+        self._verified(csat=csat, nps=nps, effort=effort, comment=comment, **meta.fields())
+
+    @event("Verified")
+    def _verified(
+        self,
+        csat: int,
+        nps: int | None,
+        effort: int | None,
+        comment: str | None,
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+    ) -> None:
+        self.verification = {"csat": csat, "nps": nps, "effort": effort, "comment": comment}
+        self.status = "verified"
+        self._applied("verify", actor, occurred_at, command_id)
+
+    def close(self, meta: Meta) -> None:
+        self.check("close")
+        self._closed(**meta.fields())
+
+    @event("Closed")
+    def _closed(
+        self, actor: str, occurred_at: datetime, command_id: str, correlation_id: str
+    ) -> None:
+        self.closed_at = occurred_at
+        self.status = "closed"
+        self._applied("close", actor, occurred_at, command_id)
+
+    def reopen(self, reason: str, meta: Meta) -> None:
+        self.check("reopen")
+        self._reopened(reason=reason, **meta.fields())
+
+    @event("Reopened")
+    def _reopened(
+        self, reason: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str
+    ) -> None:
+        self.reopen_count += 1
+        self.resolution = None
+        self.resolved_at = None
+        self.closed_at = None
+        self.verification = None
+        self.status = "assigned"
+        self._applied("reopen", actor, occurred_at, command_id)
+
+    # ---------------------------------------------------------------- escalation, exits
+    def escalate(self, level: int, reason: str, meta: Meta) -> None:
+        self.check("escalate")
+        if not self.escalation_level < level <= MAX_ESCALATION_LEVEL:
+            raise RuleViolation(
+                f"escalation level must be above the current {self.escalation_level}"
+                f" and at most {MAX_ESCALATION_LEVEL}, got {level}"
+            )
+        self._escalated(level=level, reason=reason, **meta.fields())
+
+    @event("Escalated")
+    def _escalated(
+        self,
+        level: int,
+        reason: str,
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+    ) -> None:
+        self.escalation_level = level
+        self._applied("escalate", actor, occurred_at, command_id)
+
+    def withdraw(self, reason: str, meta: Meta) -> None:
+        self.check("withdraw")
+        self._withdrawn(reason=reason, **meta.fields())
+
+    @event("Withdrawn")
+    def _withdrawn(
+        self, reason: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str
+    ) -> None:
+        self.withdrawal_reason = reason
+        self.status = "withdrawn"
+        self._applied("withdraw", actor, occurred_at, command_id)
+
+    def mark_duplicate(self, duplicate_of: UUID, meta: Meta) -> None:
+        self.check("mark_duplicate")
+        if duplicate_of == self.id:
+            raise RuleViolation("a complaint cannot be a duplicate of itself")
+        self._marked_duplicate(duplicate_of=duplicate_of, **meta.fields())
+
+    @event("MarkedDuplicate")
+    def _marked_duplicate(
+        self,
+        duplicate_of: UUID,
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+    ) -> None:
+        self.duplicate_of = duplicate_of
+        self.status = "duplicate"
+        self._applied("mark_duplicate", actor, occurred_at, command_id)
+
+    # ---------------------------------------------------------------- views
+    def state(self) -> dict[str, Any]:
+        """The complaint as plain data (for the API and for equality checks in tests)."""
+        return {
+            key: value
+            for key, value in vars(self).items()
+            if not key.startswith("_") and key not in {"pending_events", "commands"}
+        } | {"id": self.id, "version": self.version, "created_on": self.created_on}

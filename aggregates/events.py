@@ -1,0 +1,166 @@
+"""The published language: each Complaint event's payload, as a pydantic model.
+
+The aggregate's `@event` methods define what is stored; these models define what goes on
+the wire and what consumers may rely on. `tests/test_event_catalogue.py` keeps the two
+in step, and `docs/events.md` is written from them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aggregates.complaint import Channel, Direction, Visibility
+from aggregates.priority import Impact, Priority, Severity, Tier
+
+META_FIELDS = ("actor", "occurred_at", "command_id", "correlation_id")
+
+
+class Payload(BaseModel):
+    """An event's own fields; the envelope carries who, when, which complaint and version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CustomerRef(BaseModel):
+    id: str
+    tier: Tier
+
+
+class CustomerPersonal(BaseModel):
+    name: str
+    contact: str
+
+
+class Registered(Payload):
+    """A complaint arrived from a channel."""
+
+    channel: Channel
+    customer: CustomerRef
+    customer_personal: CustomerPersonal | None = Field(
+        description="personal data, kept apart so it can be encrypted and erased"
+    )
+    title: str
+    description: str
+    product: str | None
+    order_ref: str | None
+    contract_ref: str | None
+    attachments: list[dict[str, Any]]
+
+
+class Triaged(Payload):
+    """Graded: category, severity, impact; the derived priority and the SLA due times."""
+
+    category: str
+    severity: Severity
+    impact: Impact
+    priority: Priority
+    priority_reasons: list[str]
+    sla_policy_version: str
+    sla_calendar: str
+    resolution_target_seconds: float
+    first_response_due: datetime
+    resolution_due: datetime
+
+
+class Assigned(Payload):
+    """Assigned, or handed over (previous_team set) to a team and agent."""
+
+    team: str
+    agent: str | None
+    previous_team: str | None
+    previous_agent: str | None
+
+
+class NoteAdded(Payload):
+    """An internal note."""
+
+    text: str
+
+
+class ContactRecorded(Payload):
+    """A contact with the customer; first_response_at is set when it was the first response."""
+
+    direction: Direction
+    visibility: Visibility
+    channel: str
+    summary: str
+    first_response_at: datetime | None
+
+
+class WaitingOnCustomer(Payload):
+    """Waiting on the customer: the resolution clock pauses."""
+
+    reason: str
+
+
+class CustomerReplied(Payload):
+    """The customer replied: the clock resumes, with the resolution due time moved on."""
+
+    summary: str
+    resolution_due: datetime | None
+
+
+class ResolutionProposed(Payload):
+    """A resolution was proposed to the customer."""
+
+    proposal: str
+    first_response_at: datetime | None
+
+
+class Resolved(Payload):
+    """Resolved."""
+
+    resolution: str
+    first_response_at: datetime | None
+
+
+class Verified(Payload):
+    """The customer verified the resolution and rated the service."""
+
+    csat: int = Field(ge=1, le=5)
+    nps: int | None = Field(ge=0, le=10)
+    effort: int | None = Field(ge=1, le=7)
+    comment: str | None
+
+
+class Closed(Payload):
+    """Closed (archived)."""
+
+
+class Reopened(Payload):
+    """Reopened by the customer's dissatisfaction."""
+
+    reason: str
+
+
+class Escalated(Payload):
+    """Escalated to a higher level."""
+
+    level: int = Field(ge=1, le=3)
+    reason: str
+
+
+class Withdrawn(Payload):
+    """Withdrawn by the customer."""
+
+    reason: str
+
+
+class MarkedDuplicate(Payload):
+    """A duplicate of another complaint."""
+
+    duplicate_of: UUID
+
+
+PAYLOADS: dict[str, type[Payload]] = {
+    model.__name__: model
+    for model in (
+        Registered, Triaged, Assigned, NoteAdded, ContactRecorded, WaitingOnCustomer,
+        CustomerReplied, ResolutionProposed, Resolved, Verified, Closed, Reopened, Escalated,
+        Withdrawn, MarkedDuplicate,
+    )
+}

@@ -1,0 +1,116 @@
+"""The HTTP command API: one POST per command, errors that say what to do.
+
+(No `from __future__ import annotations` here: FastAPI must see the real command
+classes in the endpoint signatures generated below.)
+"""
+
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, Query, Request, status
+from fastapi.responses import JSONResponse
+
+from aggregates.complaint import IllegalTransition, RuleViolation
+from commands.desk import ComplaintDesk, ComplaintNotFound, VersionConflict
+from commands.models import (
+    COMPLAINT_COMMANDS,
+    CommandResult,
+    ComplaintCommand,
+    ComplaintState,
+    RegisterComplaint,
+)
+from commands.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def get_desk(request: Request) -> ComplaintDesk:
+    desk: ComplaintDesk = request.app.state.desk
+    return desk
+
+
+Desk = Annotated[ComplaintDesk, Depends(get_desk)]
+
+
+def create_app(settings: Settings | None = None, desk: ComplaintDesk | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Complaints: command API",
+        version="1.0",
+        summary="Register and handle customer complaints; every command becomes an event.",
+        description=(
+            "Each command is idempotent by `command_id` and may carry `expected_version` "
+            "for optimistic concurrency. Errors: 422 invalid input (with the field path), "
+            "404 unknown complaint, 409 illegal transition or version conflict."
+        ),
+    )
+    app.state.desk = desk or ComplaintDesk.from_settings(settings)
+    _add_error_handlers(app)
+
+    @app.get("/health", tags=["operations"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post(
+        "/complaints",
+        status_code=status.HTTP_201_CREATED,
+        response_model=CommandResult,
+        tags=["complaints"],
+        summary="Register a complaint",
+    )
+    def register(command: RegisterComplaint, desk: Desk) -> CommandResult:
+        return desk.register(command)
+
+    @app.get(
+        "/complaints/{complaint_id}",
+        response_model=ComplaintState,
+        tags=["complaints"],
+        summary="A complaint as it stands, or as it was at a past version",
+    )
+    def get_complaint(
+        complaint_id: UUID,
+        desk: Desk,
+        version: Annotated[int | None, Query(ge=1)] = None,
+    ) -> dict[str, Any]:
+        return desk.get_complaint(complaint_id, version).state()
+
+    for path, command_class in COMPLAINT_COMMANDS.items():
+        app.post(
+            f"/complaints/{{complaint_id}}/{path}",
+            response_model=CommandResult,
+            tags=["complaints"],
+            summary=(command_class.__doc__ or command_class.__name__).strip().splitlines()[0],
+            name=command_class.action,
+        )(_endpoint_for(command_class))
+    return app
+
+
+def _endpoint_for(command_class: type[ComplaintCommand]) -> Callable[..., CommandResult]:
+    def endpoint(complaint_id: UUID, command: command_class, desk: Desk) -> CommandResult:  # type: ignore[valid-type]
+        return desk.execute(complaint_id, command)
+
+    endpoint.__name__ = command_class.action
+    return endpoint
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def problem(status_code: int, detail: str, **extra: Any) -> JSONResponse:
+        return JSONResponse({"detail": detail, **extra}, status_code=status_code)
+
+    @app.exception_handler(ComplaintNotFound)
+    def not_found(_: Request, error: ComplaintNotFound) -> JSONResponse:
+        return problem(404, str(error), complaint_id=str(error.complaint_id))
+
+    @app.exception_handler(IllegalTransition)
+    def illegal(_: Request, error: IllegalTransition) -> JSONResponse:
+        return problem(409, str(error), status=error.status, action=error.action)
+
+    @app.exception_handler(VersionConflict)
+    def conflict(_: Request, error: VersionConflict) -> JSONResponse:
+        return problem(409, str(error), current_version=error.current_version, status=error.status)
+
+    @app.exception_handler(RuleViolation)
+    def rule(_: Request, error: RuleViolation) -> JSONResponse:
+        return problem(409, str(error))

@@ -1,0 +1,152 @@
+"""The complaint desk: the eventsourcing application that loads, calls and saves.
+
+Idempotency needs no extra table: every event records its command id on the aggregate,
+so a repeated command is recognised when the complaint is loaded, and a registration
+collides on the complaint id derived from its command id. Optimistic concurrency comes
+from the event store's (originator id, version) key: of two racing saves one fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from aggregates.complaint import Complaint, Meta, RuleViolation, complaint_id_for
+from aggregates.sla import SlaPolicy, load_sla_policy
+from commands.models import Command, CommandResult, ComplaintCommand, MarkDuplicate, RegisterComplaint
+from commands.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ComplaintNotFound(Exception):
+    def __init__(self, complaint_id: UUID) -> None:
+        super().__init__(f"no complaint with id {complaint_id}")
+        self.complaint_id = complaint_id
+
+
+class VersionConflict(Exception):
+    """The complaint is not at the version the command expected (or a racing write won)."""
+
+    def __init__(self, complaint: Complaint, expected: int | None) -> None:
+        wanted = f"version {expected}" if expected is not None else "the version it was loaded at"
+        super().__init__(
+            f"complaint {complaint.id} is at version {complaint.version}, not {wanted}:"
+            " reload it and decide again"
+        )
+        self.current_version = complaint.version
+        self.status = complaint.status
+
+
+class ComplaintDesk(Application):
+    name = "Complaints"
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        clock: Clock = utc_now,
+        sla_policy: SlaPolicy | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.clock = clock
+        self.sla_policy = sla_policy or load_sla_policy()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock = utc_now) -> ComplaintDesk:
+        return cls(
+            settings.eventsourcing_env(),
+            clock=clock,
+            sla_policy=load_sla_policy(settings.sla_policy),
+        )
+
+    # ------------------------------------------------------------------ commands
+    def register(self, command: RegisterComplaint) -> CommandResult:
+        meta = self._meta(command)
+        complaint_id = complaint_id_for(meta.command_id)
+        complaint = Complaint(**command.event_fields(), **meta.fields())
+        try:
+            self.save(complaint)
+        except IntegrityError:
+            # Registered before under this command id: answer as the first time.
+            return self._replay(self.get_complaint(complaint_id), meta.command_id, command.action)
+        log.info("registered complaint %s via %s", complaint_id, command.channel)
+        return self._result(complaint, meta.command_id)
+
+    def execute(self, complaint_id: UUID, command: ComplaintCommand) -> CommandResult:
+        meta = self._meta(command)
+        complaint = self.get_complaint(complaint_id)
+        if complaint.previous_result(meta.command_id, command.action) is not None:
+            return self._replay(complaint, meta.command_id, command.action)
+        if command.expected_version is not None and command.expected_version != complaint.version:
+            raise VersionConflict(complaint, command.expected_version)
+        if meta.occurred_at < complaint.updated_at:
+            raise RuleViolation(
+                f"occurred_at {meta.occurred_at.isoformat()} is before the complaint's last"
+                f" change at {complaint.updated_at.isoformat()}"
+            )
+        if isinstance(command, MarkDuplicate):
+            self.get_complaint(command.duplicate_of)  # the original must exist
+        command.carry_out(complaint, meta, self.sla_policy)
+        try:
+            self.save(complaint)
+        except IntegrityError:
+            current = self.get_complaint(complaint_id)
+            if current.previous_result(meta.command_id, command.action) is not None:
+                return self._replay(current, meta.command_id, command.action)
+            raise VersionConflict(current, command.expected_version) from None
+        log.info(
+            "%s complaint %s -> v%d %s by %s",
+            command.action,
+            complaint_id,
+            complaint.version,
+            complaint.status,
+            meta.actor,
+        )
+        return self._result(complaint, meta.command_id)
+
+    # ------------------------------------------------------------------ queries
+    def get_complaint(self, complaint_id: UUID, version: int | None = None) -> Complaint:
+        try:
+            complaint: Complaint = self.repository.get(complaint_id, version=version)
+        except AggregateNotFoundError:
+            raise ComplaintNotFound(complaint_id) from None
+        return complaint
+
+    # ------------------------------------------------------------------ helpers
+    def _meta(self, command: Command) -> Meta:
+        command_id = command.command_id or str(uuid4())
+        return Meta(
+            actor=command.actor,
+            occurred_at=command.occurred_at or self.clock(),
+            command_id=command_id,
+            correlation_id=command.correlation_id or command_id,
+        )
+
+    @staticmethod
+    def _result(complaint: Complaint, command_id: str, replayed: bool = False) -> CommandResult:
+        done: dict[str, Any] = complaint.commands[command_id]
+        return CommandResult(
+            complaint_id=complaint.id,
+            version=done["version"],
+            status=done["status"],
+            command_id=command_id,
+            replayed=replayed,
+        )
+
+    def _replay(self, complaint: Complaint, command_id: str, action: str) -> CommandResult:
+        complaint.previous_result(command_id, action)  # raises if the id served another action
+        log.info("command %s seen before: answering with its first result", command_id)
+        return self._result(complaint, command_id, replayed=True)

@@ -1,0 +1,291 @@
+"""Commands: what clients ask of a complaint, validated by pydantic before anything runs.
+
+Each command knows which aggregate method carries it out (`carry_out`); the handler in
+`commands.desk` only loads, calls and saves.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from aggregates.complaint import Channel, Complaint, Direction, Meta, Status, Visibility
+from aggregates.priority import Impact, Severity, Tier
+from aggregates.sla import SlaPolicy
+
+Text = Annotated[str, Field(min_length=1, max_length=20_000)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Reference = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Customer(Schema):
+    id: Reference = Field(description="the customer's id in the company's CRM")
+    tier: Tier = "regular"
+
+
+class CustomerPersonalData(Schema):
+    """Kept in its own field group of the event so it can be encrypted and erased."""
+
+    name: Name
+    contact: Name = Field(description="phone number, e-mail address or account handle")
+
+
+class Attachment(Schema):
+    filename: Name
+    content_type: Name = "application/octet-stream"
+    size_bytes: int = Field(ge=0)
+    storage_ref: Reference | None = Field(None, description="where the file itself is kept")
+
+
+class Command(Schema):
+    """What every command carries besides its own fields."""
+
+    action: ClassVar[str]
+
+    actor: Name = Field(description="who issues the command (agent, system, customer)")
+    command_id: Reference | None = Field(
+        None, description="idempotency key: the same id again returns the first result"
+    )
+    correlation_id: Reference | None = Field(
+        None, description="groups commands of one conversation; defaults to the command id"
+    )
+    occurred_at: AwareDatetime | None = Field(
+        None, description="when it happened, for imports; defaults to the server's clock"
+    )
+    expected_version: int | None = Field(
+        None, ge=1, description="fail with 409 unless the complaint is at this version"
+    )
+
+
+class ComplaintCommand(Command):
+    """A command on an existing complaint."""
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        raise NotImplementedError
+
+
+class RegisterComplaint(Command):
+    """Register a complaint received from a channel."""
+
+    action: ClassVar[str] = "register"
+    channel: Channel
+    customer: Customer
+    customer_personal: CustomerPersonalData
+    title: Annotated[str, Field(min_length=1, max_length=300)]
+    description: Text
+    product: Reference | None = None
+    order_ref: Reference | None = None
+    contract_ref: Reference | None = None
+    attachments: list[Attachment] = Field(default_factory=list, max_length=50)
+
+    def event_fields(self) -> dict[str, Any]:
+        return self.model_dump(
+            mode="json",
+            include={
+                "channel",
+                "customer",
+                "customer_personal",
+                "title",
+                "description",
+                "product",
+                "order_ref",
+                "contract_ref",
+                "attachments",
+            },
+        )
+
+
+class TriageComplaint(ComplaintCommand):
+    """Grade a complaint: category, severity and impact set its priority and SLA."""
+
+    action: ClassVar[str] = "triage"
+    category: Reference
+    severity: Severity
+    impact: Impact = "one_user"
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.triage(self.category, self.severity, self.impact, policy, meta)
+
+
+class AssignComplaint(ComplaintCommand):
+    """Assign (or hand over) a complaint to a team and an agent."""
+
+    action: ClassVar[str] = "assign"
+    team: Reference
+    agent: Reference | None = None
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.assign(self.team, self.agent, meta)
+
+
+class AddNote(ComplaintCommand):
+    """Add an internal note (never stops an SLA clock)."""
+
+    action: ClassVar[str] = "add_note"
+    text: Text
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.add_note(self.text, meta)
+
+
+class RecordContact(ComplaintCommand):
+    """Record a contact with the customer; a public outbound one is a response."""
+
+    action: ClassVar[str] = "record_contact"
+    direction: Direction
+    visibility: Visibility = "public"
+    channel: Channel
+    summary: Text
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.record_contact(self.direction, self.visibility, self.channel, self.summary, meta)
+
+
+class WaitOnCustomer(ComplaintCommand):
+    """Wait on the customer: the resolution clock pauses."""
+
+    action: ClassVar[str] = "wait_on_customer"
+    reason: Text
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.wait_on_customer(self.reason, meta)
+
+
+class CustomerReplied(ComplaintCommand):
+    """The customer replied: the resolution clock resumes."""
+
+    action: ClassVar[str] = "customer_replied"
+    summary: Text
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.customer_replied(self.summary, policy, meta)
+
+
+class ProposeResolution(ComplaintCommand):
+    """Propose a resolution to the customer."""
+
+    action: ClassVar[str] = "propose_resolution"
+    proposal: Text
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.propose_resolution(self.proposal, meta)
+
+
+class ResolveComplaint(ComplaintCommand):
+    """Resolve the complaint."""
+
+    action: ClassVar[str] = "resolve"
+    resolution: Text
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.resolve(self.resolution, meta)
+
+
+class VerifyResolution(ComplaintCommand):
+    """Record the customer's verification: CSAT, and optionally NPS and effort."""
+
+    action: ClassVar[str] = "verify"
+    csat: int = Field(ge=1, le=5, description="customer satisfaction, 1 (worst) to 5")
+    nps: int | None = Field(None, ge=0, le=10, description="net promoter score, 0 to 10")
+    effort: int | None = Field(None, ge=1, le=7, description="customer effort score, 1 to 7")
+    comment: Text | None = None
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.verify(self.csat, self.nps, self.effort, self.comment, meta)
+
+
+class CloseComplaint(ComplaintCommand):
+    """Close (archive) a resolved complaint."""
+
+    action: ClassVar[str] = "close"
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.close(meta)
+
+
+class ReopenComplaint(ComplaintCommand):
+    """Reopen a resolved or closed complaint, with the reason."""
+
+    action: ClassVar[str] = "reopen"
+    reason: Text
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.reopen(self.reason, meta)
+
+
+class EscalateComplaint(ComplaintCommand):
+    """Escalate an open complaint to a higher level (1-3)."""
+
+    action: ClassVar[str] = "escalate"
+    level: int = Field(ge=1, le=3)
+    reason: Text
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.escalate(self.level, self.reason, meta)
+
+
+class WithdrawComplaint(ComplaintCommand):
+    """The customer withdraws the complaint."""
+
+    action: ClassVar[str] = "withdraw"
+    reason: Text
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.withdraw(self.reason, meta)
+
+
+class MarkDuplicate(ComplaintCommand):
+    """Mark the complaint as a duplicate of another one."""
+
+    action: ClassVar[str] = "mark_duplicate"
+    duplicate_of: UUID
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.mark_duplicate(self.duplicate_of, meta)
+
+
+# The commands on an existing complaint, by the path segment that names them over HTTP.
+COMPLAINT_COMMANDS: dict[str, type[ComplaintCommand]] = {
+    "triage": TriageComplaint,
+    "assign": AssignComplaint,
+    "notes": AddNote,
+    "contacts": RecordContact,
+    "wait-on-customer": WaitOnCustomer,
+    "customer-replied": CustomerReplied,
+    "propose-resolution": ProposeResolution,
+    "resolve": ResolveComplaint,
+    "verify": VerifyResolution,
+    "close": CloseComplaint,
+    "reopen": ReopenComplaint,
+    "escalate": EscalateComplaint,
+    "withdraw": WithdrawComplaint,
+    "mark-duplicate": MarkDuplicate,
+}
+
+
+class CommandResult(Schema):
+    complaint_id: UUID
+    version: int = Field(description="the complaint's version after the command")
+    status: Status = Field(description="the complaint's status after the command")
+    command_id: str
+    replayed: bool = Field(
+        False, description="true when this command id was seen before: nothing new was written"
+    )
+
+
+class ComplaintState(BaseModel):
+    """The complaint as it stands (write side view, for clients and auditors)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: UUID
+    version: int
+    status: Status
+    registered_at: datetime

@@ -1,0 +1,316 @@
+"""Business-time arithmetic: properties over random calendars plus worked examples."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from aggregates.sla import (
+    TWENTY_FOUR_SEVEN,
+    BusinessCalendar,
+    due_at,
+    elapsed_business_seconds,
+    load_sla_policy,
+)
+
+US = timedelta(microseconds=1)
+TOL = 1e-6
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Shanghai", "UTC"]
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# UTC instants of 2026/2027 offset changes in the zones above: starts cluster around them.
+TRANSITIONS = [
+    datetime(2026, 3, 29, 1, tzinfo=UTC),  # Berlin spring forward
+    datetime(2026, 10, 25, 1, tzinfo=UTC),  # Berlin fall back
+    datetime(2026, 3, 8, 7, tzinfo=UTC),  # New York spring forward
+    datetime(2026, 11, 1, 6, tzinfo=UTC),  # New York fall back
+    datetime(2026, 4, 4, 16, tzinfo=UTC),  # Sydney fall back
+    datetime(2026, 10, 3, 16, tzinfo=UTC),  # Sydney spring forward
+    datetime(2027, 3, 28, 1, tzinfo=UTC),  # Berlin spring forward
+]
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+@st.composite
+def day_windows(draw: st.DrawFn) -> list[str]:
+    # Quarter-hour marks hit the 02:00/03:00 DST edges often; 96 marks 24:00.
+    marks = sorted(draw(st.lists(st.integers(0, 96), max_size=6, unique=True)))
+    marks = marks[: len(marks) // 2 * 2]
+    return [f"{hhmm(a * 15)}-{hhmm(b * 15)}" for a, b in zip(marks[::2], marks[1::2])]
+
+
+@st.composite
+def calendars(draw: st.DrawFn) -> BusinessCalendar:
+    week = {d: draw(day_windows()) for d in DAYS}
+    assume(any(week.values()))
+    holidays = draw(
+        st.frozensets(
+            st.one_of(
+                st.dates(date(2026, 1, 1), date(2027, 12, 31)),
+                st.builds(lambda t, k: t.date() + timedelta(days=k), st.sampled_from(TRANSITIONS), st.integers(-3, 3)),
+            ),
+            max_size=12,
+        )
+    )
+    return BusinessCalendar(name="random", timezone=draw(st.sampled_from(ZONES)), week=week, holidays=holidays)
+
+
+instants = st.one_of(
+    st.builds(
+        lambda base, off, us: base + timedelta(seconds=off, microseconds=us),
+        st.sampled_from(TRANSITIONS),
+        st.integers(-4 * 86_400, 4 * 86_400),
+        st.sampled_from([0, 0, 1, 999_999, 123_456]),
+    ),
+    st.datetimes(datetime(2026, 1, 1), datetime(2027, 12, 31), timezones=st.just(UTC)),
+)
+WEEKS6 = 6 * 7 * 86_400
+durations = st.one_of(
+    st.integers(0, WEEKS6).map(float),
+    st.sampled_from([1.0, 900.0, 3600.0, 7200.0, 86_400.0, 172_800.0]),
+    st.floats(0, WEEKS6, allow_nan=False),
+)
+
+
+def local_days_around(cal: BusinessCalendar, a: datetime, b: datetime) -> list[date]:
+    tz = ZoneInfo(cal.timezone)
+    first, last = a.astimezone(tz).date() - timedelta(days=1), b.astimezone(tz).date() + timedelta(days=1)
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def windows_between(cal: BusinessCalendar, a: datetime, b: datetime) -> float:
+    """Oracle: overlap of [a, b] with the per-day windows, summed day by day."""
+    total = timedelta(0)
+    for d in local_days_around(cal, a, b):
+        for s, e in cal.business_windows(d):
+            if min(e, b) > max(s, a):
+                total += min(e, b) - max(s, a)
+    return total.total_seconds()
+
+
+# --- properties -------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(calendars(), instants, durations)
+def test_add_then_measure_gives_the_duration_back(cal: BusinessCalendar, start: datetime, d: float) -> None:
+    due = cal.add_business_seconds(start, d)
+    assert due.tzinfo is UTC and due >= start
+    assert cal.business_seconds_between(start, due) == pytest.approx(d, abs=TOL)
+
+
+@SETTINGS
+@given(calendars(), instants, durations.filter(lambda d: d >= 1e-6))
+def test_add_returns_the_earliest_instant(cal: BusinessCalendar, start: datetime, d: float) -> None:
+    due = cal.add_business_seconds(start, d)
+    # One microsecond earlier is not enough ...
+    assert due - US >= start
+    assert cal.business_seconds_between(start, due - US) < d - 0.5e-6
+    # ... because the due instant lies inside a window or at its end, never in closed time.
+    windows = [w for day in local_days_around(cal, due, due) for w in cal.business_windows(day)]
+    assert any(s < due <= e for s, e in windows)
+
+
+@SETTINGS
+@given(calendars(), instants, st.integers(0, WEEKS6), st.integers(0, WEEKS6))
+def test_additivity_and_cumulative(cal: BusinessCalendar, a: datetime, x: int, y: int) -> None:
+    b, c = a + timedelta(seconds=x, microseconds=7), a + timedelta(seconds=x + y, microseconds=11)
+    ab, bc, ac = (cal.business_seconds_between(*p) for p in ((a, b), (b, c), (a, c)))
+    assert ab + bc == pytest.approx(ac, abs=TOL)
+    assert cal.cumulative_business_seconds(c) - cal.cumulative_business_seconds(a) == pytest.approx(ac, abs=1e-5)
+    assert cal.business_seconds_between(c, a) == 0.0
+    # The arithmetic (weeks, holidays, DST corrections) agrees with walking the windows.
+    assert ac == pytest.approx(windows_between(cal, a, c), abs=TOL)
+
+
+@SETTINGS
+@given(calendars(), instants, st.integers(0, WEEKS6), durations)
+def test_holidays_never_count(cal: BusinessCalendar, a: datetime, x: int, d: float) -> None:
+    b = a + timedelta(seconds=x)
+    holiday = a.astimezone(ZoneInfo(cal.timezone)).date()
+    closed = cal.model_copy(update={"holidays": cal.holidays | {holiday}})
+    assert closed.business_windows(holiday) == []
+    midnight = datetime.combine(holiday, time(0), ZoneInfo(cal.timezone))
+    assert closed.business_seconds_between(midnight, midnight + timedelta(days=1)) == 0.0
+    assert closed.business_seconds_between(a, b) <= cal.business_seconds_between(a, b)
+    assert closed.add_business_seconds(a, d) >= cal.add_business_seconds(a, d)
+
+
+pauses = st.lists(st.tuples(instants, st.integers(0, 5 * 86_400)), max_size=4).map(
+    lambda ps: [(p, p + timedelta(seconds=n)) for p, n in ps]
+)
+
+
+def union_business(cal: BusinessCalendar, spans: list[tuple[datetime, datetime]], lo: datetime, hi: datetime) -> float:
+    clipped = sorted((max(a, lo), min(b, hi)) for a, b in spans if min(b, hi) > max(a, lo))
+    merged: list[list[datetime]] = []
+    for a, b in clipped:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return sum(cal.business_seconds_between(a, b) for a, b in merged)
+
+
+@SETTINGS
+@given(calendars(), instants, st.integers(0, WEEKS6), pauses)
+def test_pauses_never_count(cal: BusinessCalendar, a: datetime, x: int, ps: list) -> None:
+    b = a + timedelta(seconds=x)
+    expected = cal.business_seconds_between(a, b) - union_business(cal, ps, a, b)
+    assert elapsed_business_seconds(cal, a, b, ps) == pytest.approx(expected, abs=TOL)
+    assert elapsed_business_seconds(cal, a, b, list(reversed(ps)) + ps) == pytest.approx(expected, abs=TOL)
+
+
+@SETTINGS
+@given(calendars(), instants, durations, pauses)
+def test_due_at_and_elapsed_are_inverse(cal: BusinessCalendar, start: datetime, d: float, ps: list) -> None:
+    due = due_at(cal, start, d, ps)
+    assert due >= due_at(cal, start, d) == cal.add_business_seconds(start, d)
+    assert elapsed_business_seconds(cal, start, due, ps) == pytest.approx(d, abs=TOL)
+    if d >= 1e-6:  # and it is the earliest such instant
+        assert elapsed_business_seconds(cal, start, due - US, ps) < d - 0.5e-6
+
+
+# --- DST ----------------------------------------------------------------------------------
+
+
+def one_window_calendar(zone: str, window: str) -> BusinessCalendar:
+    return BusinessCalendar(name=zone, timezone=zone, week={d: [window] for d in DAYS})
+
+
+def hours_on(cal: BusinessCalendar, day: date) -> float:
+    tz = ZoneInfo(cal.timezone)
+    lo = datetime.combine(day, time(0), tz)
+    hi = datetime.combine(day + timedelta(days=1), time(0), tz)
+    from_windows = sum((e - s).total_seconds() for s, e in cal.business_windows(day))
+    between = cal.business_seconds_between(lo, hi)
+    assert from_windows == between
+    return between / 3600
+
+
+@pytest.mark.parametrize(
+    ("zone", "day", "full_day_hours"),
+    [
+        ("Europe/Berlin", date(2026, 3, 29), 23),
+        ("Europe/Berlin", date(2026, 10, 25), 25),
+        ("Europe/Berlin", date(2026, 10, 26), 24),
+        ("America/New_York", date(2026, 3, 8), 23),
+        ("America/New_York", date(2026, 11, 1), 25),
+        ("Australia/Sydney", date(2026, 4, 5), 25),
+        ("Australia/Sydney", date(2026, 10, 4), 23),
+    ],
+)
+def test_dst_days(zone: str, day: date, full_day_hours: int) -> None:
+    assert hours_on(one_window_calendar(zone, "00:00-24:00"), day) == full_day_hours
+    assert hours_on(one_window_calendar(zone, "09:00-17:00"), day) == 8
+
+
+def test_window_starting_in_the_spring_forward_gap_starts_at_the_transition() -> None:
+    cal = one_window_calendar("Europe/Berlin", "02:30-04:00")  # 02:00-03:00 does not exist
+    assert cal.business_windows(date(2026, 3, 29)) == [
+        (datetime(2026, 3, 29, 1, tzinfo=UTC), datetime(2026, 3, 29, 2, tzinfo=UTC))
+    ]
+    gone = one_window_calendar("Europe/Berlin", "02:00-02:45")
+    assert gone.business_windows(date(2026, 3, 29)) == []
+    assert hours_on(gone, date(2026, 3, 30)) == 0.75
+
+
+def test_window_across_the_fall_back_fold_keeps_the_repeated_hour() -> None:
+    cal = one_window_calendar("Europe/Berlin", "02:30-05:00")  # 02:00-03:00 happens twice
+    assert cal.business_windows(date(2026, 10, 25)) == [
+        (datetime(2026, 10, 25, 0, 30, tzinfo=UTC), datetime(2026, 10, 25, 4, tzinfo=UTC))
+    ]
+
+
+def test_add_across_spring_forward_counts_real_time() -> None:
+    cal = one_window_calendar("Europe/Berlin", "00:00-24:00")
+    start = datetime(2026, 3, 29, 0, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    # 3 business hours after local midnight is 04:00 local: 01:00-02:00 CET, then 03:00-04:00 CEST.
+    assert cal.add_business_seconds(start, 3 * 3600) == datetime(2026, 3, 29, 2, tzinfo=UTC)
+
+
+# --- worked examples on the packaged Shanghai business calendar ----------------------------
+
+SH = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture(scope="module")
+def business() -> BusinessCalendar:
+    return load_sla_policy().calendars["business"]
+
+
+@pytest.mark.parametrize(
+    ("registered", "minutes", "due"),
+    [
+        (datetime(2026, 11, 6, 17, 30), 120, datetime(2026, 11, 9, 10, 30)),  # Friday evening -> Monday
+        (datetime(2026, 11, 4, 11, 30), 120, datetime(2026, 11, 4, 14, 30)),  # across the lunch break
+        (datetime(2026, 11, 4, 17, 0), 60, datetime(2026, 11, 4, 18, 0)),  # ends exactly at closing
+        (datetime(2026, 11, 4, 12, 15), 30, datetime(2026, 11, 4, 13, 30)),  # registered over lunch
+        (datetime(2026, 11, 7, 10, 0), 60, datetime(2026, 11, 9, 10, 0)),  # registered on Saturday
+        (datetime(2026, 12, 31, 17, 0), 120, datetime(2027, 1, 4, 10, 0)),  # New Year holiday + weekend
+        (datetime(2027, 2, 5, 17, 0), 120, datetime(2027, 2, 15, 10, 0)),  # Spring Festival closure
+        (datetime(2026, 11, 2, 9, 0), 2880, datetime(2026, 11, 9, 18, 0)),  # 48 business hours = 6 days
+    ],
+)
+def test_worked_examples(business: BusinessCalendar, registered: datetime, minutes: int, due: datetime) -> None:
+    start = registered.replace(tzinfo=SH)
+    got = business.add_business_seconds(start, minutes * 60)
+    assert got == due.replace(tzinfo=SH) and got.tzinfo is UTC
+    assert business.business_seconds_between(start, got) == minutes * 60
+
+
+def test_pause_moves_the_due_time(business: BusinessCalendar) -> None:
+    start = datetime(2026, 11, 4, 9, 0, tzinfo=SH)
+    wait = (datetime(2026, 11, 4, 10, 0, tzinfo=SH), datetime(2026, 11, 5, 10, 0, tzinfo=SH))
+    # 1 h before the pause, the clock stops for one business day, 1 h after it.
+    assert due_at(business, start, 7200, [wait]) == datetime(2026, 11, 5, 11, 0, tzinfo=SH)
+    assert elapsed_business_seconds(business, start, datetime(2026, 11, 5, 11, 0, tzinfo=SH), [wait]) == 7200
+    # A pause that ended before the start changes nothing.
+    early = (datetime(2026, 11, 3, 9, 0, tzinfo=SH), datetime(2026, 11, 3, 18, 0, tzinfo=SH))
+    assert due_at(business, start, 7200, [early]) == datetime(2026, 11, 4, 11, 0, tzinfo=SH)
+
+
+def test_zero_target_is_the_start_itself(business: BusinessCalendar) -> None:
+    start = datetime(2026, 11, 7, 10, 0, tzinfo=SH)  # Saturday, closed
+    assert business.add_business_seconds(start, 0) == start
+    assert business.add_business_seconds(start, 0).tzinfo is UTC
+    assert due_at(business, start, 0) == start
+
+
+def test_cumulative_epoch() -> None:
+    assert TWENTY_FOUR_SEVEN.cumulative_business_seconds(datetime(1970, 1, 1, tzinfo=UTC)) == 0
+    assert TWENTY_FOUR_SEVEN.cumulative_business_seconds(datetime(1970, 1, 2, tzinfo=UTC)) == 86_400
+    assert TWENTY_FOUR_SEVEN.cumulative_business_seconds(datetime(1969, 12, 31, tzinfo=UTC)) == -86_400
+    berlin = one_window_calendar("Europe/Berlin", "00:00-24:00")
+    assert berlin.cumulative_business_seconds(datetime(1970, 1, 1, tzinfo=ZoneInfo("Europe/Berlin"))) == 0
+    # Long spans agree with plain elapsed time on an always-open calendar.
+    a, b = datetime(1999, 5, 1, 12, tzinfo=UTC), datetime(2031, 2, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert TWENTY_FOUR_SEVEN.business_seconds_between(a, b) == (b - a).total_seconds()
+    assert TWENTY_FOUR_SEVEN.add_business_seconds(a, (b - a).total_seconds()) == b
+    # On a DST calendar open around the clock, business time is real elapsed time too.
+    assert berlin.business_seconds_between(a, b) == (b - a).total_seconds()
+
+
+def test_naive_and_bad_input_is_rejected(business: BusinessCalendar) -> None:
+    naive, aware = datetime(2026, 11, 4, 9), datetime(2026, 11, 4, 9, tzinfo=UTC)
+    with pytest.raises(ValueError, match="naive datetime"):
+        business.business_seconds_between(naive, aware)
+    with pytest.raises(ValueError, match="naive datetime"):
+        business.add_business_seconds(naive, 60)
+    with pytest.raises(ValueError, match="naive datetime"):
+        business.cumulative_business_seconds(naive)
+    with pytest.raises(ValueError, match="naive datetime"):
+        due_at(business, aware, 60, [(naive, aware)])
+    with pytest.raises(ValueError, match="naive datetime"):
+        elapsed_business_seconds(business, aware, naive)
+    with pytest.raises(ValueError, match="duration"):
+        business.add_business_seconds(aware, -1)
+    with pytest.raises(ValueError, match="pause ends"):
+        due_at(business, aware, 60, [(aware, aware - US)])
