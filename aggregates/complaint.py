@@ -123,6 +123,7 @@ class Complaint(Aggregate):
         title: str,
         description: str,
         product: str | None,
+        region: str | None,
         order_ref: str | None,
         contract_ref: str | None,
         attachments: list[dict[str, Any]],
@@ -139,6 +140,7 @@ class Complaint(Aggregate):
         self.title = title
         self.description = description
         self.product = product
+        self.region = region
         self.order_ref = order_ref
         self.contract_ref = contract_ref
         self.attachments = attachments

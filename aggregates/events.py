@@ -46,6 +46,7 @@ class Registered(Payload):
     title: str
     description: str
     product: str | None
+    region: str | None
     order_ref: str | None
     contract_ref: str | None
     attachments: list[dict[str, Any]]

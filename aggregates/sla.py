@@ -321,7 +321,7 @@ def _add(eng: _Engine, t: int, d_us: int) -> int:
     lo, clo = n, day[4]  # clo < target
     weeks = (target - clo) // eng.week_total
     if weeks > 1:
-        g = lo + 7 * (weeks + 1)  # one week of slack for DST extras
+        g = lo + 7 * (weeks - 1)  # one week of slack for DST extras
         if eng.cum_at(g) < target:
             lo = g
     step = 7

@@ -27,6 +27,7 @@ CATEGORIES = {
     "account": ["Cannot reset password", "Account locked"],
     "feature_request": ["Please add dark mode", "Export to Excel"],
 }
+REGIONS = ["Guangdong", "Shanghai", "Beijing", "Zhejiang", "Jiangsu", "Sichuan", "Hubei", "Shandong"]
 CHANNELS = ["phone", "wechat", "web", "app", "email", "store", "social_media"]
 TEAMS = {"product_defect": "tech-support", "logistics": "logistics", "billing": "billing",
          "service_attitude": "customer-care", "account": "customer-care", "feature_request": "product"}
@@ -95,7 +96,7 @@ def _life(rng: random.Random, cid: str, at: datetime, end: datetime, customer: s
          customer={"id": customer, "tier": "vip" if vip else "regular"},
          customer_personal={"name": f"Customer {customer}", "contact": f"{customer.lower()}@example.com"},
          title=title, description=f"{title}. Order placed last week.",
-         product=skewed(rng, PRODUCTS), order_ref=f"ORD-{rng.randrange(10**6):06d}")
+         product=skewed(rng, PRODUCTS), region=skewed(rng, REGIONS, 0.7), order_ref=f"ORD-{rng.randrange(10**6):06d}")
     severity = rng.choices(["fatal", "major", "normal", "minor"], [2, 15, 60, 23])[0]
     if not step(rng.expovariate(1 / 20), "triage", category=category, severity=severity,
                 impact=rng.choices(["one_user", "some_users", "all_users"], [85, 12, 3])[0]):

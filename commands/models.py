@@ -81,6 +81,7 @@ class RegisterComplaint(Command):
     title: Annotated[str, Field(min_length=1, max_length=300)]
     description: Text
     product: Reference | None = None
+    region: Reference | None = Field(None, description="where the customer is (province, state)")
     order_ref: Reference | None = None
     contract_ref: Reference | None = None
     attachments: list[Attachment] = Field(default_factory=list, max_length=50)
@@ -95,6 +96,7 @@ class RegisterComplaint(Command):
                 "title",
                 "description",
                 "product",
+                "region",
                 "order_ref",
                 "contract_ref",
                 "attachments",

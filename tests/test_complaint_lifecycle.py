@@ -72,7 +72,7 @@ class ComplaintLifecycle(RuleBasedStateMachine):
         self.complaint = Complaint(
             channel="web", customer={"id": "C1", "tier": tier},
             customer_personal={"name": "N", "contact": "c"}, title=title, description="d",
-            product="p", order_ref=None, contract_ref=None, attachments=[], **self.meta().fields(),
+            product="p", region=None, order_ref=None, contract_ref=None, attachments=[], **self.meta().fields(),
         )
         self.status = "received"
         self.before_wait: str | None = None
@@ -206,7 +206,7 @@ def test_domain_errors_name_the_state_and_the_action() -> None:
     complaint = Complaint(
         channel="web", customer={"id": "C1", "tier": "regular"},
         customer_personal={"name": "N", "contact": "c"}, title="t", description="d",
-        product=None, order_ref=None, contract_ref=None, attachments=[],
+        product=None, region=None, order_ref=None, contract_ref=None, attachments=[],
         **Meta("a", datetime(2026, 1, 1, tzinfo=UTC), "c1", "c1").fields(),
     )
     try:
