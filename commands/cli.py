@@ -32,16 +32,17 @@ Actor = Annotated[str, typer.Option(help="who issues the command", envvar="COMPL
 
 
 def parse_fields(pairs: list[str] | None, body: str | None) -> dict[str, Any]:
-    """Turn `a.b=1` pairs (values parsed as JSON when they are JSON) into a nested dict."""
+    """Turn `a.b=value` pairs into a nested dict."""
     data: dict[str, Any] = json.loads(body) if body else {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise typer.BadParameter(f"expected field=value, got {pair!r}")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        # Plain text stays text (pydantic turns "4" into 4 where a number is wanted, and a
+        # phone number stays a string); JSON objects, lists and literals are parsed.
+        value: Any = raw
+        if raw[:1] in ("{", "[") or raw in ("true", "false", "null"):
+            value = json.loads(raw)
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
@@ -64,7 +65,7 @@ def desk() -> ComplaintDesk:
     return ComplaintDesk.from_settings(get_settings())
 
 
-def run(call: Any) -> None:
+def report(call: Any) -> None:
     """Run a command and print its result as JSON; turn domain errors into exit codes."""
     try:
         result = call()
@@ -92,7 +93,7 @@ def build(model: type[Command], actor: str, fields: list[str] | None, body: str 
     " customer_personal.contact=li@example.com title='Broken' description='It broke'",
 )
 def register(fields: Fields = None, json_body: JsonBody = None, actor: Actor = "cli") -> None:
-    run(lambda: desk().register(build(RegisterComplaint, actor, fields, json_body)).model_dump(mode="json"))
+    report(lambda: desk().register(build(RegisterComplaint, actor, fields, json_body)).model_dump(mode="json"))
 
 
 def _add_command(path: str, model: type[Command]) -> None:
@@ -102,7 +103,7 @@ def _add_command(path: str, model: type[Command]) -> None:
         json_body: JsonBody = None,
         actor: Actor = "cli",
     ) -> None:
-        run(
+        report(
             lambda: desk()
             .execute(complaint_id, build(model, actor, fields, json_body))
             .model_dump(mode="json")
@@ -121,7 +122,7 @@ def show(
     complaint_id: Annotated[UUID, typer.Argument(help="the complaint's id")],
     version: Annotated[Optional[int], typer.Option(help="a past version")] = None,
 ) -> None:
-    run(lambda: desk().get_complaint(complaint_id, version).state())
+    report(lambda: desk().get_complaint(complaint_id, version).state())
 
 
 Host = Annotated[Optional[str], typer.Option(help="address to listen on")]
