@@ -9,6 +9,7 @@ from the event store's (originator id, version) key: of two racing saves one fai
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,7 @@ class ComplaintDesk(Application):
         super().__init__(env)
         self.clock = clock
         self.sla_policy = sla_policy or load_sla_policy()
+        self._locks = [threading.Lock() for _ in range(64)]
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock = utc_now) -> ComplaintDesk:
@@ -87,7 +89,18 @@ class ComplaintDesk(Application):
 
     def execute(self, complaint_id: UUID, command: ComplaintCommand) -> CommandResult:
         meta = self._meta(command)
-        complaint = self.get_complaint(complaint_id)
+        # Commands on one complaint take turns in this process, so they can work on the
+        # cached aggregate itself instead of a deep copy (a fifth of a command's cost);
+        # any failure evicts it, so a half-applied command never stays in the cache.
+        with self._locks[hash(complaint_id) % len(self._locks)]:
+            try:
+                return self._execute(complaint_id, command, meta)
+            except BaseException:
+                self._evict(complaint_id)
+                raise
+
+    def _execute(self, complaint_id: UUID, command: ComplaintCommand, meta: Meta) -> CommandResult:
+        complaint = self.get_complaint(complaint_id, for_update=True)
         if complaint.previous_result(meta.command_id, command.action) is not None:
             return self._replay(complaint, meta.command_id, command.action)
         if command.expected_version is not None and command.expected_version != complaint.version:
@@ -103,6 +116,7 @@ class ComplaintDesk(Application):
         try:
             self.save(complaint)
         except IntegrityError:
+            self._evict(complaint_id)
             current = self.get_complaint(complaint_id)
             if current.previous_result(meta.command_id, command.action) is not None:
                 return self._replay(current, meta.command_id, command.action)
@@ -118,14 +132,26 @@ class ComplaintDesk(Application):
         return self._result(complaint, meta.command_id)
 
     # ------------------------------------------------------------------ queries
-    def get_complaint(self, complaint_id: UUID, version: int | None = None) -> Complaint:
+    def get_complaint(
+        self, complaint_id: UUID, version: int | None = None, *, for_update: bool = False
+    ) -> Complaint:
+        """The complaint (a private copy unless `for_update`, which needs the lock)."""
         try:
-            complaint: Complaint = self.repository.get(complaint_id, version=version)
+            complaint: Complaint = self.repository.get(
+                complaint_id, version=version, deepcopy_from_cache=not for_update
+            )
         except AggregateNotFoundError:
             raise ComplaintNotFound(complaint_id) from None
         return complaint
 
     # ------------------------------------------------------------------ helpers
+    def _evict(self, complaint_id: UUID) -> None:
+        if self.repository.cache is not None:
+            try:
+                self.repository.cache.get(complaint_id, evict=True)
+            except KeyError:
+                pass
+
     def _meta(self, command: Command) -> Meta:
         command_id = command.command_id or str(uuid4())
         return Meta(

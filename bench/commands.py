@@ -1,0 +1,172 @@
+"""Commands per second on SQLite: in-process and over HTTP, beside eventsourcing's raw save.
+
+    python -m bench.commands --help
+
+- raw: eventsourcing alone: an aggregate already in memory triggers one event and
+  `Application.save` writes it; no loading, no validation. The ceiling.
+- in-process: `ComplaintDesk.execute` with a pydantic command: load (from the aggregate
+  cache), check, call, save; one event per command, the same events as the raw run.
+- HTTP: the real command API under uvicorn, loaded by wrk (Debian's package) with
+  `--connections` concurrent connections posting notes to rotating complaints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from aggregates.complaint import Complaint, Meta
+from commands.desk import ComplaintDesk
+from commands.models import AddNote, RegisterComplaint
+from commands.settings import Settings
+
+REGISTER: dict[str, Any] = {
+    "actor": "bench", "channel": "web", "customer": {"id": "C-1", "tier": "regular"},
+    "customer_personal": {"name": "Bench", "contact": "bench@example.com"},
+    "title": "Bench", "description": "A complaint for the benchmark",
+}
+
+
+def raw_save(path: Path, complaints: int, notes: int) -> float:
+    """Events per second of eventsourcing's own save, one event per save."""
+    from eventsourcing.application import Application
+
+    app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)})
+    now = datetime.now(UTC)
+    aggregates = []
+    start = time.perf_counter()
+    for n in range(complaints):
+        meta = Meta("bench", now, f"r-{n}", f"r-{n}")
+        complaint = Complaint(**RegisterComplaint.model_validate(REGISTER).event_fields(), **meta.fields())
+        app.save(complaint)
+        aggregates.append(complaint)
+    for round_ in range(notes):
+        for n, complaint in enumerate(aggregates):
+            complaint.add_note("note", Meta("bench", now, f"n-{round_}-{n}", "c"))
+            app.save(complaint)
+    elapsed = time.perf_counter() - start
+    app.close()
+    return complaints * (notes + 1) / elapsed
+
+
+def in_process(path: Path, complaints: int, notes: int) -> float:
+    desk = ComplaintDesk.from_settings(Settings(store="sqlite", sqlite_path=path))
+    start = time.perf_counter()
+    ids = [desk.register(RegisterComplaint.model_validate(REGISTER)).complaint_id for _ in range(complaints)]
+    for _ in range(notes):
+        for complaint_id in ids:
+            desk.execute(complaint_id, AddNote(actor="bench", text="note"))
+    elapsed = time.perf_counter() - start
+    desk.close()
+    return complaints * (notes + 1) / elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+WRK_SCRIPT = """
+local ids = {%s}
+local n = 0
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+request = function()
+  n = n + 1
+  local id = ids[(n %% #ids) + 1]
+  return wrk.format(nil, "/complaints/" .. id .. "/notes", nil, '{"actor":"wrk","text":"load"}')
+end
+"""
+
+
+def over_http(path: Path, complaints: int, seconds: int, connections: int) -> dict[str, float]:
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    port = free_port()
+    env = os.environ | {"COMPLAINTS_STORE": "sqlite", "COMPLAINTS_SQLITE_PATH": str(path)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "commands.cli", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        with httpx.Client(base_url=base) as client:
+            ids = [client.post("/complaints", json=REGISTER).json()["complaint_id"] for _ in range(complaints)]
+        script = Path(path).with_suffix(".lua")
+        script.write_text(WRK_SCRIPT % ",".join(json.dumps(i) for i in ids))
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(10)
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    def ms(text: str) -> float:
+        value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    latency = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": ms(latency["50"]),
+        "p90_ms": ms(latency["90"]),
+        "p99_ms": ms(latency["99"]),
+        "non_2xx": float(non_2xx.group(1)) if non_2xx else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--complaints", type=int, default=1000, help="complaints per run")
+    parser.add_argument("--notes", type=int, default=4, help="notes per complaint (in-process and raw)")
+    parser.add_argument("--http-seconds", type=int, default=15, help="how long wrk loads the API")
+    parser.add_argument("--connections", type=int, default=8, help="wrk's concurrent connections")
+    parser.add_argument("--rounds", type=int, default=3, help="raw and in-process runs alternate; best of each")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        raws, ours_runs = [], []
+        for round_ in range(args.rounds):
+            raws.append(raw_save(folder / f"raw{round_}.sqlite", args.complaints, args.notes))
+            ours_runs.append(in_process(folder / f"desk{round_}.sqlite", args.complaints, args.notes))
+        raw, ours = max(raws), max(ours_runs)
+        http = over_http(folder / "http.sqlite", args.complaints, args.http_seconds, args.connections)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"raw eventsourcing save:  {raw:8.0f} events/s")
+    print(f"in-process commands:     {ours:8.0f} commands/s  ({ours / raw:.0%} of raw)")
+    print(
+        f"HTTP commands (wrk -c{args.connections}): {http['requests_per_s']:8.0f} commands/s,"
+        f" p50 {http['p50_ms']:.1f} ms, p90 {http['p90_ms']:.1f} ms, p99 {http['p99_ms']:.1f} ms,"
+        f" non-2xx {http['non_2xx']:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
