@@ -1,0 +1,109 @@
+"""Audit replay: who changed what, when, and what the complaint looked like then.
+
+Answers from the read node's `events` table (the envelopes as they arrived), rebuilding
+past states with the aggregate's own code: each row becomes the Complaint event it was,
+and `mutate` applies it exactly as the write side did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import duckdb
+from eventsourcing.utils import get_topic
+
+from aggregates.complaint import Complaint
+from aggregates.events import PAYLOADS
+
+COLUMNS = "complaint_version, event_type, occurred_at, recorded_at, actor, command_id, correlation_id, payload, position"
+# Fields that change with every event: they are in each history row already.
+NOT_DIFFED = {"version", "modified_on", "updated_at", "updated_by", "created_on"}
+
+
+def _event(complaint_id: UUID, row: Sequence[Any]) -> Any:
+    version, event_type, occurred_at, recorded_at, actor, command_id, correlation_id, payload, _ = row
+    fields = PAYLOADS[event_type].model_validate_json(payload).model_dump()
+    extra = {"originator_topic": get_topic(Complaint)} if event_type == "Registered" else {}
+    return getattr(Complaint, event_type)(
+        originator_id=complaint_id, originator_version=version, timestamp=recorded_at,
+        actor=actor, occurred_at=occurred_at, command_id=command_id,
+        correlation_id=correlation_id, **fields, **extra,
+    )
+
+
+def _rows(db: duckdb.DuckDBPyConnection, complaint_id: UUID, where: str = "", params: Iterable[Any] = ()) -> list[Any]:
+    return db.execute(
+        f"SELECT {COLUMNS} FROM events WHERE complaint_id = ? {where} ORDER BY complaint_version",
+        [str(complaint_id), *params],
+    ).fetchall()
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def state_at(db: duckdb.DuckDBPyConnection, complaint_id: UUID, *, version: int | None = None,
+             at: datetime | None = None) -> dict[str, Any] | None:
+    """The complaint as it was at `version`, or at the instant `at` (None: now)."""
+    where, params = "", []
+    if version is not None:
+        where, params = "AND complaint_version <= ?", [version]
+    elif at is not None:
+        where, params = "AND occurred_at <= ?", [at]
+    complaint = None
+    for row in _rows(db, complaint_id, where, params):
+        complaint = _event(complaint_id, row).mutate(complaint)
+    return _jsonable(complaint.state()) if complaint is not None else None
+
+
+def history(db: duckdb.DuckDBPyConnection, complaint_id: UUID) -> list[dict[str, Any]]:
+    """Every event in order, with the fields of the complaint it changed (before, after)."""
+    entries, complaint, before = [], None, {}
+    for row in _rows(db, complaint_id):
+        complaint = _event(complaint_id, row).mutate(complaint)
+        after = _jsonable(complaint.state())
+        changes = {
+            key: {"before": before.get(key), "after": value}
+            for key, value in after.items()
+            if key not in NOT_DIFFED and before.get(key) != value
+        }
+        version, event_type, occurred_at, recorded_at, actor, command_id, correlation_id, payload, position = row
+        entries.append({
+            "version": version, "event_type": event_type, "occurred_at": occurred_at,
+            "recorded_at": recorded_at, "actor": actor, "command_id": command_id,
+            "correlation_id": correlation_id, "position": position,
+            "payload": json.loads(payload), "changes": changes,
+        })
+        before = after
+    return entries
+
+
+def search(db: duckdb.DuckDBPyConnection, *, customer: str | None = None, order: str | None = None,
+           product: str | None = None, text: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """Complaints whose registration matches every given filter (text: title or description)."""
+    conditions, params = ["event_type = 'Registered'"], []
+    for path, value in (("$.customer.id", customer), ("$.order_ref", order), ("$.product", product)):
+        if value is not None:
+            conditions.append(f"json_extract_string(payload, '{path}') = ?")
+            params.append(value)
+    if text:
+        conditions.append(
+            "(json_extract_string(payload, '$.title') ILIKE ? OR json_extract_string(payload, '$.description') ILIKE ?)"
+        )
+        params += [f"%{text}%", f"%{text}%"]
+    rows = db.execute(
+        f"""SELECT complaint_id, occurred_at,
+                   json_extract_string(payload, '$.title'),
+                   json_extract_string(payload, '$.customer.id'),
+                   json_extract_string(payload, '$.product'),
+                   json_extract_string(payload, '$.order_ref')
+            FROM events WHERE {' AND '.join(conditions)}
+            ORDER BY occurred_at DESC, complaint_id LIMIT ? OFFSET ?""",
+        [*params, limit, offset],
+    ).fetchall()
+    keys = ("complaint_id", "registered_at", "title", "customer_id", "product", "order_ref")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
