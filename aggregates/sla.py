@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -96,9 +97,9 @@ def _offset_at(tz: ZoneInfo, unix_s: int) -> timedelta | None:
 def _transition_days(tz: ZoneInfo, year: int) -> frozenset[int]:
     """Ordinals of local days in `year` that contain a UTC-offset change.
 
-    Sampling weekly and bisecting to the second is exact for real zones: no zone changes
-    its offset twice within a week (a change and its reversal inside one week would be
-    missed, and would make that day's length nominal anyway only if they cancelled).
+    Offsets are sampled weekly and each change is bisected to the second. That finds
+    every change of every real zone; only a change and its reversal within one week
+    would go unseen.
     """
     days: set[int] = set()
     lo = int((datetime(year, 1, 1, tzinfo=UTC) - _EPOCH).total_seconds()) - 2 * 86_400
@@ -214,7 +215,7 @@ class _Engine:
             e = min(self._resolve(n, we, True), end)
             if e <= s:
                 continue  # the whole window fell into a spring-forward gap
-            if out and s <= out[-1][1]:  # fold made neighbouring windows touch: merge
+            if out and s <= out[-1][1]:  # a fold made neighbouring windows overlap: merge
                 out[-1] = (out[-1][0], max(e, out[-1][1]))
             else:
                 out.append((s, e))
@@ -312,13 +313,14 @@ def _add(eng: _Engine, t: int, d_us: int) -> int:
     day = _locate(eng, t)
     target = _cum_in(day, t) + d_us
     n = day[5]
-    for _ in range(8):  # short targets: walk a few cached days
+    for _ in range(24):  # short targets (<= ~3 weeks): walk cached days
         if target <= day[4] + day[3]:
             return _solve(day, target - day[4])
         n += 1
         day = _day(eng, n)
-    # Long targets: jump whole weeks arithmetically, then bisect on day-start cum values.
-    lo, clo = n, day[4]  # clo < target
+    # Long targets: jump whole weeks arithmetically, then bisect on day-start cum values
+    # (cum_at is pure arithmetic, so the search does not flood the day cache).
+    lo, clo = n, day[4]  # invariant: cum_at(lo) < target
     weeks = (target - clo) // eng.week_total
     if weeks > 1:
         g = lo + 7 * (weeks - 1)  # one week of slack for DST extras
@@ -454,6 +456,12 @@ class BusinessCalendar(BaseModel):
     def _ranges(cls, v: Any) -> Any:
         return _expand_holidays(v)
 
+    @field_serializer("holidays")
+    def _sorted_holidays(self, v: frozenset[date]) -> list[date]:
+        # Set order follows date hashes, which are seeded per process: sort so that dumps
+        # (and fingerprints taken from them) are stable across runs.
+        return sorted(v)
+
     def model_post_init(self, context: Any, /) -> None:
         week = tuple(
             tuple(w.span_us for w in self.week.get(d, ())) for d in DAY_NAMES  # type: ignore[call-overload]
@@ -464,12 +472,12 @@ class BusinessCalendar(BaseModel):
     # Frozen pydantic models hash their fields; a dict field is unhashable, so hash the
     # normalised spec instead (equal calendars share hash and equality).
     def __hash__(self) -> int:
-        return hash(self._key)
+        return hash(self.__pydantic_private__["_key"])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BusinessCalendar):
             return NotImplemented
-        return self._key == other._key
+        return self.__pydantic_private__["_key"] == other.__pydantic_private__["_key"]
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> BusinessCalendar:
         # The default model_copy(update=...) skips validation and would keep a stale engine.
@@ -481,13 +489,14 @@ class BusinessCalendar(BaseModel):
 
     def business_windows(self, day: date) -> list[tuple[datetime, datetime]]:
         """Business windows of the local `day` as aware UTC instants (empty on holidays)."""
-        return [(_from_us(s), _from_us(e)) for s, e in _day(self._engine, day.toordinal())[2]]
+        wins = _day(self.__pydantic_private__["_engine"], day.toordinal())[2]
+        return [(_from_us(s), _from_us(e)) for s, e in wins]
 
     def business_seconds_between(self, start: datetime, end: datetime) -> float:
         a, b = _to_us(start), _to_us(end)
         if b <= a:
             return 0.0
-        eng = self._engine
+        eng = self.__pydantic_private__["_engine"]
         return (_cum(eng, b) - _cum(eng, a)) / 1_000_000
 
     def add_business_seconds(self, start: datetime, seconds: float) -> datetime:
@@ -496,11 +505,17 @@ class BusinessCalendar(BaseModel):
         d = _seconds_to_us(seconds)
         if d == 0:
             return start.astimezone(UTC)
-        return _from_us(_add(self._engine, t, d))
+        return _from_us(_add(self.__pydantic_private__["_engine"], t, d))
 
     def cumulative_business_seconds(self, t: datetime) -> float:
         """Business seconds since the start of local 1970-01-01 (negative before it)."""
-        return _cum(self._engine, _to_us(t)) / 1_000_000
+        return _cum(self.__pydantic_private__["_engine"], _to_us(t)) / 1_000_000
+
+
+def _eng(cal: BusinessCalendar) -> _Engine:
+    # Read the private slot directly (the methods above do the same): pydantic's
+    # __getattr__ path for private attributes costs ~1 µs, more than the arithmetic.
+    return cal.__pydantic_private__["_engine"]  # type: ignore[index]
 
 
 TWENTY_FOUR_SEVEN = BusinessCalendar(
@@ -644,7 +659,7 @@ def due_at(
     pauses: Sequence[tuple[datetime, datetime]] = (),
 ) -> datetime:
     """When business time since `start`, not counting paused business time, reaches the target."""
-    eng = calendar._engine
+    eng = _eng(calendar)
     t = _to_us(start)
     rem = _seconds_to_us(target_seconds)
     if rem == 0:
@@ -665,7 +680,7 @@ def elapsed_business_seconds(
     pauses: Sequence[tuple[datetime, datetime]] = (),
 ) -> float:
     """Business seconds in [start, end] minus those inside the (merged, clipped) pauses."""
-    eng = calendar._engine
+    eng = _eng(calendar)
     a, b = _to_us(start), _to_us(end)
     if b <= a:
         return 0.0

@@ -19,7 +19,8 @@ from aggregates.sla import (
 
 US = timedelta(microseconds=1)
 TOL = 1e-6
-ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Shanghai", "UTC"]
+# Beirut and Santiago change their clocks at local midnight, so whole days shift.
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Shanghai", "UTC", "Asia/Beirut", "America/Santiago"]
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # UTC instants of 2026/2027 offset changes in the zones above: starts cluster around them.
 TRANSITIONS = [
@@ -30,8 +31,12 @@ TRANSITIONS = [
     datetime(2026, 4, 4, 16, tzinfo=UTC),  # Sydney fall back
     datetime(2026, 10, 3, 16, tzinfo=UTC),  # Sydney spring forward
     datetime(2027, 3, 28, 1, tzinfo=UTC),  # Berlin spring forward
+    datetime(2026, 3, 28, 22, tzinfo=UTC),  # Beirut spring forward at midnight
+    datetime(2026, 10, 24, 21, tzinfo=UTC),  # Beirut fall back at midnight
+    datetime(2026, 4, 5, 3, tzinfo=UTC),  # Santiago fall back at midnight
+    datetime(2026, 9, 6, 4, tzinfo=UTC),  # Santiago spring forward at midnight
 ]
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def hhmm(minutes: int) -> str:
@@ -40,10 +45,15 @@ def hhmm(minutes: int) -> str:
 
 @st.composite
 def day_windows(draw: st.DrawFn) -> list[str]:
-    # Quarter-hour marks hit the 02:00/03:00 DST edges often; 96 marks 24:00.
-    marks = sorted(draw(st.lists(st.integers(0, 96), max_size=6, unique=True)))
-    marks = marks[: len(marks) // 2 * 2]
-    return [f"{hhmm(a * 15)}-{hhmm(b * 15)}" for a, b in zip(marks[::2], marks[1::2])]
+    # Quarter-hour marks hit the 02:00/03:00 DST edges often; 96 marks 24:00. A zero gap
+    # makes windows touch (09:00-12:00, 12:00-13:00), which a DST fold can make overlap.
+    out, pos = [], 0
+    for gap, length in draw(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 40)), max_size=3)):
+        if pos + gap + length > 96:
+            break
+        out.append(f"{hhmm((pos + gap) * 15)}-{hhmm((pos + gap + length) * 15)}")
+        pos += gap + length
+    return out
 
 
 @st.composite
@@ -143,9 +153,12 @@ def test_holidays_never_count(cal: BusinessCalendar, a: datetime, x: int, d: flo
     assert closed.add_business_seconds(a, d) >= cal.add_business_seconds(a, d)
 
 
-pauses = st.lists(st.tuples(instants, st.integers(0, 5 * 86_400)), max_size=4).map(
-    lambda ps: [(p, p + timedelta(seconds=n)) for p, n in ps]
-)
+# Pauses as (offset from the start, length) so that they actually overlap the clock.
+pause_specs = st.lists(st.tuples(st.integers(-3 * 86_400, 3 * WEEKS6 // 2), st.integers(0, 5 * 86_400)), max_size=4)
+
+
+def make_pauses(start: datetime, specs: list[tuple[int, int]]) -> list[tuple[datetime, datetime]]:
+    return [(start + timedelta(seconds=o), start + timedelta(seconds=o + n)) for o, n in specs]
 
 
 def union_business(cal: BusinessCalendar, spans: list[tuple[datetime, datetime]], lo: datetime, hi: datetime) -> float:
@@ -160,17 +173,18 @@ def union_business(cal: BusinessCalendar, spans: list[tuple[datetime, datetime]]
 
 
 @SETTINGS
-@given(calendars(), instants, st.integers(0, WEEKS6), pauses)
-def test_pauses_never_count(cal: BusinessCalendar, a: datetime, x: int, ps: list) -> None:
-    b = a + timedelta(seconds=x)
+@given(calendars(), instants, st.integers(0, WEEKS6), pause_specs)
+def test_pauses_never_count(cal: BusinessCalendar, a: datetime, x: int, specs: list) -> None:
+    b, ps = a + timedelta(seconds=x), make_pauses(a, specs)
     expected = cal.business_seconds_between(a, b) - union_business(cal, ps, a, b)
     assert elapsed_business_seconds(cal, a, b, ps) == pytest.approx(expected, abs=TOL)
     assert elapsed_business_seconds(cal, a, b, list(reversed(ps)) + ps) == pytest.approx(expected, abs=TOL)
 
 
 @SETTINGS
-@given(calendars(), instants, durations, pauses)
-def test_due_at_and_elapsed_are_inverse(cal: BusinessCalendar, start: datetime, d: float, ps: list) -> None:
+@given(calendars(), instants, durations, pause_specs)
+def test_due_at_and_elapsed_are_inverse(cal: BusinessCalendar, start: datetime, d: float, specs: list) -> None:
+    ps = make_pauses(start, specs)
     due = due_at(cal, start, d, ps)
     assert due >= due_at(cal, start, d) == cal.add_business_seconds(start, d)
     assert elapsed_business_seconds(cal, start, due, ps) == pytest.approx(d, abs=TOL)
@@ -205,6 +219,9 @@ def hours_on(cal: BusinessCalendar, day: date) -> float:
         ("America/New_York", date(2026, 11, 1), 25),
         ("Australia/Sydney", date(2026, 4, 5), 25),
         ("Australia/Sydney", date(2026, 10, 4), 23),
+        ("Asia/Beirut", date(2026, 3, 29), 23),  # 00:00 does not exist: the day starts at 01:00
+        ("Asia/Beirut", date(2026, 10, 24), 25),  # 23:00-24:00 happens twice
+        ("America/Santiago", date(2026, 9, 6), 23),
     ],
 )
 def test_dst_days(zone: str, day: date, full_day_hours: int) -> None:
@@ -227,6 +244,12 @@ def test_window_across_the_fall_back_fold_keeps_the_repeated_hour() -> None:
     assert cal.business_windows(date(2026, 10, 25)) == [
         (datetime(2026, 10, 25, 0, 30, tzinfo=UTC), datetime(2026, 10, 25, 4, tzinfo=UTC))
     ]
+    # A window ending inside the fold ends at the second 02:30 (CET), not the first (CEST).
+    ends_in_fold = one_window_calendar("Europe/Berlin", "01:00-02:30")
+    assert hours_on(ends_in_fold, date(2026, 10, 25)) == 2.5
+    # Windows touching at an ambiguous time overlap in UTC and must count once: 25 h.
+    split = BusinessCalendar(name="split", timezone="Europe/Berlin", week={"sun": ["00:00-02:30", "02:30-24:00"]})
+    assert hours_on(split, date(2026, 10, 25)) == 25
 
 
 def test_add_across_spring_forward_counts_real_time() -> None:
@@ -257,6 +280,7 @@ def business() -> BusinessCalendar:
         (datetime(2026, 12, 31, 17, 0), 120, datetime(2027, 1, 4, 10, 0)),  # New Year holiday + weekend
         (datetime(2027, 2, 5, 17, 0), 120, datetime(2027, 2, 15, 10, 0)),  # Spring Festival closure
         (datetime(2026, 11, 2, 9, 0), 2880, datetime(2026, 11, 9, 18, 0)),  # 48 business hours = 6 days
+        (datetime(2026, 11, 2, 9, 0), 12000, datetime(2026, 12, 4, 18, 0)),  # 5 weeks: Friday closing
     ],
 )
 def test_worked_examples(business: BusinessCalendar, registered: datetime, minutes: int, due: datetime) -> None:
@@ -272,6 +296,8 @@ def test_pause_moves_the_due_time(business: BusinessCalendar) -> None:
     # 1 h before the pause, the clock stops for one business day, 1 h after it.
     assert due_at(business, start, 7200, [wait]) == datetime(2026, 11, 5, 11, 0, tzinfo=SH)
     assert elapsed_business_seconds(business, start, datetime(2026, 11, 5, 11, 0, tzinfo=SH), [wait]) == 7200
+    # Reaching the target exactly when the clock stops: due then, not when it restarts.
+    assert due_at(business, start, 3600, [wait]) == wait[0]
     # A pause that ended before the start changes nothing.
     early = (datetime(2026, 11, 3, 9, 0, tzinfo=SH), datetime(2026, 11, 3, 18, 0, tzinfo=SH))
     assert due_at(business, start, 7200, [early]) == datetime(2026, 11, 4, 11, 0, tzinfo=SH)
@@ -294,8 +320,35 @@ def test_cumulative_epoch() -> None:
     a, b = datetime(1999, 5, 1, 12, tzinfo=UTC), datetime(2031, 2, 3, 4, 5, 6, 7, tzinfo=UTC)
     assert TWENTY_FOUR_SEVEN.business_seconds_between(a, b) == (b - a).total_seconds()
     assert TWENTY_FOUR_SEVEN.add_business_seconds(a, (b - a).total_seconds()) == b
-    # On a DST calendar open around the clock, business time is real elapsed time too.
+    # On a DST calendar open around the clock, business time is real elapsed time too,
+    # also before the epoch (New York had DST in the 1960s).
     assert berlin.business_seconds_between(a, b) == (b - a).total_seconds()
+    ny = one_window_calendar("America/New_York", "00:00-24:00")
+    ny_epoch = datetime(1970, 1, 1, tzinfo=ZoneInfo("America/New_York"))
+    for t in (datetime(1961, 7, 4, 12, tzinfo=UTC), datetime(1975, 1, 1, tzinfo=UTC)):
+        assert ny.cumulative_business_seconds(t) == (t - ny_epoch).total_seconds()
+
+
+@pytest.mark.parametrize("zone", ZONES)
+@pytest.mark.parametrize("day", [date(2026, 1, 15), date(2026, 7, 15)])
+def test_instants_next_to_local_midnight(zone: str, day: date) -> None:
+    # Summer and winter offsets on both hemispheres: the instant is placed on its local day.
+    cal = one_window_calendar(zone, "00:00-24:00")
+    tz = ZoneInfo(zone)
+    late = datetime.combine(day, time(23, 30), tz)
+    early = datetime.combine(day + timedelta(days=1), time(0, 30), tz)
+    assert cal.business_seconds_between(late, early) == 3600
+    assert cal.cumulative_business_seconds(early) - cal.cumulative_business_seconds(late) == 3600
+    assert cal.add_business_seconds(late, 3600) == early
+
+
+def test_dst_corrections_before_the_epoch() -> None:
+    # 00:00-01:30 gains an hour on fall-back days (01:30 is reached twice) but loses none
+    # in spring (the gap is at 02:00): every year adds a net hour the arithmetic must carry.
+    cal = one_window_calendar("America/New_York", "00:00-01:30")
+    a, b = datetime(1966, 6, 1, tzinfo=UTC), datetime(1971, 6, 1, tzinfo=UTC)
+    assert cal.business_seconds_between(a, b) == windows_between(cal, a, b)
+    assert cal.business_seconds_between(a, b) != (b - a).days * 5400
 
 
 def test_naive_and_bad_input_is_rejected(business: BusinessCalendar) -> None:
