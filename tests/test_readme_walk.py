@@ -1,0 +1,53 @@
+"""The README's curl walk, run as written against a real server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_readme_curl_walk_works_as_written(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    walk = re.search(r"```sh\n(API=http://127\.0\.0\.1:8000\n.*?)```", readme, re.S)
+    assert walk, "the README's curl walk is missing"
+    port = free_port()
+    script = walk.group(1).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    env = os.environ | {"COMPLAINTS_SQLITE_PATH": str(tmp_path / "e.sqlite")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "commands.cli", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert done.returncode == 0, done.stderr
+    *answers, now, then = [json.loads(line) for line in done.stdout.splitlines() if line]
+    assert [a["status"] for a in answers] == ["triaged", "assigned", "assigned", "resolved", "verified", "closed"]
+    assert [a["version"] for a in answers] == [2, 3, 4, 5, 6, 7]
+    assert (now["status"], now["version"], now["priority"]) == ("closed", 7, "urgent")
+    assert then == {"status": "assigned", "team": "mobile", "agent": "agent-7"}
