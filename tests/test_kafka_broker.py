@@ -14,53 +14,11 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-KAFKA_SCRIPT = ROOT / "scripts" / "kafka"
-
-
-def _fixture_broker_env() -> dict[str, str]:
-    """Environment for the broker the fixture starts when none is configured."""
-    env = dict(os.environ)
-    env.update(
-        KAFKA_PORT=os.environ.get("KAFKA_TEST_PORT", "19192"),
-        KAFKA_CONTROLLER_PORT=os.environ.get("KAFKA_TEST_CONTROLLER_PORT", "19193"),
-        KAFKA_STATE_DIR=str(ROOT / ".run" / "kafka-test"),
-        KAFKA_LIB_DIR=os.environ.get("KAFKA_LIB_DIR", str(ROOT / ".run" / "kafka" / "lib")),
-        PYTHON=os.environ.get("PYTHON", sys.executable),
-    )
-    return env
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """host:port of a ready Kafka broker (KAFKA_BOOTSTRAP_SERVERS or scripts/kafka)."""
-    address = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if address:
-        yield address
-        return
-    env = _fixture_broker_env()
-    was_running = (
-        subprocess.run(
-            [str(KAFKA_SCRIPT), "status"], env=env, capture_output=True, text=True
-        ).returncode
-        == 0
-    )
-    done = subprocess.run(
-        [str(KAFKA_SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900
-    )
-    if done.returncode != 0 or not done.stdout.strip():
-        pytest.fail(
-            f"cannot start Kafka (scripts/kafka start, exit {done.returncode}):\n{done.stderr}",
-            pytrace=False,
-        )
-    yield done.stdout.strip().splitlines()[-1]
-    if not was_running and os.environ.get("KAFKA_KEEP_RUNNING") != "1":
-        subprocess.run([str(KAFKA_SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+from tests.conftest import KAFKA_SCRIPT, ROOT, _fixture_broker_env
 
 
 pytestmark = pytest.mark.kafka

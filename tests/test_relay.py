@@ -1,0 +1,217 @@
+"""The relay against a real broker: order, keys, positions recorded after acknowledgement only.
+
+Each test has a topic of its own on the session broker (`kafka_bootstrap`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from commands.desk import ComplaintDesk
+from commands.models import RegisterComplaint
+from commands.settings import Settings
+from consumers.envelope import from_notification, parse, state_decoder, wire_encoder
+from consumers.relay import Relay, ensure_topics, make_producer
+from tests.conftest import FakeClock, send_commands, store_events
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 30) -> list[Any]:
+    """Every record of the topic, read to its end offsets by a plain consumer."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        assert partitions, f"topic {topic} has no partitions"
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end for tp, end in ends.items()) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records += batch
+        assert len(records) == sum(ends.values()), "could not read the topic to its end"
+        return records
+    finally:
+        consumer.close()
+
+
+def relay_for(app: ComplaintDesk, bootstrap: str, topic: str, **options: Any) -> Relay:
+    ensure_topics(bootstrap, topic, 3)
+    return Relay(app.recorder, app.mapper, app.factory.tracking_recorder(),
+                 lambda: make_producer(bootstrap), topic, **options)
+
+
+@pytest.fixture
+def app(store_settings: Settings, clock: FakeClock) -> Iterator[ComplaintDesk]:
+    desk = ComplaintDesk.from_settings(store_settings, clock=clock)
+    yield desk
+    desk.close()
+
+
+def test_wire_encoder_writes_what_the_envelope_model_reads(sqlite_settings: Settings) -> None:
+    app = ComplaintDesk.from_settings(sqlite_settings)
+    try:
+        send_commands(app, 30, seed=11)
+        encode, decode = wire_encoder(app.mapper), state_decoder(app.mapper)
+        notifications = app.recorder.select_notifications(1, 10_000)
+        for notification in notifications:
+            assert parse(encode(notification)) == from_notification(notification, decode)
+        assert {json.loads(encode(n))["event_type"] for n in notifications} >= {"Registered", "Triaged", "Closed"}
+    finally:
+        app.close()
+
+
+@pytest.mark.kafka
+def test_relay_publishes_every_event_keyed_and_in_order(
+    app: ComplaintDesk, kafka_bootstrap: str, topic: str, store_settings: Settings
+) -> None:
+    send_commands(app, 25, seed=1)
+    relay = relay_for(app, kafka_bootstrap, topic, batch_size=40)
+    while relay.publish_next_batch():
+        pass
+    expected = store_events(app)
+    assert relay.position() == app.recorder.max_notification_id()
+    assert relay.lag() == 0
+
+    records = read_topic(kafka_bootstrap, topic)
+    seen = [(str(parse(r.value).complaint_id), parse(r.value).complaint_version, parse(r.value).position)
+            for r in records]
+    assert sorted(seen, key=lambda e: e[2]) == expected  # each event once, nothing else
+    partitions: dict[str, set[int]] = defaultdict(set)
+    versions: dict[str, list[int]] = defaultdict(list)
+    for record, (complaint_id, version, _) in zip(records, seen, strict=True):
+        assert record.key == complaint_id.encode()
+        partitions[complaint_id].add(record.partition)
+        versions[complaint_id].append(version)
+    assert all(len(p) == 1 for p in partitions.values()), "a complaint spread over partitions"
+    assert all(v == list(range(1, len(v) + 1)) for v in versions.values()), "out of order"
+    # The relay picks partitions itself (cached murmur2): the same ones Kafka's default partitioner picks.
+    probe_topic = f"{topic}-probe"
+    ensure_topics(kafka_bootstrap, probe_topic, 3)
+    plain = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for complaint_id in partitions:
+        plain.send(probe_topic, key=complaint_id.encode(), value=b"probe")
+    plain.flush()
+    plain.close()
+    probed = {r.key.decode(): {r.partition} for r in read_topic(kafka_bootstrap, probe_topic)}
+    assert probed == dict(partitions)
+
+    # The position sits in the event store's own tracking table.
+    if store_settings.store == "sqlite":
+        with sqlite3.connect(store_settings.sqlite_path) as db:
+            row = db.execute("SELECT notification_id FROM tracking WHERE application_name = ?",
+                             (f"relay:{topic}",)).fetchone()
+    else:
+        with psycopg.connect(host=store_settings.postgres_host, port=store_settings.postgres_port,
+                             dbname="complaints", user="complaints", password="complaints") as db:
+            row = db.execute(f"SELECT notification_id FROM {store_settings.postgres_schema}.complaints_tracking "
+                             "WHERE application_name = %s", (f"relay:{topic}",)).fetchone()
+    assert row == (relay.position(),)
+
+
+@pytest.mark.kafka
+def test_no_position_is_recorded_without_kafka_acknowledging(
+    sqlite_settings: Settings, kafka_bootstrap: str, topic: str
+) -> None:
+    app = ComplaintDesk.from_settings(sqlite_settings)
+    try:
+        send_commands(app, 5, seed=2)
+        ensure_topics(kafka_bootstrap, topic, 3)
+        # A broker address where nothing listens: every attempt fails, the position stays.
+        dead = Relay(app.recorder, app.mapper, app.factory.tracking_recorder(),
+                     lambda: make_producer("127.0.0.1:9", bootstrap_timeout_ms=500), topic)
+        for _ in range(2):
+            with pytest.raises(KafkaError):
+                dead.publish_next_batch()
+            dead.drop_producer()
+        assert dead.position() == 0 and dead.lag() == app.recorder.max_notification_id()
+        # The same store and tracking table with the real broker: everything goes out once.
+        relay = relay_for(app, kafka_bootstrap, topic)
+        while relay.publish_next_batch():
+            pass
+        assert relay.position() == app.recorder.max_notification_id()
+        assert len(read_topic(kafka_bootstrap, topic)) == len(store_events(app))
+    finally:
+        app.close()
+
+
+@pytest.mark.kafka
+def test_a_restarted_relay_resumes_after_the_recorded_position(
+    sqlite_settings: Settings, kafka_bootstrap: str, topic: str
+) -> None:
+    app = ComplaintDesk.from_settings(sqlite_settings)
+    try:
+        send_commands(app, 10, seed=3)
+        first = relay_for(app, kafka_bootstrap, topic, batch_size=25)
+        while first.publish_next_batch():
+            pass
+        first.drop_producer()
+        send_commands(app, 10, seed=4)
+        # A new process would build a new relay: it starts from the tracking table.
+        second = relay_for(app, kafka_bootstrap, topic, batch_size=25)
+        assert second.position() == first.position()
+        while second.publish_next_batch():
+            pass
+        second.drop_producer()
+        records = read_topic(kafka_bootstrap, topic)
+        assert sorted(parse(r.value).position for r in records) == [p for _, _, p in store_events(app)]
+    finally:
+        app.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+def test_relay_reads_past_gaps_in_postgres_notification_ids(
+    postgres_address: tuple[str, int], kafka_bootstrap: str, topic: str
+) -> None:
+    from tests.conftest import postgres_settings
+
+    app = ComplaintDesk.from_settings(postgres_settings(postgres_address))
+    try:
+        command = {"actor": "t", "channel": "web", "customer": {"id": "C-1"}, "title": "x", "description": "y",
+                   "customer_personal": {"name": "Li", "contact": "li@example.com"}}
+        for n in range(6):
+            register = RegisterComplaint.model_validate(command | {"command_id": f"gap-{n}"})
+            app.register(register)
+            app.register(register)  # a repeat collides in the insert: its sequence value is lost
+        ids = [p for _, _, p in store_events(app)]
+        assert ids[-1] > len(ids), f"expected gaps in {ids}"
+        relay = relay_for(app, kafka_bootstrap, topic, batch_size=2)
+        while relay.publish_next_batch():
+            pass
+        assert relay.position() == ids[-1]
+        assert sorted(parse(r.value).position for r in read_topic(kafka_bootstrap, topic)) == ids
+    finally:
+        app.close()
+
+
+@pytest.mark.kafka
+def test_topics_are_created_with_partitions_and_a_dead_letter_topic(kafka_bootstrap: str, topic: str) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    ensure_topics(kafka_bootstrap, topic, 4)
+    ensure_topics(kafka_bootstrap, topic, 4)  # idempotent
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert consumer.partitions_for_topic(topic) == {0, 1, 2, 3}
+        assert consumer.partitions_for_topic(f"{topic}.dead-letter") == {0}
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        config = {k: v["value"] for k, v in described["topic"][topic].items()}
+        assert config["retention.ms"] == "-1" and config["cleanup.policy"] == "delete"
+    finally:
+        consumer.close()
+        admin.close()
+
+
