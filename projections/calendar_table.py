@@ -1,0 +1,173 @@
+"""Business calendars as a DuckDB table, so business time is a join: cum(b) - cum(a).
+
+One row per business window: its UTC start and end (µs since the epoch) and the
+calendar's cumulative business µs at its start. The cumulative business time at any
+instant t is then an ASOF join on the last window starting at or before t:
+
+    cum(t) = w.cum_us + least(t - w.start_us, w.end_us - w.start_us)
+
+and the business time between a and b is cum(b) - cum(a), exactly (integer µs), the same
+numbers `aggregates.sla` computes, because the table is written from its functions.
+
+Coverage is kept in whole local years per calendar, contiguous (a gap would make the
+ASOF join answer from a window before the gap), and is extended on demand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
+
+import duckdb
+import pyarrow as pa
+
+from aggregates.sla import BusinessCalendar
+
+log = logging.getLogger(__name__)
+
+WINDOWS = "sla_calendar_windows"
+YEARS = "sla_calendar_years"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def to_us(t: datetime) -> int:
+    """An aware datetime as exact µs since the epoch."""
+    return (t - _EPOCH) // _US
+
+
+def cum_us(calendar: BusinessCalendar, t: datetime) -> int:
+    """The calendar's cumulative business µs at t, exactly.
+
+    `cumulative_business_seconds` returns µs / 1e6 as a float; going back through a
+    Fraction (not `x * 1e6`, which rounds again) recovers the integer for any instant
+    within a few centuries of 1970.
+    """
+    return round(Fraction(calendar.cumulative_business_seconds(t)) * 1_000_000)
+
+
+def fingerprint(calendar: BusinessCalendar) -> str:
+    """Changes whenever the calendar's hours, zone or holidays change."""
+    spec = calendar.model_dump_json(exclude={"name"})
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def create_schema(db: duckdb.DuckDBPyConnection, temp: bool = False) -> None:
+    kind = "TEMP TABLE" if temp else "TABLE"
+    db.execute(
+        f"CREATE {kind} IF NOT EXISTS {WINDOWS} ("
+        " calendar VARCHAR NOT NULL, start_us BIGINT NOT NULL, end_us BIGINT NOT NULL,"
+        " cum_us BIGINT NOT NULL)"
+    )
+    db.execute(
+        f"CREATE {kind} IF NOT EXISTS {YEARS} ("
+        " calendar VARCHAR NOT NULL, year INTEGER NOT NULL, fingerprint VARCHAR NOT NULL)"
+    )
+
+
+def exists(db: duckdb.DuckDBPyConnection) -> bool:
+    found = db.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [WINDOWS]).fetchone()
+    return bool(found and found[0])
+
+
+def year_windows(calendar: BusinessCalendar, year: int) -> list[tuple[int, int, int]]:
+    """(start µs, end µs, cum µs at start) for every business window of a local year."""
+    rows: list[tuple[int, int, int]] = []
+    day, end = date(year, 1, 1), date(year + 1, 1, 1)
+    cum: int | None = None
+    while day < end:
+        for start, stop in calendar.business_windows(day):
+            s, e = to_us(start), to_us(stop)
+            # One exact lookup per year; the rest accumulates window lengths.
+            cum = cum_us(calendar, start) if cum is None else cum
+            rows.append((s, e, cum))
+            cum += e - s
+        day += timedelta(days=1)
+    return rows
+
+
+def ensure_years(
+    db: duckdb.DuckDBPyConnection,
+    calendars: Mapping[str, BusinessCalendar],
+    years: Iterable[int],
+) -> int:
+    """Make every calendar cover `years` and every year between; returns rows added.
+
+    A calendar whose definition changed (fingerprint) is rewritten from scratch; the
+    SLA figures computed with the old one are then stale (see `stale_calendars`).
+    """
+    wanted = sorted(set(years))
+    if not wanted:
+        return 0
+    have: dict[str, tuple[set[int], str]] = {}
+    for name, year, fp in db.execute(f"SELECT calendar, year, fingerprint FROM {YEARS}").fetchall():
+        have.setdefault(name, (set(), fp))[0].add(year)
+    added: list[tuple[str, int, int, int]] = []
+    year_rows: list[tuple[str, int, str]] = []
+    for name, calendar in calendars.items():
+        fp = fingerprint(calendar)
+        covered, old_fp = have.get(name, (set(), fp))
+        if old_fp != fp:
+            log.warning("calendar %s changed since its table was written: rewriting it", name)
+            db.execute(f"DELETE FROM {WINDOWS} WHERE calendar = ?", [name])
+            db.execute(f"DELETE FROM {YEARS} WHERE calendar = ?", [name])
+            covered = set()
+        span = covered | set(wanted)
+        for year in range(min(span), max(span) + 1):  # contiguous, or ASOF answers wrongly
+            if year in covered:
+                continue
+            added.extend((name, s, e, c) for s, e, c in year_windows(calendar, year))
+            year_rows.append((name, year, fp))
+    if year_rows:
+        windows = pa.table(
+            {
+                "calendar": [r[0] for r in added],
+                "start_us": pa.array([r[1] for r in added], pa.int64()),
+                "end_us": pa.array([r[2] for r in added], pa.int64()),
+                "cum_us": pa.array([r[3] for r in added], pa.int64()),
+            }
+        )
+        years_t = pa.table(
+            {
+                "calendar": [r[0] for r in year_rows],
+                "year": pa.array([r[1] for r in year_rows], pa.int32()),
+                "fingerprint": [r[2] for r in year_rows],
+            }
+        )
+        db.execute(f"INSERT INTO {WINDOWS} SELECT * FROM windows")
+        db.execute(f"INSERT INTO {YEARS} SELECT * FROM years_t")
+        log.info("calendar table: %d windows added for %d calendar-years", len(added), len(year_rows))
+    return len(added)
+
+
+def stale_calendars(db: duckdb.DuckDBPyConnection, calendars: Mapping[str, BusinessCalendar]) -> list[str]:
+    """Calendars whose stored table no longer matches the policy's definition."""
+    stored = dict(db.execute(f"SELECT DISTINCT calendar, fingerprint FROM {YEARS}").fetchall())
+    return sorted(n for n, c in calendars.items() if n in stored and stored[n] != fingerprint(c))
+
+
+def ensure_for_events(
+    db: duckdb.DuckDBPyConnection, calendars: Mapping[str, BusinessCalendar], relation: str
+) -> None:
+    """Cover the years of every occurred_at in `relation` (plus one either side)."""
+    lo, hi = db.execute(
+        f"SELECT min(year(occurred_at AT TIME ZONE 'UTC')), max(year(occurred_at AT TIME ZONE 'UTC'))"
+        f" FROM {relation}"
+    ).fetchone() or (None, None)
+    if lo is not None:
+        ensure_years(db, calendars, range(lo - 1, hi + 2))
+
+
+def cum_sql(points: str, calendar_col: str = "calendar", t_col: str = "t_us") -> str:
+    """`points` with a `cum_us` column: the cumulative business µs at each point.
+
+    NULL when the calendar is unknown or the point lies before the table's coverage.
+    """
+    return (
+        f"SELECT p.*, w.cum_us + least(p.{t_col} - w.start_us, w.end_us - w.start_us) AS cum_us"
+        f" FROM {points} p ASOF LEFT JOIN {WINDOWS} w"
+        f" ON p.{calendar_col} = w.calendar AND p.{t_col} >= w.start_us"
+    )

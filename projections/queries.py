@@ -1,0 +1,549 @@
+"""The dashboard figures, as functions of a DuckDB connection, filters, `now` and `as_of`.
+
+Every public function takes:
+- `now`: the instant "open", "today", "warning" and "breached" are judged at (default:
+  the `as_of` instant when one is given, else the wall clock);
+- `as_of`: None for the live read models, or a past point (an event position, int, or
+  an instant, an aware datetime compared with `occurred_at`). The read models are then
+  recomputed from the `events` table cut at that point into TEMP tables of a separate
+  cursor, so the live tables are never touched and other readers are never blocked;
+- `tz`: the time zone of days, weeks and months (default COMPLAINTS_TIMEZONE, else
+  Asia/Shanghai);
+- `filters`: dimensions of the complaint (team, agent, category, product, channel,
+  region, severity, tier) and a registration window.
+Definitions of every figure: docs/read-models.md. `tests/oracle.py` computes each of
+them again, the slow obvious way, and the tests demand equality.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from aggregates.sla import SlaPolicy
+from projections import models
+from projections.calendar_table import cum_us, to_us
+from projections.facts import Scope
+from projections.models import TABLE_MODEL
+from projections.sla import CLOCKS, default_policy
+from projections.trends import COMPLAINTS as TREND_COMPLAINTS, RATINGS
+from projections.workload import COMPLAINTS as WORK_COMPLAINTS, HANDOVERS, INTERVALS, RESOLUTIONS
+
+AsOf = int | datetime | None
+DIMENSIONS = ("team", "agent", "category", "product", "channel", "region", "severity", "tier", "priority")
+PERIODS = ("day", "week", "month")
+# (upper bound in hours, label): age of an open complaint since registration
+AGE_BUCKETS = ((1, "<1h"), (4, "1-4h"), (24, "4-24h"), (72, "1-3d"), (168, "3-7d"))
+OLDEST_BUCKET = ">7d"
+HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
+REPEAT_WINDOW_US = 7 * DAY_US
+THROUGHPUT_DAYS = 7
+TOP_CATEGORIES = 5
+MICRO = "CAST(1000000 AS DOUBLE)"
+
+
+def default_timezone() -> str:
+    return os.environ.get("COMPLAINTS_TIMEZONE", "Asia/Shanghai")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which complaints a figure counts. Dimensions are the complaint's current ones."""
+
+    team: str | None = None
+    agent: str | None = None
+    category: str | None = None
+    product: str | None = None
+    channel: str | None = None
+    region: str | None = None
+    severity: str | None = None
+    tier: str | None = None
+    registered_from: datetime | None = None  # inclusive
+    registered_to: datetime | None = None  # exclusive
+
+    def where(self, alias: str) -> tuple[str, list[Any]]:
+        parts, params = ["true"], []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "registered_from":
+                parts.append(f"{alias}.registered_at >= ?")
+            elif f.name == "registered_to":
+                parts.append(f"{alias}.registered_at < ?")
+            else:
+                parts.append(f"{alias}.{f.name} = ?")
+            params.append(value)
+        return " AND ".join(parts), params
+
+
+NO_FILTERS = Filters()
+
+class View:
+    """The tables figures read: the live ones, or TEMP ones built as of a past point."""
+
+    def __init__(
+        self,
+        db: duckdb.DuckDBPyConnection,
+        as_of: AsOf = None,
+        now: datetime | None = None,
+        tz: str | None = None,
+        policy: SlaPolicy | None = None,
+        prefix: str = "",
+    ) -> None:
+        self.prefix = prefix  # live tables under other names (the what-if file's actual_*)
+        self.tz = tz or default_timezone()
+        self.policy = policy or default_policy()
+        self.as_of = as_of
+        self.scope: Scope | None = None
+        self.built: set[str] = set()
+        if as_of is None:
+            self.db = db
+        else:
+            # A cursor is a connection of its own: its TEMP tables are private to it.
+            self.db = db.cursor()
+            self.scope = Scope.as_of(self._cut(as_of))
+        self.now = now or self._default_now()
+        self.now_us = to_us(self.now)
+        self.zone = ZoneInfo(self.tz)
+
+    @staticmethod
+    def _cut(as_of: int | datetime) -> str:
+        if isinstance(as_of, datetime):
+            if as_of.tzinfo is None:
+                raise ValueError("as_of must be an aware datetime")
+            return f"(SELECT * FROM events WHERE occurred_at <= '{as_of.isoformat()}'::TIMESTAMPTZ)"
+        return f"(SELECT * FROM events WHERE position <= {int(as_of)})"
+
+    def _default_now(self) -> datetime:
+        if isinstance(self.as_of, datetime):
+            return self.as_of
+        if self.as_of is not None:
+            found = self.db.execute(
+                "SELECT max(occurred_at) FROM events WHERE position <= ?", [int(self.as_of)]
+            ).fetchone()
+            if found and found[0] is not None:
+                return found[0].astimezone(UTC)
+        return datetime.now(UTC)
+
+    def close(self) -> None:
+        if self.scope is not None:
+            self.db.close()
+
+    def t(self, table: str) -> str:
+        """The physical name of a read-model table in this view (building it if as-of)."""
+        if self.scope is None:
+            return f"{self.prefix}{table}"
+        model = TABLE_MODEL[table]
+        if model not in self.built:
+            projector = models.make([model], self.policy)[0]
+            projector.create_schema(self.db, self.scope)
+            if model == "sla":
+                try:  # reference data only; a read-only connection relies on what is there
+                    projector.prepare(self.db, self.scope.events)
+                except duckdb.Error:
+                    pass
+            projector.build(self.db, self.scope)
+            self.built.add(model)
+        return self.scope.table(table)
+
+    # -- local time ---------------------------------------------------------------------
+    def local_midnight(self, instant: datetime) -> datetime:
+        day = instant.astimezone(self.zone).date()
+        return datetime.combine(day, time(0), self.zone).astimezone(UTC)
+
+    def today(self) -> date:
+        return self.now.astimezone(self.zone).date()
+
+    def period(self, column: str, period: str) -> str:
+        if period not in PERIODS:
+            raise ValueError(f"period must be one of {PERIODS}, got {period!r}")
+        return f"CAST(date_trunc('{period}', timezone('{self.tz}', {column})) AS DATE)"
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        cursor = self.db.execute(sql, params or [])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+@contextmanager
+def view(
+    db: duckdb.DuckDBPyConnection,
+    as_of: AsOf = None,
+    now: datetime | None = None,
+    tz: str | None = None,
+    policy: SlaPolicy | None = None,
+    prefix: str = "",
+) -> Iterator[View]:
+    v = View(db, as_of, now, tz, policy, prefix)
+    try:
+        yield v
+    finally:
+        v.close()
+
+
+def _key(v: View, by: str | None, alias: str = "c") -> str:
+    if by is None:
+        return "NULL::VARCHAR"
+    if by in PERIODS:
+        return v.period(f"{alias}.registered_at", by)
+    if by not in DIMENSIONS:
+        raise ValueError(f"by must be one of {DIMENSIONS + PERIODS}, got {by!r}")
+    return f"{alias}.{by}"
+
+
+# ---------------------------------------------------------------------------------- SLA
+def _clocks_now_sql(v: View) -> str:
+    """Clocks with their status and business time as of `now` (running clocks move on)."""
+    values = ", ".join(
+        f"('{name}', {cum_us(cal, v.now)})" for name, cal in v.policy.calendars.items()
+    )
+    warn_us = v.policy.warning_before_minutes * 60_000_000
+    now = v.now_us
+    return f"""
+    SELECT c.*,
+        CASE
+            WHEN c.stopped_at IS NOT NULL THEN c.status
+            WHEN c.due_at IS NOT NULL
+                 AND coalesce(epoch_us(c.paused_since), {now}) > epoch_us(c.due_at) THEN 'breached'
+            WHEN c.paused_since IS NOT NULL THEN 'paused'
+            WHEN c.due_at IS NOT NULL AND {now} >= epoch_us(c.due_at) - {warn_us} THEN 'warning'
+            ELSE 'activated'
+        END AS status_now,
+        CASE WHEN c.stopped_at IS NOT NULL THEN c.business_us
+             ELSE n.cum_now_us - c.start_cum_us - c.paused_business_us
+                  - CASE WHEN c.paused_since IS NOT NULL
+                         THEN n.cum_now_us - c.paused_since_cum_us ELSE 0 END
+        END AS business_us_now,
+        c.paused_us + CASE WHEN c.stopped_at IS NULL AND c.paused_since IS NOT NULL
+                           THEN {now} - epoch_us(c.paused_since) ELSE 0 END AS paused_us_now,
+        c.paused_business_us + CASE WHEN c.stopped_at IS NULL AND c.paused_since IS NOT NULL
+                           THEN n.cum_now_us - c.paused_since_cum_us ELSE 0 END
+            AS paused_business_us_now
+    FROM {v.t(CLOCKS)} c
+    LEFT JOIN (SELECT * FROM (VALUES {values}) t(calendar, cum_now_us)) n
+        ON n.calendar = c.sla_calendar
+    """
+
+
+def _sla_clocks(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    where, params = filters.where("k")
+    return v.rows(
+        f"""SELECT complaint_id, metric, team, agent, severity, category, channel, due_at,
+            stopped_at, stop_reason, status_now AS status, paused_since,
+            business_us_now / {MICRO} AS business_seconds,
+            paused_us_now / {MICRO} AS paused_seconds,
+            paused_business_us_now / {MICRO} AS paused_business_seconds
+        FROM ({_clocks_now_sql(v)}) k WHERE {where}
+        ORDER BY complaint_id, metric""",
+        params,
+    )
+
+
+def _sla_attainment(v: View, by: str | None = None, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    where, params = filters.where("k")
+    done = "k.stop_reason IN ('responded', 'resolved') AND k.business_us IS NOT NULL"
+    return v.rows(
+        f"""SELECT {_key(v, by, 'k')} AS key, metric,
+            count(*) FILTER (WHERE status_now IN ('fulfilled', 'breached') AND due_at IS NOT NULL)
+                AS counted,
+            count(*) FILTER (WHERE status_now = 'fulfilled' AND due_at IS NOT NULL) AS met,
+            count(*) FILTER (WHERE status_now = 'breached') AS breached,
+            CAST(met AS DOUBLE) / nullif(counted, 0) AS attainment,
+            count(*) FILTER (WHERE {done}) AS timed,
+            CAST(sum(business_us) FILTER (WHERE {done}) AS DOUBLE) / nullif(timed, 0) / {MICRO}
+                AS avg_business_seconds,
+            quantile_disc(business_us, 0.9) FILTER (WHERE {done}) / {MICRO}
+                AS p90_business_seconds
+        FROM ({_clocks_now_sql(v)}) k WHERE {where}
+        GROUP BY ALL ORDER BY key NULLS FIRST, metric""",
+        params,
+    )
+
+
+def _sla_at_risk(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    where, params = filters.where("k")
+    return v.rows(
+        f"""SELECT complaint_id, metric, status_now AS status, due_at, team, agent, severity
+        FROM ({_clocks_now_sql(v)}) k
+        WHERE stopped_at IS NULL AND status_now IN ('warning', 'breached') AND {where}
+        ORDER BY due_at, complaint_id, metric""",
+        params,
+    )
+
+
+# ------------------------------------------------------------------------------ workload
+def _age_bucket(column: str) -> str:
+    cases = " ".join(f"WHEN {column} < {hours * HOUR_US} THEN '{label}'" for hours, label in AGE_BUCKETS)
+    return f"CASE {cases} ELSE '{OLDEST_BUCKET}' END"
+
+
+def _open_by(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    where, params = filters.where("c")
+    age = f"({v.now_us} - epoch_us(c.registered_at))"
+    return v.rows(
+        f"""SELECT c.team, c.agent, c.status, {_age_bucket(age)} AS age_bucket, count(*) AS count
+        FROM {v.t(WORK_COMPLAINTS)} c WHERE c.is_open AND {where}
+        GROUP BY ALL ORDER BY ALL NULLS FIRST""",
+        params,
+    )
+
+
+def _today(v: View, filters: Filters = NO_FILTERS) -> dict[str, Any]:
+    where, params = filters.where("c")
+    start = v.local_midnight(v.now)
+    row = v.rows(
+        f"""SELECT
+            (SELECT count(*) FROM {v.t(WORK_COMPLAINTS)} c
+             WHERE c.registered_at >= ? AND c.registered_at <= ? AND {where}) AS new,
+            (SELECT count(*) FROM {v.t(WORK_COMPLAINTS)} c WHERE c.is_open AND {where}) AS pending,
+            (SELECT count(DISTINCT r.complaint_id) FROM {v.t(RESOLUTIONS)} r
+             JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
+             WHERE r.resolved_at >= ? AND r.resolved_at <= ? AND {where}) AS resolved""",
+        [start, v.now, *params, *params, start, v.now, *params],
+    )[0]
+    return {"day": v.today(), **row}
+
+
+def _agent_load(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    where, params = filters.where("c")
+    start = v.local_midnight(v.now)
+    since = v.now - timedelta(days=THROUGHPUT_DAYS)
+    return v.rows(
+        f"""WITH l AS (
+            SELECT c.team, c.agent, count(*) AS open FROM {v.t(WORK_COMPLAINTS)} c
+            WHERE c.is_open AND c.team IS NOT NULL AND {where} GROUP BY ALL
+        ), r AS (
+            SELECT r.team, r.agent,
+                count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_today,
+                count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_7d
+            FROM {v.t(RESOLUTIONS)} r JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
+            WHERE {where} GROUP BY ALL
+        )
+        SELECT coalesce(l.team, r.team) AS team, coalesce(l.agent, r.agent) AS agent,
+            coalesce(l.open, 0) AS open, coalesce(r.resolved_today, 0) AS resolved_today,
+            coalesce(r.resolved_7d, 0) AS resolved_7d
+        FROM l FULL JOIN r ON l.team = r.team AND l.agent IS NOT DISTINCT FROM r.agent
+        WHERE coalesce(l.open, 0) > 0 OR coalesce(r.resolved_7d, 0) > 0
+        ORDER BY team, agent NULLS FIRST""",
+        [*params, start, v.now, since, v.now, *params],
+    )
+
+
+def _handovers(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    where, params = filters.where("c")
+    return v.rows(
+        f"""SELECT h.from_team, h.to_team, count(*) AS count
+        FROM {v.t(HANDOVERS)} h JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
+        WHERE {where} GROUP BY ALL ORDER BY ALL""",
+        params,
+    )
+
+
+def _backlog(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    """Open complaints at the end of each local day, first registration day to today."""
+    where, params = filters.where("c")
+    tz = v.tz
+    return v.rows(
+        f"""WITH i AS (
+            SELECT CAST(timezone('{tz}', i.opened_at) AS DATE) AS od,
+                   CAST(timezone('{tz}', i.closed_at) AS DATE) AS cd
+            FROM {v.t(INTERVALS)} i JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
+            WHERE {where}
+        ), d AS (
+            SELECT od AS day, 1 AS delta FROM i
+            UNION ALL SELECT cd, -1 FROM i WHERE cd IS NOT NULL
+        ), days AS (
+            SELECT CAST(generate_series AS DATE) AS day
+            FROM generate_series(CAST((SELECT min(od) FROM i) AS TIMESTAMP), CAST(? AS TIMESTAMP),
+                                 INTERVAL 1 DAY)
+        )
+        SELECT days.day, CAST(sum(coalesce(x.delta, 0)) OVER (ORDER BY days.day) AS BIGINT) AS open
+        FROM days LEFT JOIN (SELECT day, sum(delta) AS delta FROM d GROUP BY day) x USING (day)
+        ORDER BY days.day""",
+        [*params, v.today()],
+    )
+
+
+# -------------------------------------------------------------------------------- trends
+def _volume(
+    v: View, period: str = "day", by: str | None = None, filters: Filters = NO_FILTERS
+) -> list[dict[str, Any]]:
+    where, params = filters.where("c")
+    return v.rows(
+        f"""SELECT {v.period('c.registered_at', period)} AS period, {_key(v, by)} AS key,
+            count(*) AS count
+        FROM {v.t(TREND_COMPLAINTS)} c WHERE {where} GROUP BY ALL ORDER BY ALL NULLS FIRST""",
+        params,
+    )
+
+
+def _week_over_week(v: View, by: str | None = None, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    """Weekly volume with the previous week's and the growth, over a gap-free week grid."""
+    where, params = filters.where("c")
+    return v.rows(
+        f"""WITH w AS (
+            SELECT {v.period('c.registered_at', 'week')} AS week, {_key(v, by)} AS key, count(*) AS n
+            FROM {v.t(TREND_COMPLAINTS)} c WHERE {where} GROUP BY ALL
+        ), weeks AS (
+            SELECT CAST(generate_series AS DATE) AS week
+            FROM generate_series(CAST((SELECT min(week) FROM w) AS TIMESTAMP),
+                                 CAST((SELECT max(week) FROM w) AS TIMESTAMP), INTERVAL 7 DAY)
+        ), g AS (
+            SELECT weeks.week, k.key, coalesce(w.n, 0) AS n
+            FROM weeks CROSS JOIN (SELECT DISTINCT key FROM w) k
+            LEFT JOIN w ON w.week = weeks.week AND w.key IS NOT DISTINCT FROM k.key
+        )
+        SELECT week, key, n AS count, lag(n) OVER (PARTITION BY key ORDER BY week) AS previous,
+            CASE WHEN previous > 0 THEN CAST(n - previous AS DOUBLE) / previous END AS growth
+        FROM g ORDER BY key NULLS FIRST, week""",
+        params,
+    )
+
+
+def _top_categories(v: View, n: int = TOP_CATEGORIES, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    """The n largest categories and their share of all categorised complaints."""
+    where, params = filters.where("c")
+    return v.rows(
+        f"""WITH k AS (
+            SELECT c.category, count(*) AS count FROM {v.t(TREND_COMPLAINTS)} c
+            WHERE c.category IS NOT NULL AND {where} GROUP BY ALL
+        )
+        SELECT category, count, CAST(count AS DOUBLE) / (SELECT sum(count) FROM k) AS share
+        FROM k ORDER BY count DESC, category LIMIT {int(n)}""",
+        params,
+    )
+
+
+def _ratings(v: View, period: str | None = None, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    where, params = filters.where("c")
+    key = v.period("r.verified_at", period) if period else "NULL::DATE"
+    return v.rows(
+        f"""SELECT {key} AS period, count(*) AS ratings,
+            CAST(sum(r.csat) AS DOUBLE) / count(r.csat) AS avg_csat,
+            CAST(sum(r.nps) AS DOUBLE) / nullif(count(r.nps), 0) AS avg_nps,
+            CAST(100 AS DOUBLE) * (count(*) FILTER (WHERE r.nps >= 9)
+                                   - count(*) FILTER (WHERE r.nps <= 6))
+                / nullif(count(r.nps), 0) AS nps_score,
+            CAST(sum(r.effort) AS DOUBLE) / nullif(count(r.effort), 0) AS avg_effort
+        FROM {v.t(RATINGS)} r JOIN {v.t(TREND_COMPLAINTS)} c USING (complaint_id)
+        WHERE {where} GROUP BY ALL HAVING count(*) > 0 ORDER BY ALL""",
+        params,
+    )
+
+
+def _rates(v: View, filters: Filters = NO_FILTERS) -> dict[str, Any]:
+    """First-contact resolution, reopen, repeat-complaint rates and handling time."""
+    where, params = filters.where("c")
+    return v.rows(
+        f"""WITH all_c AS (
+            SELECT *, lag(registered_at) OVER (
+                PARTITION BY customer_id ORDER BY registered_at, registered_position) AS previous
+            FROM {v.t(TREND_COMPLAINTS)}
+        ), c AS (
+            SELECT *, coalesce(epoch_us(registered_at) - epoch_us(previous) <= {REPEAT_WINDOW_US},
+                               false) AS is_repeat
+            FROM all_c
+        )
+        SELECT count(*) AS complaints,
+            count(*) FILTER (WHERE resolutions > 0) AS resolved,
+            count(*) FILTER (WHERE resolutions > 0 AND reopen_count = 0 AND handovers = 0
+                             AND waits = 0 AND responses_before_first_resolution <= 1)
+                AS first_contact_resolved,
+            CAST(first_contact_resolved AS DOUBLE) / nullif(resolved, 0) AS fcr_rate,
+            count(*) FILTER (WHERE reopen_count > 0) AS reopened,
+            CAST(reopened AS DOUBLE) / nullif(resolved, 0) AS reopen_rate,
+            count(*) FILTER (WHERE is_repeat) AS repeats,
+            CAST(repeats AS DOUBLE) / nullif(complaints, 0) AS repeat_rate,
+            count(resolved_at) AS handled,
+            CAST(sum(epoch_us(resolved_at) - epoch_us(registered_at)) AS DOUBLE)
+                / nullif(handled, 0) / {MICRO} AS avg_handling_seconds
+        FROM c WHERE {where}""",
+        params,
+    )[0]
+
+
+# ------------------------------------------------------------------------- public figures
+def _public(inner: Any) -> Any:
+    """`inner(view, ...)` as `f(db, ..., now=, as_of=, tz=, policy=, filters=)`."""
+
+    def figure(
+        db: duckdb.DuckDBPyConnection,
+        *args: Any,
+        now: datetime | None = None,
+        as_of: AsOf = None,
+        tz: str | None = None,
+        policy: SlaPolicy | None = None,
+        filters: Filters | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        with view(db, as_of, now, tz, policy) as v:
+            return inner(v, *args, filters=filters or NO_FILTERS, **kwargs)
+
+    figure.__name__ = inner.__name__.lstrip("_")
+    figure.__doc__ = inner.__doc__
+    return figure
+
+
+sla_clocks = _public(_sla_clocks)
+sla_attainment = _public(_sla_attainment)
+sla_at_risk = _public(_sla_at_risk)
+open_complaints = _public(_open_by)
+today = _public(_today)
+agent_load = _public(_agent_load)
+handovers = _public(_handovers)
+backlog = _public(_backlog)
+volume = _public(_volume)
+week_over_week = _public(_week_over_week)
+top_categories = _public(_top_categories)
+ratings = _public(_ratings)
+rates = _public(_rates)
+
+SLA_GROUPINGS: tuple[str | None, ...] = (None, "team", "agent", "severity", "category", "channel", "priority", *PERIODS)
+VOLUME_GROUPINGS: tuple[str | None, ...] = (None, "category", "product", "channel", "region", "severity", "tier")
+WOW_GROUPINGS: tuple[str | None, ...] = (None, "product", "category")
+
+
+def figures(v: View, filters: Filters = NO_FILTERS) -> dict[str, Any]:
+    """Every dashboard figure of a view, as one dictionary (what the oracle recomputes)."""
+    return {
+        "now": v.now,
+        "sla_clocks": _sla_clocks(v, filters),
+        "sla_attainment": {by: _sla_attainment(v, by, filters) for by in SLA_GROUPINGS},
+        "sla_at_risk": _sla_at_risk(v, filters),
+        "open_complaints": _open_by(v, filters),
+        "today": _today(v, filters),
+        "agent_load": _agent_load(v, filters),
+        "handovers": _handovers(v, filters),
+        "backlog": _backlog(v, filters),
+        "volume": {
+            (period, by): _volume(v, period, by, filters)
+            for period in PERIODS for by in VOLUME_GROUPINGS
+        },
+        "week_over_week": {by: _week_over_week(v, by, filters) for by in WOW_GROUPINGS},
+        "top_categories": _top_categories(v, filters=filters),
+        "ratings": {period: _ratings(v, period, filters) for period in (None, *PERIODS)},
+        "rates": _rates(v, filters),
+    }
+
+
+def dashboard(
+    db: duckdb.DuckDBPyConnection,
+    *,
+    now: datetime | None = None,
+    as_of: AsOf = None,
+    tz: str | None = None,
+    policy: SlaPolicy | None = None,
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    """All figures at once (one as-of build serves them all)."""
+    with view(db, as_of, now, tz, policy) as v:
+        return figures(v, filters or NO_FILTERS)

@@ -1,0 +1,190 @@
+"""The SLA read model: one clock per complaint and metric (first response, resolution).
+
+A clock starts at registration (Zammad: never reset by re-grading). Its due time is the
+fact recorded by the domain: `first_response_due` from the latest Triaged event, and
+`resolution_due` from the latest Triaged or CustomerReplied event (a customer reply moves
+it on by the pause). The first-response clock never pauses (its due time ignores
+pauses); the resolution clock pauses while waiting on the customer.
+
+Stored status, independent of the reader's clock:
+- activated: running; paused: running but waiting on the customer;
+- fulfilled: stopped by a response / the (last, not reopened) resolution by the due time;
+- breached: stopped after the due time, where a clock paused at the stop is judged at the
+  instant the pause began (a pause before the due time moves the due time on);
+- cancelled: stopped by withdrawal or duplicate marking before the due time.
+Warning and breach of running clocks depend on `now`: see `projections.queries`.
+
+Business time (elapsed, paused) comes from the calendar table: cum(b) - cum(a), in
+integer µs, minus the business time inside the pauses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import duckdb
+
+from aggregates.sla import SlaPolicy, load_sla_policy
+from projections import calendar_table
+from projections.bulk import BulkProjector
+from projections.facts import Scope
+
+log = logging.getLogger(__name__)
+
+CLOCKS = "sla_clocks"
+METRICS = ("first_response", "resolution")
+CLOCK_COLUMNS = """
+    complaint_id VARCHAR, metric VARCHAR, registered_at TIMESTAMPTZ, channel VARCHAR,
+    tier VARCHAR, product VARCHAR, region VARCHAR, category VARCHAR, severity VARCHAR,
+    priority VARCHAR, team VARCHAR, agent VARCHAR, status_of_complaint VARCHAR,
+    sla_calendar VARCHAR, sla_policy_version VARCHAR, started_at TIMESTAMPTZ,
+    due_at TIMESTAMPTZ, stopped_at TIMESTAMPTZ, stop_reason VARCHAR, status VARCHAR,
+    paused_since TIMESTAMPTZ, pause_count BIGINT, paused_us BIGINT, paused_business_us BIGINT,
+    elapsed_us BIGINT, business_us BIGINT, start_cum_us BIGINT, paused_since_cum_us BIGINT,
+    last_version INTEGER
+"""
+
+
+def clocks_sql(parsed: str, facts: str) -> str:
+    """The clock rows of the complaints in `facts`, with pauses from `parsed` events."""
+    cum = calendar_table.cum_sql
+    return f"""
+    WITH f AS (SELECT * FROM {facts}),
+    clk AS (
+        SELECT f.*, 'first_response' AS metric, first_response_due AS due_at,
+            coalesce(first_response_at, terminated_at) AS stopped_at,
+            CASE WHEN first_response_at IS NOT NULL THEN 'responded'
+                 WHEN terminated_at IS NOT NULL THEN status END AS stop_reason,
+            NULL::TIMESTAMPTZ AS clock_paused_since
+        FROM f
+        UNION ALL
+        SELECT f.*, 'resolution', resolution_due,
+            coalesce(resolved_at, terminated_at),
+            CASE WHEN resolved_at IS NOT NULL THEN 'resolved'
+                 WHEN terminated_at IS NOT NULL THEN status END,
+            paused_since
+        FROM f
+    ),
+    c AS MATERIALIZED (
+        SELECT *, epoch_us(registered_at) AS start_us, epoch_us(stopped_at) AS stop_us,
+            epoch_us(clock_paused_since) AS open_us
+        FROM clk
+    ),
+    pz AS (
+        SELECT complaint_id, ts_us AS ps_us, CASE WHEN nt = 'CustomerReplied' THEN nat END AS pe_us
+        FROM (
+            SELECT complaint_id, t, ts_us, lead(t) OVER w AS nt, lead(ts_us) OVER w AS nat
+            FROM {parsed}
+            WHERE problem IS NULL AND t IN ('WaitingOnCustomer', 'CustomerReplied')
+            WINDOW w AS (PARTITION BY complaint_id ORDER BY v)
+        ) WHERE t = 'WaitingOnCustomer'
+    ),
+    -- pauses inside each resolution clock: clipped at its stop; an open pause of a
+    -- running clock is left out here (it is counted up to `now` by the queries)
+    pc AS (
+        SELECT c.complaint_id, c.sla_calendar AS calendar, pz.ps_us,
+            CASE WHEN c.stop_us IS NULL THEN pz.pe_us
+                 ELSE least(coalesce(pz.pe_us, c.stop_us), c.stop_us) END AS pe_us
+        FROM pz JOIN c ON c.complaint_id = pz.complaint_id AND c.metric = 'resolution'
+    ),
+    pcs AS (SELECT * FROM pc WHERE pe_us IS NOT NULL),
+    ps AS ({cum("pcs", t_col="ps_us")}),
+    pe AS ({cum("(SELECT * EXCLUDE (cum_us), cum_us AS cum_ps FROM ps)", t_col="pe_us")}),
+    pagg AS (
+        SELECT complaint_id, count(*) AS closed_pauses, sum(pe_us - ps_us) AS paused_us,
+            sum(cum_us - cum_ps) AS paused_business_us
+        FROM pe GROUP BY complaint_id
+    ),
+    pcount AS (SELECT complaint_id, count(*) AS pause_count FROM pz GROUP BY complaint_id),
+    pts AS (
+        SELECT complaint_id, metric, sla_calendar AS calendar, 's' AS role, start_us AS t_us FROM c
+        UNION ALL
+        SELECT complaint_id, metric, sla_calendar, 'e', stop_us FROM c WHERE stop_us IS NOT NULL
+        UNION ALL
+        SELECT complaint_id, metric, sla_calendar, 'p', open_us FROM c WHERE open_us IS NOT NULL
+    ),
+    pcum AS (
+        SELECT complaint_id, metric,
+            max(cum_us) FILTER (WHERE role = 's') AS start_cum_us,
+            max(cum_us) FILTER (WHERE role = 'e') AS stop_cum_us,
+            max(cum_us) FILTER (WHERE role = 'p') AS open_cum_us
+        FROM ({cum("pts")}) GROUP BY complaint_id, metric
+    )
+    SELECT c.complaint_id, c.metric, c.registered_at, c.channel, c.tier, c.product, c.region,
+        c.category, c.severity, c.priority, c.team, c.agent, c.status AS status_of_complaint,
+        c.sla_calendar, c.sla_policy_version, c.registered_at AS started_at, c.due_at,
+        c.stopped_at, c.stop_reason,
+        CASE
+            WHEN c.stopped_at IS NULL THEN
+                CASE WHEN c.clock_paused_since IS NOT NULL THEN 'paused' ELSE 'activated' END
+            WHEN c.due_at IS NOT NULL AND coalesce(c.clock_paused_since, c.stopped_at) > c.due_at
+                THEN 'breached'
+            WHEN c.stop_reason IN ('responded', 'resolved') THEN 'fulfilled'
+            ELSE 'cancelled'
+        END AS status,
+        c.clock_paused_since AS paused_since,
+        CASE WHEN c.metric = 'resolution' THEN coalesce(pcount.pause_count, 0) ELSE 0 END
+            AS pause_count,
+        coalesce(pagg.paused_us, 0) AS paused_us,
+        CASE WHEN c.sla_calendar IS NOT NULL THEN coalesce(pagg.paused_business_us, 0) END
+            AS paused_business_us,
+        c.stop_us - c.start_us AS elapsed_us,
+        pcum.stop_cum_us - pcum.start_cum_us - coalesce(pagg.paused_business_us, 0) AS business_us,
+        pcum.start_cum_us, pcum.open_cum_us AS paused_since_cum_us,
+        c.last_version
+    FROM c
+    LEFT JOIN pcum ON pcum.complaint_id = c.complaint_id AND pcum.metric = c.metric
+    LEFT JOIN pagg ON pagg.complaint_id = c.complaint_id AND c.metric = 'resolution'
+    LEFT JOIN pcount ON pcount.complaint_id = c.complaint_id
+    """
+
+
+def default_policy() -> SlaPolicy:
+    """The configured SLA policy (COMPLAINTS_SLA_POLICY), else the packaged one."""
+    return load_sla_policy(os.environ.get("COMPLAINTS_SLA_POLICY") or None)
+
+
+class SlaProjector(BulkProjector):
+    """Projector for the SLA read model (`sla_clocks`)."""
+
+    name = "sla"
+    schema_version = 1
+    tables = {CLOCKS: CLOCK_COLUMNS}
+
+    def __init__(self, policy: SlaPolicy | None = None) -> None:
+        self.policy = policy or default_policy()
+
+    def create_schema(self, db: duckdb.DuckDBPyConnection, scope: Scope | None = None) -> None:
+        super().create_schema(db, scope)
+        # A time-travel scope (TEMP tables, maybe a read-only file) uses the live calendar
+        # table, or a TEMP one of its own when the file has none.
+        temp = scope is not None and scope.temp
+        if not temp or not calendar_table.exists(db):
+            calendar_table.create_schema(db, temp=temp)
+        if not temp and (scope is None or not scope.prefix):
+            self._recompute_if_calendars_changed(db)
+
+    def _recompute_if_calendars_changed(self, db: duckdb.DuckDBPyConnection) -> None:
+        """Business time depends on the calendars: a changed calendar means every clock is
+        recomputed (the due times are facts of the events and do not change)."""
+        stale = calendar_table.stale_calendars(db, self.policy.calendars)
+        has_events = db.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'events' AND NOT temporary"
+        ).fetchone()
+        if not stale or not (has_events and has_events[0]):
+            return
+        log.warning("calendar(s) %s changed in the SLA policy: recomputing every SLA clock", stale)
+        self.prepare(db, "events")  # rewrites the changed calendars' windows
+        scope = Scope()
+        try:
+            self.build(db, scope)
+        finally:
+            scope.release(db)
+
+    def prepare(self, db: duckdb.DuckDBPyConnection, events: str) -> None:
+        """Make the calendar table cover every year the events touch."""
+        calendar_table.ensure_for_events(db, self.policy.calendars, events)
+
+    def selects(self, db: duckdb.DuckDBPyConnection, scope: Scope) -> dict[str, str]:
+        return {CLOCKS: clocks_sql(scope.parsed(db), scope.facts(db))}

@@ -1,0 +1,85 @@
+"""The workload read model: who holds what, since when, and how the backlog moves.
+
+Tables (one set of rows per complaint, recomputed from its history):
+- `workload_complaints`: the complaint facts (status, team, agent, hand-overs...);
+- `workload_open_intervals`: each span a complaint was open, from registration or a
+  reopening to the resolution, withdrawal or duplicate marking that ended it;
+- `workload_resolutions`: each resolution with the team and agent assigned at the time;
+- `workload_handovers`: each reassignment (an Assigned event with a previous team).
+The figures (open by team/agent/status/age, today's counts, load, throughput, backlog)
+are computed from these by `projections.queries`, for a given `now` and time zone.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from projections.bulk import BulkProjector
+from projections.facts import FACT_COLUMNS, Scope
+
+COMPLAINTS = "workload_complaints"
+INTERVALS = "workload_open_intervals"
+RESOLUTIONS = "workload_resolutions"
+HANDOVERS = "workload_handovers"
+
+OPENING = ("Registered", "Reopened")
+CLOSING = ("Resolved", "Withdrawn", "MarkedDuplicate")
+
+
+def intervals_sql(parsed: str) -> str:
+    # Openings and closings alternate in a complaint's life, so each opening's closing
+    # is the next event of either kind.
+    return f"""
+    SELECT complaint_id, ts AS opened_at,
+        CASE WHEN nt IN {CLOSING!r} THEN nat END AS closed_at,
+        CASE WHEN nt IN {CLOSING!r} THEN nt END AS closed_by
+    FROM (
+        SELECT complaint_id, t, ts, lead(t) OVER w AS nt, lead(ts) OVER w AS nat
+        FROM {parsed} WHERE t IN {OPENING + CLOSING!r}
+        WINDOW w AS (PARTITION BY complaint_id ORDER BY v)
+    ) WHERE t IN {OPENING!r}
+    """
+
+
+def resolutions_sql(parsed: str) -> str:
+    return f"""
+    SELECT complaint_id, v AS version, ts AS resolved_at, actor_at.team, actor_at.agent
+    FROM (
+        SELECT complaint_id, v, t, ts,
+            last_value(CASE WHEN t = 'Assigned' THEN {{'team': team, 'agent': agent}} END
+                       IGNORE NULLS)
+                OVER (PARTITION BY complaint_id ORDER BY v ROWS UNBOUNDED PRECEDING) AS actor_at
+        FROM {parsed}
+    ) WHERE t = 'Resolved'
+    """
+
+
+def handovers_sql(parsed: str) -> str:
+    return f"""
+    SELECT complaint_id, v AS version, ts AS handed_over_at, previous_team AS from_team,
+        previous_agent AS from_agent, team AS to_team, agent AS to_agent
+    FROM {parsed} WHERE t = 'Assigned' AND previous_team IS NOT NULL
+    """
+
+
+class WorkloadProjector(BulkProjector):
+    name = "workload"
+    schema_version = 1
+    tables = {
+        COMPLAINTS: FACT_COLUMNS,
+        INTERVALS: "complaint_id VARCHAR, opened_at TIMESTAMPTZ, closed_at TIMESTAMPTZ,"
+        " closed_by VARCHAR",
+        RESOLUTIONS: "complaint_id VARCHAR, version INTEGER, resolved_at TIMESTAMPTZ,"
+        " team VARCHAR, agent VARCHAR",
+        HANDOVERS: "complaint_id VARCHAR, version INTEGER, handed_over_at TIMESTAMPTZ,"
+        " from_team VARCHAR, from_agent VARCHAR, to_team VARCHAR, to_agent VARCHAR",
+    }
+
+    def selects(self, db: duckdb.DuckDBPyConnection, scope: Scope) -> dict[str, str]:
+        parsed = scope.parsed(db)
+        return {
+            COMPLAINTS: f"SELECT * FROM {scope.facts(db)}",
+            INTERVALS: intervals_sql(parsed),
+            RESOLUTIONS: resolutions_sql(parsed),
+            HANDOVERS: handovers_sql(parsed),
+        }
