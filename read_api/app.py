@@ -1,0 +1,290 @@
+"""The read API: dashboards, read models, audit replay and export over the read node's DuckDB.
+
+Thin on purpose: every answer comes from the read models and the event history, never
+from the write side. Two ways in:
+- `read_router(get_db)`: an APIRouter to mount into another app (the `make run` process);
+  `get_db()` returns anything with `.cursor()` (a DuckDB connection, or the read node);
+- `create_read_app(db)`: a FastAPI app of its own (tests, benchmarks, a read-only node).
+
+Each request reads through its own cursor of the one connection, so requests run in
+parallel threads (DuckDB releases the GIL while a query runs).
+
+(No `from __future__ import annotations`: FastAPI must see the real types.)
+"""
+
+import os
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal, Protocol
+from uuid import UUID
+
+import duckdb
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
+
+from read_api import audit, export, figures
+from read_api.figures import SLA_COLUMNS, TREND_COLUMNS, WORKLOAD_COLUMNS, Query as Sql
+from read_api.cache import ResponseCache
+from read_api.page import page_router
+from read_api.schemas import (
+    Dimension, DimensionValues, ExecutiveDashboard, Filters, Granularity, History, Order, Page, Problem,
+    ProductDashboard, SearchResults, SlaRow, StateAt, SupervisorDashboard, Timeline, TrendRow,
+    WorkloadRow,
+)
+from read_api.timeline import timeline
+
+
+class CursorSource(Protocol):
+    def cursor(self) -> duckdb.DuckDBPyConnection: ...
+
+
+NOT_FOUND = {404: {"model": Problem, "description": "no such complaint"}}
+NOT_READY = {503: {"model": Problem, "description": "the read node has no events table yet"}}
+
+SlaSort = Literal[SLA_COLUMNS]  # type: ignore[valid-type]
+WorkloadSort = Literal[WORKLOAD_COLUMNS]  # type: ignore[valid-type]
+TrendSort = Literal[TREND_COLUMNS]  # type: ignore[valid-type]
+Limit = Annotated[int, Query(ge=1, le=1000, description="rows per page")]
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip")]
+Fmt = Annotated[export.Format, Query(alias="format", description="csv or parquet")]
+
+# Export: every table the read API shows, by name: each gives a Query (streamed from
+# DuckDB) or rows (a small dashboard section), for one request's view.
+DATASETS: dict[str, Callable[..., Any]] = {
+    "complaints": lambda r, **_: figures.complaints_rows(r),
+    "events": lambda r, **_: figures.events_rows(r),
+    "sla": lambda r, **_: figures.sla_rows(r),
+    "workload": lambda r, **_: figures.workload_rows(r),
+    "trends": lambda r, dimension, granularity, **_: figures.trend_rows(r, dimension, granularity),
+    "supervisor.by_status": lambda r, **_: figures.by_status(r),
+    "supervisor.daily": lambda r, **_: figures.daily_flow(r),
+    "supervisor.agent_load": lambda r, **_: figures.agent_load(r),
+    "supervisor.at_risk": lambda r, **_: figures.clocks_due(r, 10**9)["warning"],
+    "supervisor.breached": lambda r, **_: figures.clocks_due(r, 10**9)["breached"],
+    "product.by_product": lambda r, **_: figures.product(r.db, r.filters, now=r.now)["by_product"],
+    "product.top_categories": lambda r, **_: figures.product(r.db, r.filters, now=r.now)["top_categories"],
+    "product.week_over_week": lambda r, **_: figures.product(r.db, r.filters, now=r.now)["week_over_week"],
+    "executive.satisfaction": lambda r, granularity, **_: figures.executive(
+        r.db, r.filters, granularity=granularity, now=r.now)["satisfaction"],
+    "executive.high_priority_monthly": lambda r, **_: figures.executive(r.db, r.filters, now=r.now)["high_priority_monthly"],
+}
+Dataset = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+
+
+def _validation(field: str, message: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own, so clients read one error format."""
+    return HTTPException(422, [{"loc": ["query", field], "msg": message, "type": "value_error"}])
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def cache_seconds() -> float:
+    return float(os.environ.get("COMPLAINTS_READ_CACHE_SECONDS", "5"))
+
+
+def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime] = utc_now,
+                cache_ttl: float | None = None) -> APIRouter:
+    """All read endpoints, reading through cursors of `get_db()`; `clock` says what "now" is.
+
+    JSON answers are reused for `cache_ttl` seconds (default COMPLAINTS_READ_CACHE_SECONDS,
+    5; 0 turns it off) unless new events arrive: see `read_api.cache`.
+    """
+    router = APIRouter()
+    cache = ResponseCache(cache_seconds() if cache_ttl is None else cache_ttl)
+
+    def cached(request: Request, db: duckdb.DuckDBPyConnection, compute: Callable[[], Any]) -> Any:
+        key = (request.url.path, tuple(sorted(request.query_params.multi_items())))
+        return cache.get(key, db, compute)
+
+    def open_cursor() -> duckdb.DuckDBPyConnection:
+        try:
+            cursor = get_db().cursor()
+        except Exception as error:  # the read node is starting or gone
+            raise HTTPException(503, f"the read database is not available: {error}") from error
+        if not figures.has_table(cursor, "events"):
+            cursor.close()
+            raise HTTPException(503, "the read node has no events table yet: start the consumer runner"
+                                     " (consumers.runner) or wait for its first batch")
+        return cursor
+
+    def cursor() -> Iterator[duckdb.DuckDBPyConnection]:
+        db = open_cursor()
+        try:
+            yield db
+        finally:
+            db.close()
+
+    Db = Annotated[duckdb.DuckDBPyConnection, Depends(cursor)]
+    Filtered = Annotated[Filters, Query()]
+    ComplaintId = Annotated[UUID, Path(description="the complaint's id")]
+
+    # ---------------------------------------------------------------- audit
+    @router.get("/audit/complaints/{complaint_id}/history", response_model=History, tags=["audit"],
+                responses=NOT_FOUND | NOT_READY,
+                summary="Every event of a complaint in order, with who, when, and what it changed")
+    def history(complaint_id: ComplaintId, db: Db) -> dict[str, Any]:
+        entries = audit.history(db, complaint_id)
+        if not entries:
+            raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
+        return {"complaint_id": complaint_id, "events": entries}
+
+    @router.get("/audit/complaints/{complaint_id}/state", response_model=StateAt, tags=["audit"],
+                responses=NOT_FOUND | NOT_READY,
+                summary="The complaint as it was at a version or an instant (default: now)")
+    def state(complaint_id: ComplaintId, db: Db,
+              version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+              at: Annotated[AwareDatetime | None, Query(description="an instant (with time zone)")] = None,
+              ) -> dict[str, Any]:
+        if version is not None and at is not None:
+            raise _validation("at", "give version or at, not both")
+        found = audit.state_at(db, complaint_id, version=version, at=at)
+        if found is None:
+            if audit.state_at(db, complaint_id) is None:
+                raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
+            raise HTTPException(404, f"complaint {complaint_id} did not exist yet at that version or instant")
+        return {"complaint_id": complaint_id, "version": found["version"], "state": found}
+
+    @router.get("/audit/complaints/{complaint_id}/timeline", response_model=Timeline, tags=["audit"],
+                responses=NOT_FOUND | NOT_READY, summary="The complaint's life, one line per event")
+    def complaint_timeline(complaint_id: ComplaintId, db: Db) -> dict[str, Any]:
+        entries = audit.history(db, complaint_id)
+        if not entries:
+            raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
+        return timeline(complaint_id, entries)
+
+    @router.get("/audit/search", response_model=SearchResults, tags=["audit"], responses=NOT_READY,
+                summary="Complaints by customer, order, product and text (title or description)")
+    def search(db: Db,
+               customer: Annotated[str | None, Query(max_length=200)] = None,
+               order: Annotated[str | None, Query(max_length=200)] = None,
+               product: Annotated[str | None, Query(max_length=200)] = None,
+               text: Annotated[str | None, Query(max_length=200)] = None,
+               limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> dict[str, Any]:
+        items = audit.search(db, customer=customer, order=order, product=product, text=text,
+                             limit=limit, offset=offset)
+        return {"items": items, "limit": limit, "offset": offset}
+
+    # ---------------------------------------------------------------- dashboards
+    @router.get("/dashboards/supervisor", response_model=SupervisorDashboard, tags=["dashboards"],
+                responses=NOT_READY, summary="Today's flow, backlog, agents' load, SLA attainment, at-risk and breached")
+    def supervisor(request: Request, db: Db, filters: Filtered,
+                   list_limit: Annotated[int, Query(ge=1, le=200, description="rows of the at-risk and breached lists")] = 20,
+                   ) -> dict[str, Any]:
+        return cached(request, db, lambda: figures.supervisor(db, filters, list_limit=list_limit, now=clock()))
+
+    @router.get("/dashboards/product", response_model=ProductDashboard, tags=["dashboards"],
+                responses=NOT_READY, summary="Product lines ranked, top categories, week-over-week growth, defects around a release")
+    def product(request: Request, db: Db, filters: Filtered,
+                release: Annotated[date | None, Query(description="a release date: defect trend around it")] = None,
+                release_days: Annotated[int, Query(ge=1, le=90)] = 14) -> dict[str, Any]:
+        if release is not None and not date(1971, 1, 1) <= release <= date(9000, 1, 1):
+            raise _validation("release", "release must be a date between 1971 and 9000")
+        return cached(request, db, lambda: figures.product(
+            db, filters, release=release, release_days=release_days, now=clock()))
+
+    @router.get("/dashboards/executive", response_model=ExecutiveDashboard, tags=["dashboards"],
+                responses=NOT_READY, summary="CSAT/NPS trend, monthly high-priority volume, handling time, reopen and repeat rates")
+    def executive(request: Request, db: Db, filters: Filtered, granularity: Granularity = "week") -> dict[str, Any]:
+        return cached(request, db, lambda: figures.executive(db, filters, granularity=granularity, now=clock()))
+
+    @router.get("/dimensions", response_model=DimensionValues, tags=["dashboards"], responses=NOT_READY,
+                summary="The teams, products, categories and regions in the read model (for filters)")
+    def dimensions(request: Request, db: Db) -> dict[str, list[str]]:
+        def compute() -> dict[str, list[str]]:
+            with figures.request(db, Filters(), clock()) as r:
+                return figures.dimension_values(r)
+
+        return cached(request, db, compute)
+
+    # ---------------------------------------------------------------- read models
+    @router.get("/sla", response_model=Page[SlaRow], tags=["read models"], responses=NOT_READY,
+                summary="Both SLA clocks of every complaint registered in the period, judged at as_of (or now)")
+    def sla(request: Request, db: Db, filters: Filtered, sort: SlaSort = "registered_at", order: Order = "asc",
+            limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        def compute() -> dict[str, Any]:
+            with figures.request(db, filters, clock()) as r:
+                rows, total = figures.paged(figures.sla_rows(r), sort, order, limit, offset, ("complaint_id", "metric"))
+                return {"items": rows.rows(r.db), "total": total.rows(r.db)[0]["total"], "limit": limit,
+                        "offset": offset, "sort": sort, "order": order}
+
+        return cached(request, db, compute)
+
+    def page(rows: list[dict[str, Any]], sort: str, order: str, limit: int, offset: int,
+             key: tuple[str, ...]) -> dict[str, Any]:
+        return {"items": figures.sort_page(rows, sort, order, limit, offset, key), "total": len(rows),
+                "limit": limit, "offset": offset, "sort": sort, "order": order}
+
+    @router.get("/workload", response_model=Page[WorkloadRow], tags=["read models"], responses=NOT_READY,
+                summary="Per agent: open, waiting and overdue complaints now; resolved today and in 7 days")
+    def workload(request: Request, db: Db, filters: Filtered, sort: WorkloadSort = "open", order: Order = "desc",
+                 limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        def compute() -> dict[str, Any]:
+            with figures.request(db, filters, clock()) as r:
+                return page(figures.workload_rows(r), sort, order, limit, offset, ("team", "agent"))
+
+        return cached(request, db, compute)
+
+    @router.get("/trends", response_model=Page[TrendRow], tags=["read models"], responses=NOT_READY,
+                summary="New complaints per time bucket and value of a dimension, registered in the period")
+    def trends(request: Request, db: Db, filters: Filtered, dimension: Dimension = "product",
+               granularity: Granularity = "day", sort: TrendSort = "bucket", order: Order = "asc",
+               limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        def compute() -> dict[str, Any]:
+            with figures.request(db, filters, clock()) as r:
+                return page(figures.trend_rows(r, dimension, granularity), sort, order, limit, offset, ("bucket", "key"))
+
+        return cached(request, db, compute)
+
+    # ---------------------------------------------------------------- export
+    @router.get("/export/{dataset}", tags=["export"], responses={
+        200: {"content": {export.MEDIA_TYPES["csv"]: {}, export.MEDIA_TYPES["parquet"]: {}},
+              "description": "the rows, streamed"}} | NOT_READY,
+        response_class=StreamingResponse,
+        summary="Any read model or dashboard section as CSV or Parquet, streamed")
+    def export_dataset(dataset: Dataset, filters: Filtered, fmt: Fmt = "csv",
+                       dimension: Dimension = "product", granularity: Granularity = "day") -> StreamingResponse:
+        # Its own cursor and view, closed by the stream: they must outlive this function.
+        db = open_cursor()
+        opened = figures.request(db, filters, clock())
+        try:
+            r = opened.__enter__()
+            made = DATASETS[dataset](r, dimension=dimension, granularity=granularity)
+            reader = (r.db.sql(made.sql, params=made.params).to_arrow_reader(export.BATCH_ROWS)
+                      if isinstance(made, Sql) else export.rows_reader(made))
+        except BaseException:
+            opened.__exit__(None, None, None)
+            db.close()
+            raise
+
+        def close() -> None:
+            opened.__exit__(None, None, None)
+            db.close()
+
+        body = export.stream(reader, fmt, close=close)
+        name = f"{dataset.replace('.', '-')}.{fmt}"
+        return StreamingResponse(body, media_type=export.MEDIA_TYPES[fmt],
+                                 headers={"content-disposition": f'attachment; filename="{name}"'})
+
+    return router
+
+
+def create_read_app(db: CursorSource, clock: Callable[[], datetime] = utc_now,
+                    cache_ttl: float | None = None) -> FastAPI:
+    """The read API with the dashboard page, as an app of its own, over `db`."""
+    app = FastAPI(
+        title="Complaints: read API",
+        version="1.0",
+        summary="Dashboards, read models, audit replay and export, from the read node's DuckDB.",
+        description=(
+            "Answers from the read models and the event history only. Filters: period, team, "
+            "product, channel, severity, tier, and `as_of` to see the figures as they stood at "
+            "an instant. Errors: 422 invalid parameter (with its `loc`), 404 unknown complaint, "
+            "503 read node not ready. The dashboard page is at /dashboard."
+        ),
+    )
+    app.include_router(read_router(lambda: db, clock, cache_ttl))
+    app.include_router(page_router())
+    return app

@@ -1,0 +1,426 @@
+"""The figures behind the dashboards and read-model endpoints: the read API's one door to
+the read models.
+
+Figures come from `projections.queries` (the read models' own definitions, checked there
+against an oracle), all through one `queries.View` per request: live tables, or TEMP
+tables rebuilt once as of a past instant, shared by every figure of the request. The
+few figures `projections.queries` does not have (counts by status, resolutions per day,
+the filters' value lists, the complaint titles of a list) are SQL over the same view's
+`complaint_facts` and `events` tables, here.
+
+Tabular figures come back either as rows (small: a dashboard section) or as a `Query`
+(SQL and parameters, for large read models) so that exports can stream them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import duckdb
+
+from projections import queries
+from projections.complaint_facts import FACTS
+from projections.sla import CLOCKS
+from read_api.schemas import Dimension, Filters, Granularity
+
+DIMENSION_FILTERS = ("team", "product", "channel", "severity", "tier")
+OPEN = "('received', 'triaged', 'assigned', 'waiting_on_customer', 'resolution_proposed')"
+
+
+@dataclass
+class Query:
+    """SQL with named parameters; run it for JSON, or stream it for an export."""
+
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # DuckDB rejects parameters the SQL does not use: keep only the used ones.
+        used = set(re.findall(r"\$([a-z_]+)", self.sql))
+        self.params = {k: v for k, v in self.params.items() if k in used}
+
+    def rows(self, db: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+        cursor = db.execute(self.sql, self.params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+@dataclass
+class Request:
+    """One request's filters resolved against the clock, and the view it reads."""
+
+    filters: Filters
+    view: queries.View
+    start: datetime
+    end: datetime
+
+    @property
+    def db(self) -> duckdb.DuckDBPyConnection:
+        return self.view.db
+
+    @property
+    def now(self) -> datetime:
+        return self.view.now
+
+    def t(self, table: str) -> str:
+        return self.view.t(table)
+
+    def dims(self, **extra: Any) -> queries.Filters:
+        """The complaint dimensions of the filters, in the read models' terms."""
+        f = self.filters
+        return queries.Filters(team=f.team, product=f.product, channel=f.channel,
+                               severity=f.severity, tier=f.tier, **extra)
+
+    def in_window(self, **extra: Any) -> queries.Filters:
+        """The dimensions, and registration inside the period."""
+        return self.dims(registered_from=self.start, registered_to=self.end, **extra)
+
+    def params(self) -> dict[str, Any]:
+        f = self.filters
+        return {"start": self.start, "end": self.end, "now": self.now, "tz": f.tz,
+                "today": self.view.local_midnight(self.now), "team": f.team, "product": f.product,
+                "channel": f.channel, "severity": f.severity, "tier": f.tier}
+
+    def where(self) -> str:
+        """SQL conditions for the dimensions that are set (only those: DuckDB then reads
+        no column it need not)."""
+        f = self.filters
+        return " AND ".join(["true", *(f"{name} = ${name}" for name in DIMENSION_FILTERS
+                                       if getattr(f, name) is not None)])
+
+    def facts(self) -> str:
+        """The filtered `complaint_facts` rows of this view, as a relation."""
+        return f"(SELECT * FROM {self.t(FACTS)} WHERE {self.where()})"
+
+    def window(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "as_of": self.now, "tz": self.filters.tz}
+
+
+@contextmanager
+def request(db: duckdb.DuckDBPyConnection, filters: Filters, now: datetime | None = None) -> Iterator[Request]:
+    """The view of the read models these filters ask for (as of `filters.as_of`, if given)."""
+    reference = filters.as_of or now or datetime.now(UTC)
+    start, end = filters.window(reference)
+    with queries.view(db, as_of=filters.as_of, now=reference, tz=filters.tz) as v:
+        yield Request(filters, v, start, end)
+
+
+def has_table(db: duckdb.DuckDBPyConnection, name: str) -> bool:
+    # fetchall, not fetchone: DuckDB 2 refuses new work on a cursor with an unfinished result.
+    found = db.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [name]
+    ).fetchall()
+    return bool(found[0][0])
+
+
+def _day(column: str, granularity: str = "day") -> str:
+    return f"CAST(date_trunc('{granularity}', timezone($tz, {column})) AS DATE)"
+
+
+def _seconds_to_minutes(value: float | None) -> float | None:
+    return None if value is None else value / 60
+
+
+# ------------------------------------------------------------------ own SQL figures
+def counts_in_period(r: Request) -> dict[str, int]:
+    return Query(f"""
+        SELECT count(*) FILTER (WHERE registered_at >= $start AND registered_at < $end) AS new_in_period,
+               count(*) FILTER (WHERE resolved_at >= $start AND resolved_at < $end) AS resolved_in_period
+        FROM {r.facts()}""", r.params()).rows(r.db)[0]
+
+
+def by_status(r: Request) -> list[dict[str, Any]]:
+    """Complaints registered in the period, plus everything still open, by status."""
+    return Query(f"""
+        SELECT status AS key, count(*) AS count FROM {r.facts()}
+        WHERE (registered_at >= $start AND registered_at < $end) OR status IN {OPEN}
+        GROUP BY status ORDER BY count DESC, key""", r.params()).rows(r.db)
+
+
+def daily_flow(r: Request) -> list[dict[str, Any]]:
+    """New and resolved complaints per local day of the period."""
+    return Query(f"""
+        WITH f AS (SELECT * FROM {r.facts()}),
+        n AS (SELECT {_day('registered_at')} AS bucket, count(*) AS new FROM f
+              WHERE registered_at >= $start AND registered_at < $end GROUP BY ALL),
+        s AS (SELECT {_day('resolved_at')} AS bucket, count(*) AS resolved FROM f
+              WHERE resolved_at >= $start AND resolved_at < $end GROUP BY ALL)
+        SELECT bucket, coalesce(new, 0) AS new, coalesce(resolved, 0) AS resolved
+        FROM n FULL JOIN s USING (bucket) ORDER BY bucket""", r.params()).rows(r.db)
+
+
+def dimension_values(r: Request) -> dict[str, list[str]]:
+    """The values each filterable dimension takes (for the page's drop-downs)."""
+    return {
+        column: [row["value"] for row in Query(
+            f"SELECT DISTINCT {column} AS value FROM {r.t(FACTS)} WHERE {column} IS NOT NULL ORDER BY 1"
+        ).rows(r.db)]
+        for column in ("team", "product", "category", "region")
+    }
+
+
+def _titles(r: Request, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The titles of a few complaints, from their Registered events.
+
+    Looked up by registration instant as well as id: the event log is stored in time
+    order, so DuckDB skips every row group that holds none of those instants.
+    """
+    if not rows:
+        return {}
+    found = Query("""
+        SELECT complaint_id::VARCHAR AS complaint_id, payload->>'$.title' AS title FROM events
+        WHERE occurred_at IN (SELECT unnest($ats)) AND complaint_id IN (SELECT unnest($ids))
+          AND event_type = 'Registered'""",
+        {"ats": [row["registered_at"] for row in rows], "ids": [UUID(row["complaint_id"]) for row in rows]},
+    ).rows(r.db)
+    return {row["complaint_id"]: row["title"] for row in found}
+
+
+# ------------------------------------------------------------------ dashboards
+def _attainment(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    row = next((x for x in rows if x["metric"] == metric), None) or {}
+    return {
+        "attainment": row.get("attainment"), "met": row.get("met", 0), "breached": row.get("breached", 0),
+        "counted": row.get("counted", 0),
+        "avg_business_minutes": _seconds_to_minutes(row.get("avg_business_seconds")),
+        "p90_business_minutes": _seconds_to_minutes(row.get("p90_business_seconds")),
+    }
+
+
+def _running_clock_status(r: Request) -> str:
+    """Warning or breached, for a running clock at `now`.
+
+    The same rule as `projections.queries._clocks_now_sql`, applied to running clocks
+    only, so that DuckDB reads just their rows (a few percent of `sla_clocks`).
+    """
+    now, warn = r.view.now_us, r.view.policy.warning_before_minutes * 60_000_000
+    return f"""CASE WHEN due_at IS NOT NULL AND coalesce(epoch_us(paused_since), {now}) > epoch_us(due_at)
+                    THEN 'breached'
+                    WHEN paused_since IS NULL AND due_at IS NOT NULL AND {now} >= epoch_us(due_at) - {warn}
+                    THEN 'warning' END"""
+
+
+def _running_clocks(r: Request) -> str:
+    return f"""(SELECT *, {_running_clock_status(r)} AS status_now FROM {r.t(CLOCKS)}
+        WHERE stopped_at IS NULL AND {r.where()})"""
+
+
+def clocks_due(r: Request, limit: int) -> dict[str, list[dict[str, Any]]]:
+    """Running clocks in their warning time, and breached ones: the `limit` most urgent of each."""
+    rows = Query(f"""
+        SELECT complaint_id, metric, status_now AS status, due_at, team, agent, severity, priority,
+               registered_at
+        FROM {_running_clocks(r)} WHERE status_now IS NOT NULL
+        QUALIFY row_number() OVER (PARTITION BY status_now ORDER BY due_at, complaint_id, metric) <= $limit
+        ORDER BY due_at, complaint_id, metric""", r.params() | {"limit": limit}).rows(r.db)
+    titles = _titles(r, rows)
+    lists: dict[str, list[dict[str, Any]]] = {"warning": [], "breached": []}
+    for row in rows:
+        lists[row["status"]].append({k: v for k, v in row.items() if k != "registered_at"} | {
+            "title": titles.get(row["complaint_id"]),
+            "overdue_minutes": (r.now - row["due_at"]).total_seconds() / 60 if row["due_at"] else None,
+        })
+    return lists
+
+
+def overdue_by_agent(r: Request) -> dict[tuple[Any, Any], int]:
+    """Open complaints with a breached clock, per (team, agent)."""
+    rows = Query(f"""
+        SELECT team, agent, count(DISTINCT complaint_id) AS overdue FROM {_running_clocks(r)}
+        WHERE status_now = 'breached' GROUP BY ALL""", r.params()).rows(r.db)
+    return {(row["team"], row["agent"]): row["overdue"] for row in rows}
+
+
+def agent_load(r: Request) -> list[dict[str, Any]]:
+    """Per agent: open now (of which waiting on the customer, and past a due time), resolved."""
+    load = queries._agent_load(r.view, r.dims())
+    waiting: dict[tuple[Any, Any], int] = {}
+    for row in queries._open_by(r.view, r.dims()):
+        if row["status"] == "waiting_on_customer":
+            key = (row["team"], row["agent"])
+            waiting[key] = waiting.get(key, 0) + row["count"]
+    overdue = overdue_by_agent(r)
+    return [row | {"waiting": waiting.get((row["team"], row["agent"]), 0),
+                   "overdue": overdue.get((row["team"], row["agent"]), 0)} for row in load]
+
+
+def supervisor(db: duckdb.DuckDBPyConnection, filters: Filters, *, list_limit: int = 20,
+               now: datetime | None = None) -> dict[str, Any]:
+    with request(db, filters, now) as r:
+        today = queries._today(r.view, r.dims())
+        sla = queries._sla_attainment(r.view, None, r.in_window())
+        due = clocks_due(r, list_limit)
+        first = _attainment(sla, "first_response")
+        return {
+            "window": r.window(),
+            "counts": {"new_today": today["new"], "resolved_today": today["resolved"],
+                       "pending": today["pending"], **counts_in_period(r)},
+            "by_status": by_status(r),
+            "agent_load": agent_load(r),
+            "avg_first_response_business_minutes": first["avg_business_minutes"],
+            "sla": {"first_response": first, "resolution": _attainment(sla, "resolution")},
+            "at_risk": due["warning"],
+            "breached": due["breached"],
+            "daily": daily_flow(r),
+        }
+
+
+def _by_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Counts summed per key, with their share, largest first."""
+    totals: dict[Any, int] = {}
+    for row in rows:
+        totals[row["key"]] = totals.get(row["key"], 0) + row["count"]
+    whole = sum(totals.values())
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    return [{"key": k, "count": n, "share": n / whole} for k, n in ranked]
+
+
+def product(db: duckdb.DuckDBPyConnection, filters: Filters, *, release: date | None = None,
+            release_days: int = 14, now: datetime | None = None) -> dict[str, Any]:
+    with request(db, filters, now) as r:
+        by_product = _by_key(queries._volume(r.view, "month", "product", r.in_window()))
+        top = queries._top_categories(r.view, filters=r.in_window())
+        # The latest complete week against the one before (this week is still filling up).
+        this_monday = r.view.today() - timedelta(days=r.view.today().weekday())
+        week = this_monday - timedelta(days=7)
+        wow = sorted(
+            ({"key": row["key"], "week": row["week"], "this_week": row["count"],
+              "last_week": row["previous"] or 0, "growth": row["growth"]}
+             for row in queries._week_over_week(r.view, "product", r.dims()) if row["week"] == week),
+            key=lambda g: (-g["this_week"], str(g["key"])))
+        trend: list[dict[str, Any]] = []
+        if release is not None:
+            zone = r.view.zone
+            first = datetime.combine(release - timedelta(days=release_days), datetime.min.time(), zone)
+            last = datetime.combine(release + timedelta(days=release_days + 1), datetime.min.time(), zone)
+            counts = {row["period"]: row["count"] for row in queries._volume(
+                r.view, "day", None, r.dims(category="product_defect", registered_from=first, registered_to=last))}
+            trend = [{"bucket": day, "count": counts.get(day, 0)}
+                     for day in (release + timedelta(days=n) for n in range(-release_days, release_days + 1))]
+        before = [p["count"] for p in trend if p["bucket"] < release] if release else []
+        after = [p["count"] for p in trend if p["bucket"] >= release] if release else []
+        return {
+            "window": r.window(),
+            "total": sum(row["count"] for row in by_product),
+            "by_product": by_product,
+            "top_categories": [{"key": row["category"], "count": row["count"], "share": row["share"]} for row in top],
+            "week_over_week": wow,
+            "defect_trend": {"release": release, "points": trend,
+                             "daily_before": sum(before) / len(before) if before else None,
+                             "daily_after": sum(after) / len(after) if after else None},
+        }
+
+
+def executive(db: duckdb.DuckDBPyConnection, filters: Filters, *, granularity: Granularity = "week",
+              now: datetime | None = None) -> dict[str, Any]:
+    with request(db, filters, now) as r:
+        rates = queries._rates(r.view, r.in_window())
+        ratings = queries._ratings(r.view, granularity, r.dims())
+        high: dict[date, int] = {}
+        for row in queries._volume(r.view, "month", "priority", r.in_window()):
+            if row["key"] in ("urgent", "high"):
+                high[row["period"]] = high.get(row["period"], 0) + row["count"]
+        start_day = r.start.astimezone(r.view.zone).date()
+        return {
+            "window": r.window(),
+            "total": rates["complaints"],
+            "satisfaction": [{"bucket": row["period"], "csat": row["avg_csat"], "nps": row["nps_score"],
+                              "responses": row["ratings"]} for row in ratings
+                             if row["period"] is not None and row["period"] >= _floor(start_day, granularity)],
+            "high_priority_monthly": [{"bucket": k, "count": n} for k, n in sorted(high.items())],
+            "avg_handling_hours": None if rates["avg_handling_seconds"] is None else rates["avg_handling_seconds"] / 3600,
+            "reopen_rate": rates["reopen_rate"],
+            "repeat_rate": rates["repeat_rate"],
+            "first_contact_resolution_rate": rates["fcr_rate"],
+        }
+
+
+def _floor(day: date, granularity: str) -> date:
+    if granularity == "week":
+        return day - timedelta(days=day.weekday())
+    if granularity == "month":
+        return day.replace(day=1)
+    return day
+
+
+# ------------------------------------------------------------------ read models
+SLA_COLUMNS = ("complaint_id", "metric", "registered_at", "team", "agent", "category", "product",
+               "channel", "severity", "priority", "tier", "status", "due_at", "stopped_at",
+               "stop_reason", "paused_since", "business_seconds")
+
+
+def sla_rows(r: Request) -> Query:
+    """Both SLA clocks of each complaint registered in the period, judged at `now`."""
+    return Query(f"""
+        SELECT complaint_id, metric, registered_at, team, agent, category, product, channel,
+               severity, priority, tier, status_now AS status, due_at, stopped_at, stop_reason,
+               paused_since, business_us_now / 1e6 AS business_seconds
+        FROM ({queries._clocks_now_sql(r.view)}) k
+        WHERE registered_at >= $start AND registered_at < $end AND {r.where()}""",
+        r.params())
+
+
+WORKLOAD_COLUMNS = ("team", "agent", "open", "waiting", "overdue", "resolved_today", "resolved_7d")
+
+
+def workload_rows(r: Request) -> list[dict[str, Any]]:
+    return agent_load(r)
+
+
+TREND_COLUMNS = ("bucket", "key", "count")
+
+
+def trend_rows(r: Request, dimension: Dimension, granularity: Granularity) -> list[dict[str, Any]]:
+    """New complaints per bucket and value of a dimension, registered in the period."""
+    if dimension == "status":  # not a trend dimension of the read model: from the facts
+        return Query(f"""
+            SELECT {_day('registered_at', granularity)} AS bucket, status AS key, count(*) AS count
+            FROM {r.facts()} WHERE registered_at >= $start AND registered_at < $end
+            GROUP BY ALL""", r.params()).rows(r.db)
+    return [{"bucket": row["period"], "key": None if row["key"] is None else str(row["key"]), "count": row["count"]}
+            for row in queries._volume(r.view, granularity, dimension, r.in_window())]
+
+
+def sort_page(rows: list[dict[str, Any]], sort: str, order: str, limit: int, offset: int,
+              key: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A page of rows in a stable order: `sort` (None last), ties by the row's key ascending."""
+    def keyed(row: dict[str, Any]) -> list[tuple[int, Any]]:
+        return [(1, "") if row[k] is None else (0, row[k]) for k in key]
+
+    by_key = sorted(rows, key=keyed)
+    present = [row for row in by_key if row[sort] is not None]
+    present.sort(key=lambda row: row[sort], reverse=order == "desc")  # stable: ties keep key order
+    return (present + [row for row in by_key if row[sort] is None])[offset:offset + limit]
+
+
+def paged(query: Query, sort: str, order: str, limit: int, offset: int, key: tuple[str, ...]) -> tuple[Query, Query]:
+    """(page of rows, total count) of a query, in a stable order (sort, then the key)."""
+    keys = ", ".join([f"{sort} {order} NULLS LAST", *(f"{k} ASC NULLS LAST" for k in key if k != sort)])
+    page = Query(f"SELECT * FROM ({query.sql}) ORDER BY {keys} LIMIT $limit OFFSET $offset",
+                 query.params | {"limit": limit, "offset": offset})
+    return page, Query(f"SELECT count(*) AS total FROM ({query.sql})", query.params)
+
+
+def complaints_rows(r: Request) -> Query:
+    """The per-complaint facts registered in the period (for export)."""
+    return Query(f"SELECT * FROM {r.facts()} WHERE registered_at >= $start AND registered_at < $end"
+                 " ORDER BY registered_at, complaint_id", r.params())
+
+
+def events_rows(r: Request) -> Query:
+    """The event log in the period (for export), as of `now`."""
+    return Query(
+        "SELECT position, complaint_id::VARCHAR AS complaint_id, complaint_version, event_type,"
+        " event_version, occurred_at, recorded_at, actor, command_id, correlation_id,"
+        " payload::VARCHAR AS payload FROM events"
+        " WHERE occurred_at >= $start AND occurred_at < $end AND occurred_at <= $now ORDER BY position",
+        r.params())
+
+
+__all__ = ["CLOCKS", "Query", "Request", "request"]

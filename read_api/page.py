@@ -1,0 +1,58 @@
+"""Serves the dashboard page and the charting library from where it is installed.
+
+The page is our own HTML, CSS and JavaScript (`read_api/static/`); Plotly's browser
+bundle is served from the installed `plotly` Python package, so nothing third-party is
+copied into the repository and nothing is fetched from a CDN at run time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+STATIC = Path(__file__).resolve().parent / "static"
+OWN_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+CACHE = {"cache-control": "public, max-age=86400"}
+
+
+@lru_cache
+def plotly_bundle() -> Path:
+    """plotly.min.js inside the installed plotly package."""
+    path = Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: install the project's dependencies (pip install -e .) to get plotly"
+        )
+    return path
+
+
+def page_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/")
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard")
+
+    @router.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    @router.get("/dashboard")
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "dashboard.html", media_type="text/html", headers={"cache-control": "no-cache"})
+
+    @router.get("/static/vendor/plotly.min.js")
+    def plotly() -> FileResponse:
+        return FileResponse(plotly_bundle(), media_type="text/javascript", headers=CACHE)
+
+    @router.get("/static/{name}")
+    def own(name: str) -> FileResponse:
+        if name not in OWN_FILES:
+            raise HTTPException(404, f"no static file {name}")
+        return FileResponse(STATIC / name, media_type=OWN_FILES[name], headers={"cache-control": "no-cache"})
+
+    return router

@@ -1,0 +1,339 @@
+"""The read API's published shapes: query filters and every response, as pydantic models.
+
+Stable on purpose: dashboards and exports are consumed by scripts, so fields are only
+ever added. Filters are query-parameter models, so a bad value is a 422 whose `loc`
+names the parameter (e.g. `["query", "severity"]`).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any, Generic, Literal, TypeVar
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
+
+from aggregates.complaint import Channel
+from aggregates.priority import Severity, Tier
+
+Period = Literal["today", "7d", "30d", "90d", "365d", "all"]
+Granularity = Literal["day", "week", "month"]
+Dimension = Literal[
+    "product", "category", "channel", "region", "severity", "priority", "tier", "team", "status"
+]
+Order = Literal["asc", "desc"]
+PERIOD_DAYS: dict[str, int] = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
+EPOCH = datetime(1970, 1, 1).astimezone(ZoneInfo("UTC"))
+
+
+class Filters(BaseModel):
+    """What every dashboard and read model can be narrowed by.
+
+    (Unknown query parameters are ignored, not rejected: FastAPI validates the whole
+    query string against this model, endpoint-specific parameters included.)
+    """
+
+    period: Period = Field("30d", description="window ending at `end` (or `as_of`, or now)")
+    start: AwareDatetime | None = Field(None, description="explicit window start; overrides `period`")
+    end: AwareDatetime | None = Field(None, description="explicit window end; defaults to `as_of` or now")
+    team: str | None = Field(None, min_length=1, max_length=200)
+    product: str | None = Field(None, min_length=1, max_length=200)
+    channel: Channel | None = None
+    severity: Severity | None = None
+    tier: Tier | None = None
+    as_of: AwareDatetime | None = Field(
+        None, description="answer as the read model stood at this instant (events after it are ignored)"
+    )
+    tz: str = Field("Asia/Shanghai", description="IANA time zone for days, weeks and 'today'")
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Asia/Shanghai") from None
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, value: datetime | None, info: Any) -> datetime | None:
+        start = info.data.get("start")
+        if value is not None and start is not None and value <= start:
+            raise ValueError("end must be after start")
+        return value
+
+    def window(self, now: datetime) -> tuple[datetime, datetime]:
+        """[start, end) of the period, relative to `as_of` (or `now`)."""
+        reference = self.as_of or now
+        end = self.end or reference
+        if self.start is not None:
+            return self.start, end
+        if self.period == "today":
+            return self.local_midnight(end), end
+        if self.period == "all":
+            return EPOCH, end
+        return end - timedelta(days=PERIOD_DAYS[self.period]), end
+
+    def local_midnight(self, at: datetime) -> datetime:
+        local = at.astimezone(ZoneInfo(self.tz))
+        return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# ------------------------------------------------------------------ common pieces
+class Window(BaseModel):
+    start: datetime
+    end: datetime
+    as_of: datetime = Field(description="the instant the figures describe")
+    tz: str
+
+
+class Count(BaseModel):
+    key: str | None
+    count: int
+
+
+class Share(BaseModel):
+    key: str | None
+    count: int
+    share: float = Field(description="fraction of the total, 0..1")
+
+
+class Point(BaseModel):
+    bucket: date
+    count: int
+
+
+class ClockRef(BaseModel):
+    """One SLA clock of an open complaint, in a list a supervisor reads (at-risk, breached)."""
+
+    complaint_id: UUID
+    metric: str = Field(description="first_response or resolution")
+    status: str = Field(description="warning (due soon) or breached")
+    due_at: datetime | None
+    overdue_minutes: float | None = Field(description="minutes past due (negative: still to go)")
+    team: str | None
+    agent: str | None
+    severity: str | None
+    priority: str | None
+    title: str | None
+
+
+# ------------------------------------------------------------------ dashboards
+class SupervisorCounts(BaseModel):
+    new_today: int
+    resolved_today: int
+    pending: int = Field(description="open complaints now (any registration date)")
+    new_in_period: int
+    resolved_in_period: int
+
+
+class AgentLoad(BaseModel):
+    team: str | None
+    agent: str | None
+    open: int
+    waiting: int = Field(description="open and waiting on the customer")
+    overdue: int = Field(description="open with a breached clock")
+    resolved_today: int
+    resolved_7d: int
+
+
+class MetricAttainment(BaseModel):
+    attainment: float | None = Field(description="met / counted, 0..1; None when nothing is counted")
+    met: int
+    breached: int
+    counted: int = Field(description="clocks decided: fulfilled or breached")
+    avg_business_minutes: float | None
+    p90_business_minutes: float | None
+
+
+class SlaAttainment(BaseModel):
+    first_response: MetricAttainment
+    resolution: MetricAttainment
+
+
+class DailyFlow(BaseModel):
+    bucket: date
+    new: int
+    resolved: int
+
+
+class SupervisorDashboard(BaseModel):
+    window: Window
+    counts: SupervisorCounts
+    by_status: list[Count]
+    agent_load: list[AgentLoad]
+    avg_first_response_business_minutes: float | None = Field(
+        description="mean business minutes to the first response, complaints registered in the period")
+    sla: SlaAttainment = Field(description="clocks of complaints registered in the period")
+    at_risk: list[ClockRef]
+    breached: list[ClockRef]
+    daily: list[DailyFlow]
+
+
+class Growth(BaseModel):
+    key: str | None
+    week: date = Field(description="the latest complete week (its Monday)")
+    this_week: int
+    last_week: int
+    growth: float | None = Field(description="(this - last) / last; None when last week had none")
+
+
+class DefectTrend(BaseModel):
+    release: date | None
+    points: list[Point]
+    daily_before: float | None = Field(description="mean product defects a day before the release")
+    daily_after: float | None
+
+
+class ProductDashboard(BaseModel):
+    window: Window
+    total: int
+    by_product: list[Share]
+    top_categories: list[Share]
+    week_over_week: list[Growth]
+    defect_trend: DefectTrend
+
+
+class SatisfactionPoint(BaseModel):
+    bucket: date
+    csat: float | None = Field(description="mean CSAT, 1..5")
+    nps: float | None = Field(description="promoters% - detractors%, -100..100")
+    responses: int
+
+
+class ExecutiveDashboard(BaseModel):
+    window: Window
+    total: int
+    satisfaction: list[SatisfactionPoint]
+    high_priority_monthly: list[Point]
+    avg_handling_hours: float | None
+    reopen_rate: float | None
+    repeat_rate: float | None
+    first_contact_resolution_rate: float | None
+
+
+# ------------------------------------------------------------------ read models
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    items: list[Item]
+    total: int
+    limit: int
+    offset: int
+    sort: str
+    order: Order
+
+
+class SlaRow(BaseModel):
+    complaint_id: UUID
+    metric: str
+    registered_at: datetime
+    team: str | None
+    agent: str | None
+    category: str | None
+    product: str | None
+    channel: str | None
+    severity: str | None
+    priority: str | None
+    tier: str | None
+    status: str = Field(description="activated | warning | paused | fulfilled | breached | cancelled")
+    due_at: datetime | None
+    stopped_at: datetime | None
+    stop_reason: str | None
+    paused_since: datetime | None
+    business_seconds: float | None
+
+
+class WorkloadRow(BaseModel):
+    team: str | None
+    agent: str | None
+    open: int
+    waiting: int
+    overdue: int
+    resolved_today: int
+    resolved_7d: int
+
+
+class TrendRow(BaseModel):
+    bucket: date
+    key: str | None
+    count: int
+
+
+# ------------------------------------------------------------------ audit
+class Change(BaseModel):
+    before: Any
+    after: Any
+
+
+class HistoryEntry(BaseModel):
+    version: int
+    event_type: str
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: str
+    command_id: str
+    correlation_id: str
+    position: int
+    payload: dict[str, Any]
+    changes: dict[str, Change] = Field(description="complaint fields this event changed")
+
+
+class History(BaseModel):
+    complaint_id: UUID
+    events: list[HistoryEntry]
+
+
+class StateAt(BaseModel):
+    complaint_id: UUID
+    version: int
+    state: dict[str, Any] = Field(description="the complaint as rebuilt by the aggregate's own code")
+
+
+class TimelineItem(BaseModel):
+    version: int
+    at: datetime
+    actor: str
+    event_type: str
+    summary: str
+    status: str = Field(description="status after this event")
+    since_registration_minutes: float
+    changed: list[str]
+
+
+class Timeline(BaseModel):
+    complaint_id: UUID
+    title: str | None
+    status: str
+    first_response_due: datetime | None
+    resolution_due: datetime | None
+    items: list[TimelineItem]
+
+
+class SearchHit(BaseModel):
+    complaint_id: UUID
+    registered_at: datetime
+    title: str | None
+    customer_id: str | None
+    product: str | None
+    order_ref: str | None
+
+
+class SearchResults(BaseModel):
+    items: list[SearchHit]
+    limit: int
+    offset: int
+
+
+class DimensionValues(BaseModel):
+    team: list[str]
+    product: list[str]
+    category: list[str]
+    region: list[str]
+
+
+class Problem(BaseModel):
+    detail: str
