@@ -366,7 +366,11 @@ class Complaint(Aggregate):
         if resolution_due is not None and self.waiting_since < resolution_due:
             # The pause moves the resolution target on; a breach already passed stays one.
             assert self.sla_calendar is not None and self.resolution_target_seconds is not None
-            calendar = policy.calendars[self.sla_calendar]
+            # The calendar recorded at triage, if today's policy still has it; else the
+            # calendar today's policy would choose for this grading.
+            calendar = policy.calendars.get(self.sla_calendar) or policy.target_for(
+                self.severity or "normal", self.category
+            )[1]
             resolution_due = due_at(
                 calendar, self.registered_at, self.resolution_target_seconds, pauses
             )

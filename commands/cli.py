@@ -7,6 +7,7 @@ pydantic models as the HTTP API.
 
 import json
 import logging
+from pathlib import Path
 from typing import Annotated, Any, Optional
 from uuid import UUID
 
@@ -157,26 +158,62 @@ def demo(
     typer.echo(f"sent {sent} demo commands")
 
 
-@app.command(help="Run the service on the embedded default: demo data if the store is empty, then the API.")
+@app.command(
+    help="Run everything on the embedded default: the command API, an in-process read node"
+    " (SLA, workload and trend read models), the read API and dashboards, with demo data"
+    " when the event store is empty."
+)
 def run(
     host: Host = None,
     port: Port = None,
     demo_count: Annotated[int, typer.Option(help="demo complaints for an empty store; 0 = none")] = 500,
+    read_db: Annotated[Optional[Path], typer.Option(help="the read node's DuckDB file")] = None,
 ) -> None:
+    import threading
+
+    import uvicorn
+
+    from commands.api import create_app
     from commands.demo import load_demo
+    from consumers.runner import embedded_read_node
+    from consumers.settings import get_bus_settings
+    from projections.models import make
+    from read_api.app import read_router
+    from read_api.page import page_router
 
     _logging()
+    settings = get_settings()
     desk_app = desk()
+    node = embedded_read_node(desk_app, read_db or get_bus_settings().read_db, make(policy=desk_app.sla_policy))
+    node.open()
+    node.start_background()
+    api = create_app(settings, desk_app)
+    api.include_router(read_router(lambda: node))
+    api.include_router(page_router())
     if demo_count and not desk_app.recorder.max_notification_id():
+        # Load in the background: the dashboards fill up live while the user watches.
         typer.echo(f"empty event store: loading {demo_count} demo complaints")
-        load_demo(desk_app, demo_count)
-    _serve(desk_app, host, port)
+        threading.Thread(target=load_demo, args=(desk_app, demo_count), kwargs={"progress": False},
+                         daemon=True, name="demo").start()
+    host, port = host or settings.host, port or settings.port
+    typer.echo(f"dashboard:   http://{host}:{port}/dashboard")
+    typer.echo(f"API docs:    http://{host}:{port}/docs")
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="warning")
+    finally:
+        node.stop()
+        node.close()
 
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("commands.desk").setLevel(logging.WARNING)
 
+
+from consumers.cli import app as consumers_app  # noqa: E402  (relay, read-node, positions, replay)
+app.add_typer(consumers_app)
+from projections.cli import app as projections_app  # noqa: E402  (read-models, import-cfpb)
+app.add_typer(projections_app)
 
 if __name__ == "__main__":
     app()

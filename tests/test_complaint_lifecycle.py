@@ -215,3 +215,29 @@ def test_domain_errors_name_the_state_and_the_action() -> None:
         assert str(error) == "cannot close a complaint that is received"
     else:
         raise AssertionError("closing a new complaint must fail")
+
+
+def test_a_pause_moves_the_resolution_due_on_even_after_the_policy_changed() -> None:
+    from aggregates.sla import SlaPolicy, SlaRule, SlaTarget
+
+    start = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
+    complaint = Complaint(
+        channel="web", customer={"id": "C1", "tier": "regular"},
+        customer_personal={"name": "N", "contact": "c"}, title="t", description="d",
+        product=None, region=None, order_ref=None, contract_ref=None, attachments=[],
+        **Meta("a", start, "c1", "c1").fields(),
+    )
+    complaint.triage("billing", "minor", "one_user", POLICY, Meta("a", start, "c2", "c2"))
+    complaint.assign("t", "a", Meta("a", start, "c3", "c3"))
+    due = complaint.resolution_due
+    complaint.wait_on_customer("details", Meta("a", start + timedelta(hours=1), "c4", "c4"))
+    # Today's policy renamed the calendar the complaint was triaged under.
+    office = POLICY.calendars["business"].model_copy(update={"name": "office"})
+    renamed = SlaPolicy(version="next", calendars={"office": office}, rules=[
+        SlaRule(calendar="office", targets=SlaTarget(first_response_minutes=60, resolution_minutes=600)),
+    ])
+    complaint.customer_replied("here", renamed, Meta("c", start + timedelta(hours=4), "c5", "c5"))
+    assert complaint.resolution_due is not None and due is not None
+    # Paused 11:00-14:00 with lunch at 12:00-13:00: two business hours, and the due time
+    # moves on by exactly that much business time.
+    assert office.business_seconds_between(due, complaint.resolution_due) == 2 * 3600
