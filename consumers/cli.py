@@ -125,15 +125,36 @@ def read_node(
     source: SourceOption = None,
     projector: ProjectorOption = None,
     until_caught_up: Annotated[bool, typer.Option(help="exit once everything the source holds is applied")] = False,
+    serve: Annotated[Optional[int], typer.Option(
+        "--serve", metavar="PORT", help="also serve the read API and dashboards on this port")] = None,
+    host: Annotated[str, typer.Option(help="address to serve on (with --serve)")] = "127.0.0.1",
     verbose: Verbose = False,
 ) -> None:
     from consumers.runner import load_projectors, read_node_from_settings
 
     _logging(verbose)
     bus = _bus(source)
-    stop = _stop_on_signals()
     projectors = load_projectors(projector) if projector else None
     node, desk_app = read_node_from_settings(get_settings(), bus, db_path=db, projectors=projectors)
+    if serve is not None:
+        # One process consumes, owns the DuckDB file and answers reads (DuckDB allows one
+        # writing process); uvicorn handles SIGTERM, then the consumer thread stops.
+        import uvicorn
+
+        from read_api.app import create_read_app
+
+        node.open()
+        node.start_background()
+        typer.echo(f"read node serving http://{host}:{serve}/dashboard")
+        try:
+            uvicorn.run(create_read_app(node), host=host, port=serve, log_level="warning")
+        finally:
+            node.stop()
+            node.close()
+            if desk_app is not None:
+                desk_app.close()
+        return
+    stop = _stop_on_signals()
     try:
         if until_caught_up:
             applied = node.catch_up(stop=stop)

@@ -49,3 +49,39 @@ def test_cli_errors_say_what_is_wrong(tmp_path: Path) -> None:
     missing = complaints(tmp_path, "close", "5b0c3f8e-6a4e-4c1a-9d8e-0c6f2f1b7a11")
     assert missing.returncode == 4
     assert "not found" in missing.stderr
+
+
+def test_a_read_node_consumes_and_serves_the_read_api(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    made = complaints(tmp_path, "demo", "--count", "20")
+    assert made.returncode == 0, made.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {
+        "COMPLAINTS_STORE": "sqlite", "COMPLAINTS_SQLITE_PATH": str(tmp_path / "e.sqlite"),
+        "COMPLAINTS_PROJECTORS": "projections.models:make", "COMPLAINTS_SOURCE": "log",
+    }
+    node = subprocess.Popen(
+        [sys.executable, "-m", "commands.cli", "read-node", "--db", str(tmp_path / "read.duckdb"),
+         "--serve", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        total = None
+        for _ in range(150):
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/dashboards/executive?period=365d", timeout=2)
+                if answer.status_code == 200 and answer.json()["total"] == 20:
+                    total = 20
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert total == 20, "the read node did not serve all 20 demo complaints"
+    finally:
+        node.terminate()
+        node.wait(20)
