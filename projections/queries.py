@@ -201,7 +201,7 @@ def _key(v: View, by: str | None, alias: str = "c") -> str:
 
 
 # ---------------------------------------------------------------------------------- SLA
-def _clocks_now_sql(v: View) -> str:
+def clocks_now_sql(v: View) -> str:
     """Clocks with their status and business time as of `now` (running clocks move on)."""
     values = ", ".join(
         f"('{name}', {cum_us(cal, v.now)})" for name, cal in v.policy.calendars.items()
@@ -242,7 +242,7 @@ def _sla_clocks(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
             business_us_now / {MICRO} AS business_seconds,
             paused_us_now / {MICRO} AS paused_seconds,
             paused_business_us_now / {MICRO} AS paused_business_seconds
-        FROM ({_clocks_now_sql(v)}) k WHERE {where}
+        FROM ({clocks_now_sql(v)}) k WHERE {where}
         ORDER BY complaint_id, metric""",
         params,
     )
@@ -263,7 +263,7 @@ def _sla_attainment(v: View, by: str | None = None, filters: Filters = NO_FILTER
                 AS avg_business_seconds,
             quantile_disc(business_us, 0.9) FILTER (WHERE {done}) / {MICRO}
                 AS p90_business_seconds
-        FROM ({_clocks_now_sql(v)}) k WHERE {where}
+        FROM ({clocks_now_sql(v)}) k WHERE {where}
         GROUP BY ALL ORDER BY key NULLS FIRST, metric""",
         params,
     )
@@ -273,7 +273,7 @@ def _sla_at_risk(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]
     where, params = filters.where("k")
     return v.rows(
         f"""SELECT complaint_id, metric, status_now AS status, due_at, team, agent, severity
-        FROM ({_clocks_now_sql(v)}) k
+        FROM ({clocks_now_sql(v)}) k
         WHERE stopped_at IS NULL AND status_now IN ('warning', 'breached') AND {where}
         ORDER BY due_at, complaint_id, metric""",
         params,
@@ -325,7 +325,11 @@ def _agent_load(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
             SELECT r.team, r.agent,
                 count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_today,
                 count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_7d
-            FROM {v.t(RESOLUTIONS)} r JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
+            FROM (
+                -- Only resolutions inside either window can count: filtering them before
+                -- the join keeps it small (groups with no count are dropped below anyway).
+                SELECT * FROM {v.t(RESOLUTIONS)} WHERE resolved_at >= ? AND resolved_at <= ?
+            ) r JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
             WHERE {where} GROUP BY ALL
         )
         SELECT coalesce(l.team, r.team) AS team, coalesce(l.agent, r.agent) AS agent,
@@ -334,7 +338,7 @@ def _agent_load(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
         FROM l FULL JOIN r ON l.team = r.team AND l.agent IS NOT DISTINCT FROM r.agent
         WHERE coalesce(l.open, 0) > 0 OR coalesce(r.resolved_7d, 0) > 0
         ORDER BY team, agent NULLS FIRST""",
-        [*params, start, v.now, since, v.now, *params],
+        [*params, start, v.now, since, v.now, min(start, since), v.now, *params],
     )
 
 
@@ -426,6 +430,15 @@ def _top_categories(v: View, n: int = TOP_CATEGORIES, filters: Filters = NO_FILT
 def _ratings(v: View, period: str | None = None, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
     where, params = filters.where("c")
     key = v.period("r.verified_at", period) if period else "NULL::DATE"
+    # Ratings of the filtered complaints. `trend_complaints` has one row per complaint and
+    # `trend_ratings` rows only for complaints it has (both are recomputed together from
+    # the same parsed history, which keeps only validly registered complaints), so without
+    # filters every rating counts and no join is needed; with filters, a semi-join on the
+    # filtered ids is the same as the join, and cheaper.
+    complaints = (
+        "" if filters == NO_FILTERS else
+        f"WHERE r.complaint_id IN (SELECT c.complaint_id FROM {v.t(TREND_COMPLAINTS)} c WHERE {where})"
+    )
     return v.rows(
         f"""SELECT {key} AS period, count(*) AS ratings,
             CAST(sum(r.csat) AS DOUBLE) / count(r.csat) AS avg_csat,
@@ -434,8 +447,8 @@ def _ratings(v: View, period: str | None = None, filters: Filters = NO_FILTERS) 
                                    - count(*) FILTER (WHERE r.nps <= 6))
                 / nullif(count(r.nps), 0) AS nps_score,
             CAST(sum(r.effort) AS DOUBLE) / nullif(count(r.effort), 0) AS avg_effort
-        FROM {v.t(RATINGS)} r JOIN {v.t(TREND_COMPLAINTS)} c USING (complaint_id)
-        WHERE {where} GROUP BY ALL HAVING count(*) > 0 ORDER BY ALL""",
+        FROM {v.t(RATINGS)} r {complaints}
+        GROUP BY ALL HAVING count(*) > 0 ORDER BY ALL""",
         params,
     )
 

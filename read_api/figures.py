@@ -196,7 +196,7 @@ def _attainment(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
 def _running_clock_status(r: Request) -> str:
     """Warning or breached, for a running clock at `now`.
 
-    The same rule as `projections.queries._clocks_now_sql`, applied to running clocks
+    The same rule as `projections.queries.clocks_now_sql`, applied to running clocks
     only, so that DuckDB reads just their rows (a few percent of `sla_clocks`).
     """
     now, warn = r.view.now_us, r.view.policy.warning_before_minutes * 60_000_000
@@ -361,7 +361,7 @@ def sla_rows(r: Request) -> Query:
         SELECT complaint_id, metric, registered_at, team, agent, category, product, channel,
                severity, priority, tier, status_now AS status, due_at, stopped_at, stop_reason,
                paused_since, business_us_now / 1e6 AS business_seconds
-        FROM ({queries._clocks_now_sql(r.view)}) k
+        FROM ({queries.clocks_now_sql(r.view)}) k
         WHERE registered_at >= $start AND registered_at < $end AND {r.where()}""",
         r.params())
 
