@@ -139,10 +139,15 @@ def load_demo(desk: ComplaintDesk, count: int, end: datetime | None = None, seed
     sent = 0
     for path, fields in tqdm(list(demo_commands(count, end, seed=seed)), desc="demo commands",
                              unit="cmd", disable=not progress):
-        if path == "register":
-            ids[fields["command_id"]] = desk.register(RegisterComplaint.model_validate(fields)).complaint_id
-        else:
-            complaint_id = ids[fields.pop("complaint_command_id")]
-            desk.execute(complaint_id, COMPLAINT_COMMANDS[path].model_validate(fields))
+        send(desk, ids, path, fields)
         sent += 1
     return sent
+
+
+def send(desk: ComplaintDesk, ids: dict[str, UUID], path: str, fields: dict[str, Any]) -> None:
+    """Send one demo command; `ids` maps register command ids to the complaints they made."""
+    if path == "register":
+        ids[fields["command_id"]] = desk.register(RegisterComplaint.model_validate(fields)).complaint_id
+    else:
+        complaint_id = ids[fields.pop("complaint_command_id")]
+        desk.execute(complaint_id, COMPLAINT_COMMANDS[path].model_validate(fields))

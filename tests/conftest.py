@@ -254,18 +254,13 @@ def send_commands(desk: ComplaintDesk, count: int, seed: int = 7, pause: float =
 
     With `until`, the workload repeats (new seeds) until the event is set.
     """
-    from commands.demo import demo_commands
-    from commands.models import COMPLAINT_COMMANDS, RegisterComplaint
+    from commands.demo import demo_commands, send
 
     sent, end = 0, datetime.now(UTC)
     while True:
         ids: dict[str, uuid.UUID] = {}
         for path, fields in demo_commands(count, end, seed=seed):
-            if path == "register":
-                ids[fields["command_id"]] = desk.register(RegisterComplaint.model_validate(fields)).complaint_id
-            else:
-                complaint_id = ids[fields.pop("complaint_command_id")]
-                desk.execute(complaint_id, COMPLAINT_COMMANDS[path].model_validate(fields))
+            send(desk, ids, path, fields)
             sent += 1
             if pause:
                 time.sleep(pause)
