@@ -83,7 +83,7 @@ class ProjectorFailed(Exception):
         self.error = error
 
 
-_META_SCHEMA = """
+RUNNER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS read_model_meta (
     projector VARCHAR PRIMARY KEY,
     schema_version INTEGER NOT NULL,
@@ -165,7 +165,7 @@ class ReadNode:
                 Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
             self.db = duckdb.connect(self.db_path)
             self.db.execute("SET TimeZone = 'UTC'")
-            self.db.execute(_META_SCHEMA)
+            self.db.execute(RUNNER_SCHEMA)
             self._check_schema_versions()
             self.positions = self._stored_positions()
         if not self._source_started:
@@ -307,7 +307,7 @@ class ReadNode:
             for (name,) in tables:
                 db.execute(f'DROP TABLE IF EXISTS "{name}" CASCADE')
             db.execute("DROP SEQUENCE IF EXISTS dead_letter_ids")
-            db.execute(_META_SCHEMA)
+            db.execute(RUNNER_SCHEMA)
             for projector in self._all_projectors():
                 projector.create_schema(db)
                 self._set_version(projector)

@@ -59,43 +59,13 @@ _RAW_SCHEMA = pa.schema([
     ("position", pa.int64()), ("complaint_id", pa.string()), ("complaint_version", pa.int32()),
     ("topic", pa.string()), ("state", pa.large_binary()),
 ])
-# The runner's tables (consumers/runner.py): a rebuilt file must be a read node's file.
-RUNNER_SCHEMA = """
-CREATE TABLE IF NOT EXISTS read_model_meta (
-    projector VARCHAR PRIMARY KEY,
-    schema_version INTEGER NOT NULL,
-    built_at TIMESTAMPTZ NOT NULL
-);
-CREATE TABLE IF NOT EXISTS consumer_positions (
-    source VARCHAR NOT NULL,
-    partition INTEGER NOT NULL,
-    next_position BIGINT NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (source, partition)
-);
-CREATE SEQUENCE IF NOT EXISTS dead_letter_ids;
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id BIGINT PRIMARY KEY DEFAULT nextval('dead_letter_ids'),
-    source VARCHAR NOT NULL,
-    partition INTEGER NOT NULL,
-    source_position BIGINT NOT NULL,
-    stage VARCHAR NOT NULL,
-    complaint_id VARCHAR,
-    complaint_version INTEGER,
-    error VARCHAR NOT NULL,
-    raw BLOB NOT NULL,
-    recorded_at TIMESTAMPTZ NOT NULL
-);
-"""
 
 
 def _runner_schema() -> str:
-    try:  # the runner's own DDL when it is there, so the two never drift apart
-        from consumers.runner import _META_SCHEMA
+    # The runner's own tables: a rebuilt file must be a read node's file.
+    from consumers.runner import RUNNER_SCHEMA
 
-        return str(_META_SCHEMA)
-    except ImportError:
-        return RUNNER_SCHEMA
+    return RUNNER_SCHEMA
 
 
 @dataclass
