@@ -157,6 +157,7 @@ class Complaint(Aggregate):
         self.first_response_due: datetime | None = None
         self.resolution_due: datetime | None = None
         self.first_responded_at: datetime | None = None
+        self.next_response_due: datetime | None = None
         self.team: str | None = None
         self.agent: str | None = None
         self.handovers = 0
@@ -201,6 +202,18 @@ class Complaint(Aggregate):
                 f"command id {command_id} was already used for {done['action']}, not {action}"
             )
         return int(done["version"])
+
+    def _next_response_due(self, policy: SlaPolicy, at: datetime) -> datetime | None:
+        """When the customer writes: the next reply is due (Zendesk's next reply time), if
+        the policy has that target and no earlier customer message is still unanswered."""
+        if self.next_response_due is not None or self.severity is None:
+            return self.next_response_due
+        target, calendar = policy.target_for(self.severity, self.category)
+        if target.next_response_minutes is None:
+            return None
+        if self.sla_calendar is not None and self.sla_calendar in policy.calendars:
+            calendar = policy.calendars[self.sla_calendar]
+        return due_at(calendar, at, target.next_response_minutes * 60.0)
 
     def _fulfil_first_response(self, at: datetime) -> datetime | None:
         """The first response instant this event sets, if it is the first."""
@@ -313,10 +326,17 @@ class Complaint(Aggregate):
         self._applied("add_note", actor, occurred_at, command_id)
 
     def record_contact(
-        self, direction: Direction, visibility: Visibility, channel: str, summary: str, meta: Meta
+        self,
+        direction: Direction,
+        visibility: Visibility,
+        channel: str,
+        summary: str,
+        policy: SlaPolicy,
+        meta: Meta,
     ) -> None:
         self.check("record_contact")
-        # Only customer-visible agent communication counts as a response.
+        # Only customer-visible agent communication counts as a response; a message from
+        # the customer starts the next-response clock.
         responds = direction == "outbound" and visibility == "public"
         self._contact_recorded(
             direction=direction,
@@ -324,6 +344,11 @@ class Complaint(Aggregate):
             channel=channel,
             summary=summary,
             first_response_at=self._fulfil_first_response(meta.occurred_at) if responds else None,
+            next_response_due=(
+                None if responds
+                else self._next_response_due(policy, meta.occurred_at) if direction == "inbound"
+                else self.next_response_due
+            ),
             **meta.fields(),
         )
 
@@ -335,6 +360,7 @@ class Complaint(Aggregate):
         channel: str,
         summary: str,
         first_response_at: datetime | None,
+        next_response_due: datetime | None,
         actor: str,
         occurred_at: datetime,
         command_id: str,
@@ -343,6 +369,7 @@ class Complaint(Aggregate):
         self.contacts += 1
         if first_response_at is not None:
             self.first_responded_at = first_response_at
+        self.next_response_due = next_response_due
         self._applied("record_contact", actor, occurred_at, command_id)
 
     def wait_on_customer(self, reason: str, meta: Meta) -> None:
@@ -374,19 +401,26 @@ class Complaint(Aggregate):
             resolution_due = due_at(
                 calendar, self.registered_at, self.resolution_target_seconds, pauses
             )
-        self._customer_replied(summary=summary, resolution_due=resolution_due, **meta.fields())
+        self._customer_replied(
+            summary=summary,
+            resolution_due=resolution_due,
+            next_response_due=self._next_response_due(policy, meta.occurred_at),
+            **meta.fields(),
+        )
 
     @event("CustomerReplied")
     def _customer_replied(
         self,
         summary: str,
         resolution_due: datetime | None,
+        next_response_due: datetime | None,
         actor: str,
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
     ) -> None:
         assert self.waiting_since is not None and self.status_before_wait is not None
+        self.next_response_due = next_response_due
         self.pauses = [*self.pauses, (self.waiting_since, occurred_at)]
         self.waiting_since = None
         self.status = self.status_before_wait
@@ -413,6 +447,7 @@ class Complaint(Aggregate):
         correlation_id: str,
     ) -> None:
         self.proposed_resolution = proposal
+        self.next_response_due = None  # the proposal answers the customer
         if first_response_at is not None:
             self.first_responded_at = first_response_at
         self.status = "resolution_proposed"
@@ -438,6 +473,7 @@ class Complaint(Aggregate):
     ) -> None:
         self.resolution = resolution
         self.resolved_at = occurred_at
+        self.next_response_due = None
         if first_response_at is not None:
             self.first_responded_at = first_response_at
         self.status = "resolved"

@@ -90,6 +90,9 @@ class ContactRecorded(Payload):
     channel: str
     summary: str
     first_response_at: datetime | None
+    next_response_due: datetime | None = Field(
+        description="set by a customer's message: when the next public reply is due; cleared by one"
+    )
 
 
 class WaitingOnCustomer(Payload):
@@ -103,6 +106,7 @@ class CustomerReplied(Payload):
 
     summary: str
     resolution_due: datetime | None
+    next_response_due: datetime | None = Field(description="when the reply to this message is due")
 
 
 class ResolutionProposed(Payload):

@@ -147,7 +147,9 @@ class RecordContact(ComplaintCommand):
     summary: Text
 
     def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
-        complaint.record_contact(self.direction, self.visibility, self.channel, self.summary, meta)
+        complaint.record_contact(
+            self.direction, self.visibility, self.channel, self.summary, policy, meta
+        )
 
 
 class WaitOnCustomer(ComplaintCommand):

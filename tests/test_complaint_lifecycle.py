@@ -132,9 +132,27 @@ class ComplaintLifecycle(RuleBasedStateMachine):
     @rule(direction=st.sampled_from(["inbound", "outbound"]), visibility=st.sampled_from(["public", "internal"]))
     def record_contact(self, direction: str, visibility: str) -> None:
         responded = self.complaint.first_responded_at
-        self.attempt("record_contact", lambda: self.complaint.record_contact(direction, visibility, "phone", "s", self.meta()))  # type: ignore[arg-type]
+        pending = self.complaint.next_response_due
+        version = self.complaint.version
+        self.attempt("record_contact", lambda: self.complaint.record_contact(direction, visibility, "phone", "s", POLICY, self.meta()))  # type: ignore[arg-type]
         if responded is None and self.complaint.first_responded_at is not None:
             assert (direction, visibility) == ("outbound", "public")
+        if self.complaint.version == version:
+            return
+        # The next-response clock: a public reply answers the customer; a customer's message
+        # starts the clock where the policy has a next-response target, and the oldest
+        # unanswered message keeps its due time.
+        if (direction, visibility) == ("outbound", "public"):
+            assert self.complaint.next_response_due is None
+        elif direction == "inbound" and pending is not None:
+            assert self.complaint.next_response_due == pending
+        elif direction == "inbound" and self.complaint.severity is not None:
+            target, _ = POLICY.target_for(self.complaint.severity, self.complaint.category)
+            due = self.complaint.next_response_due
+            assert (due is None) == (target.next_response_minutes is None)
+            assert due is None or due > self.now
+        else:
+            assert self.complaint.next_response_due == pending
 
     @rule()
     def wait_on_customer(self) -> None:
