@@ -19,7 +19,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from aggregates.complaint import Complaint, Meta
 from commands.desk import ComplaintDesk
 from commands.models import AddNote, RegisterComplaint
 from commands.settings import Settings
+from scripts.serving import free_port, wait_until_serving
 
 REGISTER: dict[str, Any] = {
     "actor": "bench", "channel": "web", "customer": {"id": "C-1", "tier": "regular"},
@@ -76,12 +76,6 @@ def in_process(path: Path, complaints: int, notes: int) -> float:
     return complaints * (notes + 1) / elapsed
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 WRK_SCRIPT = """
 local ids = {%s}
 local n = 0
@@ -106,12 +100,7 @@ def over_http(path: Path, complaints: int, seconds: int, connections: int) -> di
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_serving(f"{base}/health")
         with httpx.Client(base_url=base) as client:
             ids = [client.post("/complaints", json=REGISTER).json()["complaint_id"] for _ in range(complaints)]
         script = Path(path).with_suffix(".lua")

@@ -26,7 +26,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import duckdb
 import httpx
+
+from scripts.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = {
@@ -232,12 +233,6 @@ def build(path: Path, complaints: int, now: datetime) -> None:
     db.execute("DROP TABLE g; DROP TABLE f; DROP TABLE facts; CHECKPOINT")
     db.close()
     tmp.rename(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(db_path: Path, port: int) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from commands.models import COMPLAINT_COMMANDS
+from scripts.serving import free_port
 
 
 def complaints(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -52,16 +53,13 @@ def test_cli_errors_say_what_is_wrong(tmp_path: Path) -> None:
 
 
 def test_a_read_node_consumes_and_serves_the_read_api(tmp_path: Path) -> None:
-    import socket
     import time
 
     import httpx
 
     made = complaints(tmp_path, "demo", "--count", "20")
     assert made.returncode == 0, made.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = os.environ | {
         "COMPLAINTS_STORE": "sqlite", "COMPLAINTS_SQLITE_PATH": str(tmp_path / "e.sqlite"),
         "COMPLAINTS_PROJECTORS": "projections.models:make", "COMPLAINTS_SOURCE": "log",
