@@ -7,6 +7,7 @@ transcoder's decode is enough), so the relay and the in-process follower stay ch
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -128,15 +129,104 @@ def wire_encoder(mapper: Mapper[Any]) -> Callable[..., bytes]:
     """A function giving the envelope's JSON bytes for a stored Complaint event.
 
     The same message as `from_notification(...).to_bytes()` (datetimes keep the store's
-    ISO form), built straight from the stored JSON: about 4x cheaper, which the relay
-    needs to keep up with Kafka's producer. Falls back to the model for a transcoder or
-    transcodings it does not know. `encode(notification, complaint_id=None)`: pass the
-    id's text when you have it already.
+    ISO form). `encode(notification, complaint_id=None)`: pass the id's text when you
+    have it already. See `wire_writer` for how it is built.
+    """
+    write = wire_writer(mapper)
+
+    def encode(notification: Notification, complaint_id: str | None = None) -> bytes:
+        return write(notification.topic, (complaint_id or str(notification.originator_id)).encode(),
+                     notification.originator_version, notification.id, notification.state)
+
+    return encode
+
+
+# The JSON the store's JSONTranscoder writes (compact separators, no ASCII escaping), as
+# regular expressions: a string, a transcoded value, and the parts of a stored state
+# around its payload: `{"timestamp":T[,"originator_topic":S]<payload members>,"actor":S,
+# "occurred_at":T,"command_id":S,"correlation_id":S[,"class_version":N]}`.
+_STR = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_DATETIME = rb'\{"_type_":"datetime_iso","_data_":("[^"\\]*")\}'
+_HEAD = re.compile(rb'\{"timestamp":' + _DATETIME + rb'(?:,"originator_topic":' + _STR + rb')?')
+_TAIL = re.compile(rb',"actor":(' + _STR + rb'),"occurred_at":' + _DATETIME + rb',"command_id":(' + _STR
+                   + rb'),"correlation_id":(' + _STR + rb')(?:,"class_version":([1-9][0-9]*))?\}')
+_TRANSCODED = re.compile(rb'\{"_type_":"(datetime_iso|uuid_hex|decimal_str)","_data_":("[^"\\]*")\}')
+_STORE_KEYS = re.compile(rb'"(?:timestamp|originator_topic|class_version|_type_)":')
+_ENVELOPE = (b'{"envelope_version":%d,"event_type":%s,"event_version":%s,"complaint_id":"%s",'
+             b'"complaint_version":%d,"position":%d,"occurred_at":%s,"recorded_at":%s,"actor":%s,'
+             b'"command_id":%s,"correlation_id":%s,"payload":{%s}}')
+
+
+def _untranscode(match: re.Match[bytes]) -> bytes:
+    if match[1] == b"uuid_hex":
+        return b'"%s"' % str(UUID(match[2][1:-1].decode())).encode()
+    return match[2]  # an ISO datetime or a decimal's text: the string itself
+
+
+def wire_writer(mapper: Mapper[Any]) -> Callable[[str, bytes, int, int, bytes], bytes]:
+    """`write(topic, complaint_id, complaint_version, position, state) -> envelope bytes`.
+
+    `topic` is the stored event's topic, `complaint_id` the id's text (UTF-8, with dashes),
+    `state` the stored bytes. The store already holds the event as JSON, so the envelope
+    is spliced together from that text (the timestamps, the metadata and the payload's
+    members are cut out as they are, transcoded values unwrapped) without decoding it:
+    about 3x cheaper than decoding and encoding again, which the relay needs to keep up
+    with Kafka's producer. The bytes are exactly what decoding the state and encoding the
+    envelope with compact separators gives (tests/test_relay.py compares them); a state
+    of another shape, or a transcoder other than the JSON one with the known transcodings,
+    takes that decoding path instead.
     """
     transcoder = mapper.transcoder
+    cipher, compressor = mapper.cipher, mapper.compressor
     if not isinstance(transcoder, JSONTranscoder) or set(transcoder.names) - set(_WIRE_TRANSCODINGS):
         decode = state_decoder(mapper)
-        return lambda notification, complaint_id=None: from_notification(notification, decode).to_bytes()
+
+        def write_from_model(topic: str, complaint_id: bytes, complaint_version: int, position: int,
+                             state: bytes) -> bytes:
+            return from_notification(Notification(id=position, originator_id=UUID(complaint_id.decode()),
+                                                  originator_version=complaint_version, topic=topic,
+                                                  state=state), decode).to_bytes()
+
+        return write_from_model
+
+    decode_slowly = _decoding_writer(mapper)
+    event_types: dict[str, bytes] = {}
+    head, tail, template = _HEAD.match, _TAIL.fullmatch, _ENVELOPE
+
+    def write(topic: str, complaint_id: bytes, complaint_version: int, position: int, state: bytes) -> bytes:
+        if cipher:
+            state = cipher.decrypt(state)
+        if compressor:
+            state = compressor.decompress(state)
+        if type(state) is not bytes:
+            state = bytes(state)
+        event_type = event_types.get(topic)
+        if event_type is None:
+            event_type = event_types[topic] = json.dumps(
+                topic.removeprefix(COMPLAINT_TOPIC_PREFIX), ensure_ascii=False).encode()
+        start = head(state)
+        at = state.rfind(b',"actor":')
+        end = tail(state, at) if start is not None and at >= 0 else None
+        if end is None:
+            return decode_slowly(event_type, complaint_id, complaint_version, position, state)
+        body = state[start.end():at]
+        if body:
+            if body[0] != 44:  # ","
+                return decode_slowly(event_type, complaint_id, complaint_version, position, state)
+            body = body[1:]
+            if (b'"_type_":' in body or b'"timestamp":' in body or b'"originator_topic":' in body
+                    or b'"class_version":' in body):
+                body = _TRANSCODED.sub(_untranscode, body)
+                if _STORE_KEYS.search(body):  # a store field or an unknown transcoding among the payload's
+                    return decode_slowly(event_type, complaint_id, complaint_version, position, state)
+        return template % (ENVELOPE_VERSION, event_type, end[5] or b"1", complaint_id, complaint_version,
+                           position, end[2], start[1], end[1], end[3], end[4], body)
+
+    return write
+
+
+def _decoding_writer(mapper: Mapper[Any]) -> Callable[[bytes, bytes, int, int, bytes], bytes]:
+    """The envelope from the decoded state (for states `wire_writer` cannot splice)."""
 
     def hook(obj: dict[str, Any]) -> Any:
         if len(obj) == 2 and "_type_" in obj and "_data_" in obj:
@@ -145,32 +235,26 @@ def wire_encoder(mapper: Mapper[Any]) -> Callable[..., bytes]:
 
     decoder = json.JSONDecoder(object_hook=hook)
     encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-    cipher, compressor = mapper.cipher, mapper.compressor
 
-    def encode(notification: Notification, complaint_id: str | None = None) -> bytes:
-        data = notification.state
-        if cipher:
-            data = cipher.decrypt(data)
-        if compressor:
-            data = compressor.decompress(data)
-        state: dict[str, Any] = decoder.decode(data.decode("utf8"))
+    def write(event_type: bytes, complaint_id: bytes, complaint_version: int, position: int, state: bytes) -> bytes:
+        decoded: dict[str, Any] = decoder.decode(state.decode("utf8"))
         envelope = {
             "envelope_version": ENVELOPE_VERSION,
-            "event_type": notification.topic.removeprefix(COMPLAINT_TOPIC_PREFIX),
-            "event_version": state.get("class_version", 1),
-            "complaint_id": complaint_id or str(notification.originator_id),
-            "complaint_version": notification.originator_version,
-            "position": notification.id,
-            "occurred_at": state["occurred_at"],
-            "recorded_at": state["timestamp"],
-            "actor": state["actor"],
-            "command_id": state["command_id"],
-            "correlation_id": state["correlation_id"],
-            "payload": {k: v for k, v in state.items() if k not in _STORE_FIELDS},
+            "event_type": json.loads(event_type),
+            "event_version": decoded.get("class_version", 1),
+            "complaint_id": complaint_id.decode(),
+            "complaint_version": complaint_version,
+            "position": position,
+            "occurred_at": decoded["occurred_at"],
+            "recorded_at": decoded["timestamp"],
+            "actor": decoded["actor"],
+            "command_id": decoded["command_id"],
+            "correlation_id": decoded["correlation_id"],
+            "payload": {k: v for k, v in decoded.items() if k not in _STORE_FIELDS},
         }
         return encoder.encode(envelope).encode("utf8")
 
-    return encode
+    return write
 
 
 def _jsonable(value: Any) -> Any:
