@@ -48,6 +48,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("sla_calendar", "$.sla_calendar", "VARCHAR"),
     ("first_response_due", "$.first_response_due", "TIMESTAMPTZ"),
     ("resolution_due", "$.resolution_due", "TIMESTAMPTZ"),
+    ("next_response_due", "$.next_response_due", "TIMESTAMPTZ"),
     ("team", "$.team", "VARCHAR"),
     ("agent", "$.agent", "VARCHAR"),
     ("previous_team", "$.previous_team", "VARCHAR"),
@@ -99,6 +100,8 @@ _PROBLEMS: tuple[tuple[str, str], ...] = (
      f" AND {_bad_optional('first_response_at')}", "first_response_at is not a timestamp"),
     (f"event_type = 'CustomerReplied' AND {_bad_optional('resolution_due')}",
      "resolution_due is not a timestamp"),
+    (f"event_type IN ('ContactRecorded', 'CustomerReplied') AND {_bad_optional('next_response_due')}",
+     "next_response_due is not a timestamp"),
     (f"event_type = 'Verified' AND (coalesce({_typed('csat')} NOT BETWEEN 1 AND 5, true)"
      f" OR {_bad_optional('nps')} OR coalesce({_typed('nps')} NOT BETWEEN 0 AND 10, false)"
      f" OR {_bad_optional('effort')} OR coalesce({_typed('effort')} NOT BETWEEN 1 AND 7, false))",

@@ -32,7 +32,7 @@ from projections import models
 from projections.calendar_table import cum_us, to_us
 from projections.facts import Scope
 from projections.models import TABLE_MODEL
-from projections.sla import CLOCKS, default_policy
+from projections.sla import CLOCK_EVENTS, CLOCKS, default_policy
 from projections.trends import COMPLAINTS as TREND_COMPLAINTS, RATINGS
 from projections.workload import COMPLAINTS as WORK_COMPLAINTS, HANDOVERS, INTERVALS, RESOLUTIONS
 
@@ -237,13 +237,13 @@ def clocks_now_sql(v: View) -> str:
 def _sla_clocks(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
     where, params = filters.where("k")
     return v.rows(
-        f"""SELECT complaint_id, metric, team, agent, severity, category, channel, due_at,
-            stopped_at, stop_reason, status_now AS status, paused_since,
+        f"""SELECT complaint_id, metric, cycle, team, agent, severity, category, channel,
+            started_at, due_at, stopped_at, stop_reason, status_now AS status, paused_since,
             business_us_now / {MICRO} AS business_seconds,
             paused_us_now / {MICRO} AS paused_seconds,
             paused_business_us_now / {MICRO} AS paused_business_seconds
         FROM ({clocks_now_sql(v)}) k WHERE {where}
-        ORDER BY complaint_id, metric""",
+        ORDER BY complaint_id, metric, cycle""",
         params,
     )
 
@@ -277,6 +277,23 @@ def _sla_at_risk(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]
         WHERE stopped_at IS NULL AND status_now IN ('warning', 'breached') AND {where}
         ORDER BY due_at, complaint_id, metric""",
         params,
+    )
+
+
+def _sla_clock_events(v: View, filters: Filters = NO_FILTERS, complaint_id: str | None = None) -> list[dict[str, Any]]:
+    """Each clock's life up to `now`: activated, paused, resumed, warned, breached,
+    fulfilled, cancelled (a running clock's warning and breach count once they happen)."""
+    where, params = filters.where("k")
+    if complaint_id is not None:
+        where, params = f"{where} AND k.complaint_id = ?", [*params, complaint_id]
+    return v.rows(
+        f"""SELECT e.complaint_id, e.metric, e.cycle, e.event, e.occurred_at, k.due_at, k.team,
+            k.agent, k.severity
+        FROM {v.t(CLOCK_EVENTS)} e
+        JOIN {v.t(CLOCKS)} k USING (complaint_id, metric, cycle)
+        WHERE e.occurred_at <= ? AND {where}
+        ORDER BY e.occurred_at, e.complaint_id, e.metric, e.cycle, e.event""",
+        [v.now, *params],
     )
 
 
@@ -507,6 +524,7 @@ def _public(inner: Any) -> Any:
 
 
 sla_clocks = _public(_sla_clocks)
+sla_clock_events = _public(_sla_clock_events)
 sla_attainment = _public(_sla_attainment)
 sla_at_risk = _public(_sla_at_risk)
 open_complaints = _public(_open_by)

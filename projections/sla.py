@@ -1,4 +1,5 @@
-"""The SLA read model: one clock per complaint and metric (first response, resolution).
+"""The SLA read model: one clock per complaint and metric (first response, resolution),
+and one per customer message awaiting a reply (next response).
 
 A clock starts at registration (Zammad: never reset by re-grading). Its due time is the
 fact recorded by the domain: `first_response_due` from the latest Triaged event, and
@@ -33,7 +34,7 @@ from projections.facts import Scope
 log = logging.getLogger(__name__)
 
 CLOCKS = "sla_clocks"
-METRICS = ("first_response", "resolution")
+METRICS = ("first_response", "resolution", "next_response")
 CLOCK_COLUMNS = """
     complaint_id VARCHAR, metric VARCHAR, registered_at TIMESTAMPTZ, channel VARCHAR,
     tier VARCHAR, product VARCHAR, region VARCHAR, category VARCHAR, severity VARCHAR,
@@ -42,8 +43,53 @@ CLOCK_COLUMNS = """
     due_at TIMESTAMPTZ, stopped_at TIMESTAMPTZ, stop_reason VARCHAR, status VARCHAR,
     paused_since TIMESTAMPTZ, pause_count BIGINT, paused_us BIGINT, paused_business_us BIGINT,
     elapsed_us BIGINT, business_us BIGINT, start_cum_us BIGINT, paused_since_cum_us BIGINT,
-    last_version INTEGER
+    last_version INTEGER, cycle INTEGER
 """
+# One row per moment in a clock's life (see `clock_events_sql`).
+CLOCK_EVENTS = "sla_clock_events"
+CLOCK_EVENT_COLUMNS = """
+    complaint_id VARCHAR, metric VARCHAR, cycle INTEGER, event VARCHAR, occurred_at TIMESTAMPTZ
+"""
+
+
+def next_response_sql(parsed: str) -> str:
+    """One row per next-response clock: (complaint_id, cycle, started_at, due_at,
+    stopped_at, stop_type).
+
+    The domain states the next-response due time after every contact and customer reply
+    (None when nothing is awaited); a proposal or a resolution answers the customer and
+    a withdrawal or duplicate marking ends the complaint. A clock starts where the due
+    time appears and stops at the first later event where it is gone.
+    """
+    return f"""
+    WITH s AS (
+        SELECT complaint_id, v, t, ts,
+            CASE WHEN t IN ('ContactRecorded', 'CustomerReplied') THEN next_response_due END AS due
+        FROM {parsed}
+        WHERE t IN ('ContactRecorded', 'CustomerReplied', 'ResolutionProposed', 'Resolved',
+                    'Withdrawn', 'MarkedDuplicate')
+    ),
+    g AS (
+        SELECT *, sum(CASE WHEN due IS NOT NULL AND due IS DISTINCT FROM prev THEN 1 ELSE 0 END)
+                      OVER (PARTITION BY complaint_id ORDER BY v ROWS UNBOUNDED PRECEDING) AS cycle
+        FROM (SELECT *, lag(due) OVER (PARTITION BY complaint_id ORDER BY v) AS prev FROM s)
+    )
+    SELECT complaint_id, cycle, started_at, due_at,
+        -- a due time that changes without a reply (never, today) stops the clock too
+        coalesce(stopped_at, lead(started_at) OVER n) AS stopped_at,
+        coalesce(stop_type, lead(start_type) OVER n) AS stop_type
+    FROM (
+        SELECT complaint_id, cycle, arg_min(ts, v) AS started_at, arg_min(t, v) AS start_type,
+            arg_min(due, v) AS due_at,
+            arg_min(ts, v) FILTER (WHERE due IS DISTINCT FROM first_due) AS stopped_at,
+            arg_min(t, v) FILTER (WHERE due IS DISTINCT FROM first_due) AS stop_type
+        FROM (SELECT *, first_value(due) OVER (PARTITION BY complaint_id, cycle ORDER BY v) AS first_due
+              FROM g)
+        WHERE cycle > 0
+        GROUP BY complaint_id, cycle
+    )
+    WINDOW n AS (PARTITION BY complaint_id ORDER BY cycle)
+    """
 
 
 def clocks_sql(parsed: str, facts: str) -> str:
@@ -52,22 +98,29 @@ def clocks_sql(parsed: str, facts: str) -> str:
     return f"""
     WITH f AS (SELECT * FROM {facts}),
     clk AS (
-        SELECT f.*, 'first_response' AS metric, first_response_due AS due_at,
+        SELECT f.*, 'first_response' AS metric, 1 AS cycle, registered_at AS clock_started_at,
+            first_response_due AS due_at,
             coalesce(first_response_at, terminated_at) AS stopped_at,
             CASE WHEN first_response_at IS NOT NULL THEN 'responded'
                  WHEN terminated_at IS NOT NULL THEN status END AS stop_reason,
             NULL::TIMESTAMPTZ AS clock_paused_since
         FROM f
         UNION ALL
-        SELECT f.*, 'resolution', resolution_due,
+        SELECT f.*, 'resolution', 1, registered_at, resolution_due,
             coalesce(resolved_at, terminated_at),
             CASE WHEN resolved_at IS NOT NULL THEN 'resolved'
                  WHEN terminated_at IS NOT NULL THEN status END,
             paused_since
         FROM f
+        UNION ALL
+        SELECT f.*, 'next_response', n.cycle, n.started_at, n.due_at, n.stopped_at,
+            CASE WHEN n.stop_type IS NULL THEN NULL WHEN n.stop_type = 'Withdrawn' THEN 'withdrawn'
+                 WHEN n.stop_type = 'MarkedDuplicate' THEN 'duplicate' ELSE 'responded' END,
+            NULL::TIMESTAMPTZ
+        FROM f JOIN ({next_response_sql(parsed)}) n ON n.complaint_id = f.complaint_id
     ),
     c AS MATERIALIZED (
-        SELECT *, epoch_us(registered_at) AS start_us, epoch_us(stopped_at) AS stop_us,
+        SELECT *, epoch_us(clock_started_at) AS start_us, epoch_us(stopped_at) AS stop_us,
             epoch_us(clock_paused_since) AS open_us
         FROM clk
     ),
@@ -98,23 +151,23 @@ def clocks_sql(parsed: str, facts: str) -> str:
     ),
     pcount AS (SELECT complaint_id, count(*) AS pause_count FROM pz GROUP BY complaint_id),
     pts AS (
-        SELECT complaint_id, metric, sla_calendar AS calendar, 's' AS role, start_us AS t_us FROM c
+        SELECT complaint_id, metric, cycle, sla_calendar AS calendar, 's' AS role, start_us AS t_us FROM c
         UNION ALL
-        SELECT complaint_id, metric, sla_calendar, 'e', stop_us FROM c WHERE stop_us IS NOT NULL
+        SELECT complaint_id, metric, cycle, sla_calendar, 'e', stop_us FROM c WHERE stop_us IS NOT NULL
         UNION ALL
-        SELECT complaint_id, metric, sla_calendar, 'p', open_us FROM c WHERE open_us IS NOT NULL
+        SELECT complaint_id, metric, cycle, sla_calendar, 'p', open_us FROM c WHERE open_us IS NOT NULL
     ),
     pcum AS (
-        SELECT complaint_id, metric,
+        SELECT complaint_id, metric, cycle,
             max(cum_us) FILTER (WHERE role = 's') AS start_cum_us,
             max(cum_us) FILTER (WHERE role = 'e') AS stop_cum_us,
             max(cum_us) FILTER (WHERE role = 'p') AS open_cum_us
-        FROM ({cum("pts")}) GROUP BY complaint_id, metric
+        FROM ({cum("pts")}) GROUP BY complaint_id, metric, cycle
     )
-    SELECT c.complaint_id, c.metric, c.registered_at, c.channel, c.tier, c.product, c.region,
-        c.category, c.severity, c.priority, c.team, c.agent, c.status AS status_of_complaint,
-        c.sla_calendar, c.sla_policy_version, c.registered_at AS started_at, c.due_at,
-        c.stopped_at, c.stop_reason,
+    SELECT c.complaint_id, c.metric, c.cycle, c.registered_at, c.channel, c.tier, c.product,
+        c.region, c.category, c.severity, c.priority, c.team, c.agent,
+        c.status AS status_of_complaint, c.sla_calendar, c.sla_policy_version,
+        c.clock_started_at AS started_at, c.due_at, c.stopped_at, c.stop_reason,
         CASE
             WHEN c.stopped_at IS NULL THEN
                 CASE WHEN c.clock_paused_since IS NOT NULL THEN 'paused' ELSE 'activated' END
@@ -126,17 +179,77 @@ def clocks_sql(parsed: str, facts: str) -> str:
         c.clock_paused_since AS paused_since,
         CASE WHEN c.metric = 'resolution' THEN coalesce(pcount.pause_count, 0) ELSE 0 END
             AS pause_count,
-        coalesce(pagg.paused_us, 0) AS paused_us,
-        CASE WHEN c.sla_calendar IS NOT NULL THEN coalesce(pagg.paused_business_us, 0) END
-            AS paused_business_us,
+        CASE WHEN c.metric = 'resolution' THEN coalesce(pagg.paused_us, 0) ELSE 0 END AS paused_us,
+        CASE WHEN c.sla_calendar IS NOT NULL THEN
+            CASE WHEN c.metric = 'resolution' THEN coalesce(pagg.paused_business_us, 0) ELSE 0 END
+        END AS paused_business_us,
         c.stop_us - c.start_us AS elapsed_us,
-        pcum.stop_cum_us - pcum.start_cum_us - coalesce(pagg.paused_business_us, 0) AS business_us,
+        pcum.stop_cum_us - pcum.start_cum_us
+            - CASE WHEN c.metric = 'resolution' THEN coalesce(pagg.paused_business_us, 0) ELSE 0 END
+            AS business_us,
         pcum.start_cum_us, pcum.open_cum_us AS paused_since_cum_us,
         c.last_version
     FROM c
     LEFT JOIN pcum ON pcum.complaint_id = c.complaint_id AND pcum.metric = c.metric
+        AND pcum.cycle = c.cycle
     LEFT JOIN pagg ON pagg.complaint_id = c.complaint_id AND c.metric = 'resolution'
     LEFT JOIN pcount ON pcount.complaint_id = c.complaint_id
+    """
+
+
+def clock_events_sql(clocks: str, parsed: str, warning_before_us: int) -> str:
+    """Each clock's life as events, from its row in `clocks` and the pauses in `parsed`.
+
+    - activated at the start; paused and resumed (resolution clocks) as the customer is
+      waited on and replies; fulfilled or cancelled at the stop;
+    - warned at `warning_before_us` before the due time (at the start if that is
+      earlier; at the resume if a pause covered it), if the clock was running then;
+    - breached at the due time, if the clock was running then (a pause that began before
+      the due time moves the due time on, so it never covers one).
+    A running clock's warning and breach are scheduled: their rows exist before their
+    time, and count once `occurred_at <= now` (Zendesk's breach events work the same way).
+    """
+    return f"""
+    WITH k AS (SELECT complaint_id, metric, cycle, started_at, due_at, stopped_at, stop_reason,
+                      paused_since, coalesce(paused_since, stopped_at, 'infinity'::TIMESTAMPTZ) AS ends
+               FROM {clocks}),
+    w AS (
+        SELECT complaint_id, ts AS ps,
+            CASE WHEN nt = 'CustomerReplied' THEN nts END AS pe
+        FROM (
+            SELECT complaint_id, t, ts, lead(t) OVER w AS nt, lead(ts) OVER w AS nts
+            FROM {parsed}
+            WHERE problem IS NULL AND t IN ('WaitingOnCustomer', 'CustomerReplied')
+            WINDOW w AS (PARTITION BY complaint_id ORDER BY v)
+        ) WHERE t = 'WaitingOnCustomer'
+    ),
+    kp AS (
+        SELECT k.complaint_id, k.metric, k.cycle, w.ps,
+            CASE WHEN w.pe <= coalesce(k.stopped_at, 'infinity'::TIMESTAMPTZ) THEN w.pe END AS pe
+        FROM k JOIN w ON w.complaint_id = k.complaint_id AND k.metric = 'resolution'
+        WHERE w.ps <= coalesce(k.stopped_at, 'infinity'::TIMESTAMPTZ)
+    ),
+    t0 AS (
+        SELECT *, greatest(started_at, due_at - to_microseconds({warning_before_us}::BIGINT)) AS t0
+        FROM k WHERE due_at IS NOT NULL
+    ),
+    warn AS (
+        SELECT t0.complaint_id, t0.metric, t0.cycle, t0.ends,
+            coalesce(max(kp.pe), t0.t0) AS warn_at, bool_or(kp.ps IS NOT NULL AND kp.pe IS NULL) AS in_open
+        FROM t0 LEFT JOIN kp ON kp.complaint_id = t0.complaint_id AND kp.metric = t0.metric
+            AND kp.cycle = t0.cycle AND kp.ps <= t0.t0 AND (kp.pe IS NULL OR t0.t0 < kp.pe)
+        GROUP BY t0.complaint_id, t0.metric, t0.cycle, t0.ends, t0.t0
+    )
+    SELECT complaint_id, metric, cycle, 'activated' AS event, started_at AS occurred_at FROM k
+    UNION ALL SELECT complaint_id, metric, cycle, 'paused', ps FROM kp
+    UNION ALL SELECT complaint_id, metric, cycle, 'resumed', pe FROM kp WHERE pe IS NOT NULL
+    UNION ALL SELECT complaint_id, metric, cycle, 'warned', warn_at FROM warn WHERE NOT in_open AND warn_at < ends
+    UNION ALL SELECT complaint_id, metric, cycle, 'breached', due_at FROM k WHERE due_at < ends
+    UNION ALL
+    SELECT complaint_id, metric, cycle,
+        CASE WHEN stop_reason IN ('responded', 'resolved') THEN 'fulfilled' ELSE 'cancelled' END,
+        stopped_at
+    FROM k WHERE stopped_at IS NOT NULL
     """
 
 
@@ -149,8 +262,8 @@ class SlaProjector(BulkProjector):
     """Projector for the SLA read model (`sla_clocks`)."""
 
     name = "sla"
-    schema_version = 1
-    tables = {CLOCKS: CLOCK_COLUMNS}
+    schema_version = 2
+    tables = {CLOCKS: CLOCK_COLUMNS, CLOCK_EVENTS: CLOCK_EVENT_COLUMNS}
 
     def __init__(self, policy: SlaPolicy | None = None) -> None:
         self.policy = policy or default_policy()
@@ -187,4 +300,12 @@ class SlaProjector(BulkProjector):
         calendar_table.ensure_for_events(db, self.policy.calendars, events)
 
     def selects(self, db: duckdb.DuckDBPyConnection, scope: Scope) -> dict[str, str]:
-        return {CLOCKS: clocks_sql(scope.parsed(db), scope.facts(db))}
+        touched = "" if scope.touched is None else f"WHERE complaint_id IN (SELECT complaint_id FROM {scope.touched})"
+        return {
+            CLOCKS: clocks_sql(scope.parsed(db), scope.facts(db)),
+            # built from the clock rows just written (`build` runs these in order)
+            CLOCK_EVENTS: clock_events_sql(
+                f"(SELECT * FROM {scope.table(CLOCKS)} {touched})", scope.parsed(db),
+                self.policy.warning_before_minutes * 60_000_000,
+            ),
+        }

@@ -3,9 +3,10 @@
 The due times in the events are facts of the policy each complaint was triaged under. To
 ask "what if", this replays the domain's own due-time rules with the other policy over
 every complaint's history (a plain fold, with `aggregates.sla.due_at`, exactly as
-`Complaint.triage` and `Complaint.customer_replied` compute them: targets by severity and
-category, the resolution target moved on by each pause that began before it, a breach
-already passed staying one), writes the events with those due times into a separate
+`Complaint.triage`, `Complaint.record_contact` and `Complaint.customer_replied` compute
+them: targets by severity and category, the resolution target moved on by each pause
+that began before it, a breach already passed staying one, the next response due from
+the first unanswered customer message), writes the events with those due times into a separate
 DuckDB file, builds the SLA read model there, and builds the actual one beside it from
 the unchanged events (`actual_sla_clocks`). The live read models are never touched.
 
@@ -77,30 +78,41 @@ def renamed(policy: SlaPolicy, prefix: str = PREFIX) -> SlaPolicy:
 
 
 def due_patches(db: duckdb.DuckDBPyConnection, policy: SlaPolicy, events: str = "events") -> pa.Table:
-    """(complaint_id, complaint_version, patch): the SLA fields each Triaged and
-    CustomerReplied event would have recorded under `policy`."""
+    """(complaint_id, complaint_version, patch): the SLA fields each Triaged,
+    ContactRecorded and CustomerReplied event would have recorded under `policy`."""
     rows = db.execute(
         f"""SELECT complaint_id::VARCHAR, complaint_version, event_type, occurred_at,
-                   payload->>'severity', payload->>'category'
+                   payload->>'severity', payload->>'category', payload->>'direction',
+                   payload->>'visibility'
             FROM {events}
-            WHERE event_type IN ('Registered', 'Triaged', 'WaitingOnCustomer', 'CustomerReplied')
+            WHERE event_type IN ('Registered', 'Triaged', 'WaitingOnCustomer', 'CustomerReplied',
+                                 'ContactRecorded', 'ResolutionProposed', 'Resolved')
             ORDER BY complaint_id, complaint_version"""
     ).fetchall()
     ids: list[str] = []
     versions: list[int] = []
     patches: list[str] = []
     state: dict[str, Any] = defaultdict(dict)
-    for cid, version, kind, at, severity, category in rows:
+    for cid, version, kind, at, severity, category, direction, visibility in rows:
         s = state[cid]
         if kind == "Registered":
-            s.update(registered=at, pauses=[], waiting=None, due=None, calendar=None, seconds=None)
+            s.update(registered=at, pauses=[], waiting=None, due=None, calendar=None, seconds=None,
+                     next_minutes=None, next_due=None)
             continue
         if "registered" not in s:
             continue  # no registration seen: nothing to recompute
+
+        def next_due() -> str | None:
+            # Complaint._next_response_due: an unanswered message keeps its due time
+            if s["next_due"] is None and s["next_minutes"] is not None:
+                s["next_due"] = due_at(s["calendar"], at, s["next_minutes"] * 60.0)
+            return s["next_due"].isoformat() if s["next_due"] is not None else None
+
         patch: dict[str, Any] = {}
         if kind == "Triaged":
             target, calendar = policy.target_for(severity, category)
             s["calendar"], s["seconds"] = calendar, target.resolution_minutes * 60.0
+            s["next_minutes"] = target.next_response_minutes
             s["due"] = due_at(calendar, s["registered"], s["seconds"], s["pauses"])
             patch = {
                 "sla_policy_version": policy.version, "sla_calendar": calendar.name,
@@ -110,12 +122,22 @@ def due_patches(db: duckdb.DuckDBPyConnection, policy: SlaPolicy, events: str = 
             }
         elif kind == "WaitingOnCustomer":
             s["waiting"] = at
-        elif kind == "CustomerReplied" and s["waiting"] is not None:
-            s["pauses"].append((s["waiting"], at))
-            if s["due"] is not None and s["waiting"] < s["due"]:  # a breach already passed stays
-                s["due"] = due_at(s["calendar"], s["registered"], s["seconds"], s["pauses"])
-            s["waiting"] = None
-            patch = {"resolution_due": s["due"].isoformat() if s["due"] is not None else None}
+        elif kind == "CustomerReplied":
+            if s["waiting"] is not None:
+                s["pauses"].append((s["waiting"], at))
+                if s["due"] is not None and s["waiting"] < s["due"]:  # a breach already passed stays
+                    s["due"] = due_at(s["calendar"], s["registered"], s["seconds"], s["pauses"])
+                s["waiting"] = None
+            patch = {"resolution_due": s["due"].isoformat() if s["due"] is not None else None,
+                     "next_response_due": next_due()}
+        elif kind == "ContactRecorded":
+            if direction == "outbound" and visibility == "public":
+                s["next_due"] = None  # a public reply answers the customer
+            elif direction == "inbound":
+                next_due()
+            patch = {"next_response_due": s["next_due"].isoformat() if s["next_due"] is not None else None}
+        else:  # ResolutionProposed, Resolved
+            s["next_due"] = None
         if patch:
             ids.append(cid)
             versions.append(version)

@@ -28,6 +28,8 @@ SLA_GROUPINGS = (None, "team", "agent", "severity", "category", "channel", "prio
 VOLUME_GROUPINGS = (None, "category", "product", "channel", "region", "severity", "tier")
 WOW_GROUPINGS = (None, "product", "category")
 PERIODS = ("day", "week", "month")
+NEXT_RESPONSE_EVENTS = ("ContactRecorded", "CustomerReplied", "ResolutionProposed", "Resolved",
+                        "Withdrawn", "MarkedDuplicate")
 
 
 def ts(value: str | None) -> datetime | None:
@@ -72,6 +74,8 @@ class Case:
     responses_before_first_resolution: int = 0
     intervals: list[list[datetime | None]] = field(default_factory=list)
     ratings: list[tuple[datetime, int, int | None, int | None]] = field(default_factory=list)
+    # next-response clocks: [started_at, due_at, stopped_at, stopping event type]
+    next_clocks: list[list[Any]] = field(default_factory=list)
 
 
 def fold(envelopes: Iterable[EventEnvelope]) -> dict[str, Case]:
@@ -86,6 +90,14 @@ def fold(envelopes: Iterable[EventEnvelope]) -> dict[str, Case]:
             continue
         c = cases[cid]
         kind = e.event_type
+        if kind in NEXT_RESPONSE_EVENTS:
+            # the domain states what reply is awaited; proposals, resolutions and ends clear it
+            due = ts(p.get("next_response_due")) if kind in ("ContactRecorded", "CustomerReplied") else None
+            running = c.next_clocks[-1] if c.next_clocks and c.next_clocks[-1][2] is None else None
+            if running is not None and due != running[1]:
+                running[2], running[3], running = at, kind, None
+            if due is not None and running is None:
+                c.next_clocks.append([at, due, None, None])
         if p.get("first_response_at") and c.first_response_at is None:
             c.first_response_at = ts(p["first_response_at"])
         if kind == "Triaged":
@@ -166,11 +178,17 @@ class Oracle:
         return self.policy.calendars.get(c.calendar) if c.calendar else None
 
     # -- SLA ----------------------------------------------------------------------------
-    def clock(self, c: Case, metric: str) -> dict[str, Any]:
+    def clock(self, c: Case, metric: str, cycle: int = 1) -> dict[str, Any]:
+        start = c.registered_at
         if metric == "first_response":
             due, paused_since, pauses = c.fr_due, None, []
             stop = c.first_response_at or c.terminated_at
             reason = "responded" if c.first_response_at else (c.status if c.terminated_at else None)
+        elif metric == "next_response":
+            start, due, stop, stop_type = c.next_clocks[cycle - 1]
+            paused_since, pauses = None, []
+            reason = {None: None, "Withdrawn": "withdrawn", "MarkedDuplicate": "duplicate"}.get(
+                stop_type, "responded")
         else:
             due, paused_since, pauses = c.res_due, c.waiting_since, list(c.pauses)
             stop = c.resolved_at or c.terminated_at
@@ -196,28 +214,69 @@ class Oracle:
         cal = self.calendar(c)
         business = paused_business = None
         if cal is not None:
-            business = elapsed_business_seconds(cal, c.registered_at, end, pauses)
+            business = elapsed_business_seconds(cal, start, end, pauses)
             paused_business = sum(
                 round(Fraction(cal.business_seconds_between(a, min(b, end))) * 1_000_000)
                 for a, b in pauses
             ) / 1_000_000
         return {
-            "complaint_id": c.id, "metric": metric, "team": c.team, "agent": c.agent,
+            "complaint_id": c.id, "metric": metric, "cycle": cycle, "team": c.team, "agent": c.agent,
             "severity": c.severity, "category": c.category, "channel": c.channel,
-            "due_at": due, "stopped_at": stop, "stop_reason": reason, "status": status,
-            "paused_since": paused_since, "business_seconds": business,
+            "started_at": start, "due_at": due, "stopped_at": stop, "stop_reason": reason,
+            "status": status, "paused_since": paused_since, "business_seconds": business,
             "paused_seconds": sum(us(min(b, end) - a) for a, b in pauses) / 1_000_000,
             "paused_business_seconds": paused_business,
         }
 
+    def clocks_of(self, c: Case) -> list[dict[str, Any]]:
+        return [
+            self.clock(c, "first_response"), self.clock(c, "resolution"),
+            *(self.clock(c, "next_response", n + 1) for n in range(len(c.next_clocks))),
+        ]
+
     def sla_clocks(self) -> list[dict[str, Any]]:
-        return [self.clock(c, m) for c in self.cases.values() for m in ("first_response", "resolution")]
+        return [k for c in self.cases.values() for k in self.clocks_of(c)]
+
+    def sla_clock_events(self) -> list[dict[str, Any]]:
+        """Each clock's life up to now, event by event (docs/read-models.md)."""
+        lead = timedelta(minutes=self.policy.warning_before_minutes)
+        out = []
+        for c in self.cases.values():
+            for k in self.clocks_of(c):
+                stop = k["stopped_at"]
+                ends = k["paused_since"] or stop
+                pauses: list[tuple[datetime, datetime | None]] = []
+                if k["metric"] == "resolution":
+                    waits = [*c.pauses, *([(c.waiting_since, None)] if c.waiting_since else [])]
+                    pauses = [(a, b if b is not None and (stop is None or b <= stop) else None)
+                              for a, b in waits if stop is None or a <= stop]
+                life = [("activated", k["started_at"])]
+                life += [("paused", a) for a, _ in pauses] + [("resumed", b) for _, b in pauses if b]
+                due = k["due_at"]
+                if due is not None:
+                    warn = max(k["started_at"], due - lead)
+                    covering = [b for a, b in pauses if a <= warn and (b is None or warn < b)]
+                    if covering:
+                        warn = covering[0]
+                    if warn is not None and (ends is None or warn < ends):
+                        life.append(("warned", warn))
+                    if ends is None or due < ends:
+                        life.append(("breached", due))
+                if stop is not None:
+                    life.append(("fulfilled" if k["stop_reason"] in ("responded", "resolved") else "cancelled", stop))
+                out += [
+                    {"complaint_id": c.id, "metric": k["metric"], "cycle": k["cycle"], "event": event,
+                     "occurred_at": at, "due_at": due, "team": c.team, "agent": c.agent,
+                     "severity": c.severity}
+                    for event, at in life if at <= self.now
+                ]
+        return out
 
     def sla_attainment(self, by: str | None) -> list[dict[str, Any]]:
         groups: dict[tuple[Any, str], list[dict[str, Any]]] = defaultdict(list)
         for c in self.cases.values():
-            for m in ("first_response", "resolution"):
-                groups[(self.key(c, by), m)].append(self.clock(c, m))
+            for k in self.clocks_of(c):
+                groups[(self.key(c, by), k["metric"])].append(k)
         out = []
         for (key, metric), clocks in groups.items():
             met = sum(1 for k in clocks if k["status"] == "fulfilled" and k["due_at"] is not None)

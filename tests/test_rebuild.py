@@ -222,7 +222,7 @@ def test_the_cli_rebuilds_and_prints_figures_as_of_a_position(tmp_path: Path, mo
                                        "--out", str(tmp_path / "wi.duckdb"), "--json"])
     assert compared.exit_code == 0, compared.output
     assert {r["metric"] for r in json.loads(compared.stdout)} == {
-        "first_response", "resolution"}
+        "first_response", "resolution", "next_response"}
     get_settings.cache_clear()
 
 
@@ -252,17 +252,17 @@ sun = ["00:00-24:00"]
 [[rules]]
 severity = "fatal"
 calendar = "always"
-targets = { first_response_minutes = 30, resolution_minutes = 300 }
+targets = { first_response_minutes = 30, resolution_minutes = 300, next_response_minutes = 20 }
 [[rules]]
 category = "billing"
 calendar = "always"
 targets = { first_response_minutes = 45, resolution_minutes = 900 }
 [[rules]]
 calendar = "business"
-targets = { first_response_minutes = 90, resolution_minutes = 1500 }
+targets = { first_response_minutes = 90, resolution_minutes = 1500, next_response_minutes = 180 }
 """
 
-CLOCK_FACTS = ("complaint_id", "metric", "due_at", "stopped_at", "status", "paused_since",
+CLOCK_FACTS = ("complaint_id", "metric", "cycle", "started_at", "due_at", "stopped_at", "status", "paused_since",
                "paused_us", "paused_business_us", "elapsed_us", "business_us")
 
 
@@ -300,11 +300,11 @@ def test_what_if_equals_the_history_lived_under_the_other_policy(tmp_path: Path,
     deliver(actual, to_batch(lived), [SlaProjector(POLICY)])
     assert got.execute(f"SELECT {columns} FROM actual_sla_clocks ORDER BY ALL").fetchall() == \
         actual.execute(f"SELECT {columns} FROM sla_clocks ORDER BY ALL").fetchall()
-    changed = got.execute("""SELECT count(*) FROM sla_clocks w JOIN actual_sla_clocks a USING (complaint_id, metric)
+    changed = got.execute("""SELECT count(*) FROM sla_clocks w JOIN actual_sla_clocks a USING (complaint_id, metric, cycle)
                              WHERE w.due_at IS DISTINCT FROM a.due_at""").fetchone()[0]
     assert changed > 0, "the other policy should move some due times"
     overall = {r["metric"]: r for r in report.rows if r["by"] is None}
-    assert set(overall) == {"first_response", "resolution"}
+    assert set(overall) == {"first_response", "resolution", "next_response"}
     assert "what-if" in report.table()
 
 
