@@ -71,6 +71,8 @@ def build(path: Path, complaints: int, now: datetime) -> None:
     """Create the read models of `complaints` synthetic complaints in a new DuckDB file."""
     from projections.event_log import EventLog
     from projections.models import make
+    from projections.trends import RATING_DIMENSIONS, previous_sql
+    from projections.workload import RESOLUTION_DIMENSIONS
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".building")
@@ -155,8 +157,12 @@ def build(path: Path, complaints: int, now: datetime) -> None:
             CASE WHEN status IN ('withdrawn', 'duplicate') THEN registered_at + INTERVAL 3 HOUR END AS terminated_at,
             CASE WHEN status = 'waiting_on_customer' THEN registered_at + INTERVAL 2 HOUR END AS paused_since
         FROM f""")
-    for table in ("complaint_facts", "workload_complaints", "trend_complaints"):
+    for table in ("complaint_facts", "workload_complaints"):
         db.execute(f"INSERT INTO {table} BY NAME SELECT * FROM facts ORDER BY registered_at")
+    # The trends projector's own SQL for each complaint's previous registration by its customer.
+    db.execute(f"""INSERT INTO trend_complaints BY NAME
+        SELECT f.*, p.previous_registered_at FROM facts f JOIN ({previous_sql('facts')}) p USING (complaint_id)
+        ORDER BY registered_at""")
     print(f"  facts: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     # Business time is approximated as 45/168 of wall time (45 business hours a week):
     # only the figures' values depend on it, not their cost.
@@ -189,11 +195,17 @@ def build(path: Path, complaints: int, now: datetime) -> None:
             FROM facts
         ) ORDER BY registered_at""")
     print(f"  sla_clocks: {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    db.execute("""
+    # Resolutions and ratings carry the complaint's current dimensions, as the projectors'
+    # joins with the facts give them.
+    resolution_dims = ", ".join(f"{name} AS {column}" for name, column in RESOLUTION_DIMENSIONS.items())
+    rating_dims = ", ".join(RATING_DIMENSIONS)
+    db.execute(f"""
         INSERT INTO workload_resolutions BY NAME
-        SELECT complaint_id, 6 AS version, resolved_at, team, agent FROM facts WHERE resolved_at IS NOT NULL
+        SELECT complaint_id, 6 AS version, resolved_at, team, agent, {resolution_dims}
+        FROM facts WHERE resolved_at IS NOT NULL
         UNION ALL
-        SELECT complaint_id, 4, resolved_at - INTERVAL 2 DAY, team, agent FROM facts WHERE reopen_count > 0
+        SELECT complaint_id, 4, resolved_at - INTERVAL 2 DAY, team, agent, {resolution_dims}
+        FROM facts WHERE reopen_count > 0
         ORDER BY resolved_at""")
     db.execute("""
         INSERT INTO workload_open_intervals BY NAME
@@ -206,9 +218,9 @@ def build(path: Path, complaints: int, now: datetime) -> None:
         SELECT complaint_id, 3 AS version, first_assigned_at + INTERVAL 1 HOUR AS handed_over_at,
             team AS from_team, agent AS from_agent, team AS to_team, team || '-9' AS to_agent
         FROM facts WHERE handovers > 0 ORDER BY registered_at""")
-    db.execute("""
+    db.execute(f"""
         INSERT INTO trend_ratings BY NAME
-        SELECT complaint_id, 7 AS version, resolved_at + INTERVAL 6 HOUR AS verified_at,
+        SELECT complaint_id, 7 AS version, resolved_at + INTERVAL 6 HOUR AS verified_at, {rating_dims},
             1 + least(floor(pow(random(), 0.6) * 5), 4)::INTEGER AS csat,
             least(floor(pow(random(), 0.5) * 11), 10)::INTEGER AS nps,
             1 + floor(random() * 7)::INTEGER AS effort
@@ -233,6 +245,22 @@ def build(path: Path, complaints: int, now: datetime) -> None:
     db.execute("DROP TABLE g; DROP TABLE f; DROP TABLE facts; CHECKPOINT")
     db.close()
     tmp.rename(path)
+
+
+def stale(path: Path) -> bool:
+    """Whether the file's read-model tables lack columns the projectors now have."""
+    from projections.models import make
+
+    fresh = duckdb.connect()
+    for projector in make():
+        projector.create_schema(fresh)
+    want = set(fresh.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall())
+    db = duckdb.connect(str(path), read_only=True)
+    try:
+        have = set(db.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall())
+    finally:
+        db.close()
+    return not want <= have
 
 
 def serve(db_path: Path, port: int) -> None:
@@ -300,7 +328,7 @@ def main() -> None:
         serve(path, args.serve)
         return
     now = datetime.now(UTC)
-    if args.rebuild or not path.exists():
+    if args.rebuild or not path.exists() or stale(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         print(f"building read models of {args.complaints:,} complaints in {path}", file=sys.stderr)
         t0 = time.perf_counter()

@@ -33,8 +33,10 @@ from projections.calendar_table import cum_us, to_us
 from projections.facts import Scope
 from projections.models import TABLE_MODEL
 from projections.sla import CLOCK_EVENTS, CLOCKS, default_policy
-from projections.trends import COMPLAINTS as TREND_COMPLAINTS, RATINGS
-from projections.workload import COMPLAINTS as WORK_COMPLAINTS, HANDOVERS, INTERVALS, RESOLUTIONS
+from projections.trends import COMPLAINTS as TREND_COMPLAINTS, RATING_DIMENSIONS, RATINGS
+from projections.workload import (
+    COMPLAINTS as WORK_COMPLAINTS, HANDOVERS, INTERVALS, RESOLUTION_DIMENSIONS, RESOLUTIONS,
+)
 
 AsOf = int | datetime | None
 DIMENSIONS = ("team", "agent", "category", "product", "channel", "region", "severity", "tier", "priority")
@@ -48,6 +50,12 @@ REPEAT_WINDOW_US = 7 * DAY_US
 THROUGHPUT_DAYS = 7
 TOP_CATEGORIES = 5
 MICRO = "CAST(1000000 AS DOUBLE)"
+# Local days, weeks and months are found per 15-minute bucket of UTC time rather than per
+# row (a time zone conversion per row costs ~130 ns; every UTC offset in use today is a
+# multiple of 15 minutes, so a bucket lies inside one local day). Each bucket is checked:
+# when its start and end fall in different periods or under different offsets, the figure
+# is computed again row by row.
+BUCKET_US = 900_000_000
 
 
 def default_timezone() -> str:
@@ -69,18 +77,21 @@ class Filters:
     registered_from: datetime | None = None  # inclusive
     registered_to: datetime | None = None  # exclusive
 
-    def where(self, alias: str) -> tuple[str, list[Any]]:
+    def where(self, alias: str, columns: dict[str, str] | None = None) -> tuple[str, list[Any]]:
+        """SQL conditions on `alias` and their parameters; `columns` renames a dimension
+        (or `registered_at`) to the column that holds it in that table."""
+        columns = columns or {}
         parts, params = ["true"], []
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None:
                 continue
             if f.name == "registered_from":
-                parts.append(f"{alias}.registered_at >= ?")
+                parts.append(f"{alias}.{columns.get('registered_at', 'registered_at')} >= ?")
             elif f.name == "registered_to":
-                parts.append(f"{alias}.registered_at < ?")
+                parts.append(f"{alias}.{columns.get('registered_at', 'registered_at')} < ?")
             else:
-                parts.append(f"{alias}.{f.name} = ?")
+                parts.append(f"{alias}.{columns.get(f.name, f.name)} = ?")
             params.append(value)
         return " AND ".join(parts), params
 
@@ -172,6 +183,58 @@ class View:
         cursor = self.db.execute(sql, params or [])
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _local(self, instant: str) -> str:
+        return f"timezone('{self.tz}', {instant})"
+
+    def by_period(self, column: str, period: str, source: str, keys: dict[str, str],
+                  partials: dict[str, str], finals: dict[str, str], params: list[Any] | None = None,
+                  order_by: str = "",
+                  ) -> list[dict[str, Any]]:
+        """Rows of `source` aggregated per local `period` of `column` and `keys`.
+
+        `keys`: output name -> expression over `source`; `partials`: name -> aggregate
+        over `source` (per bucket); `finals`: output name -> aggregate of the partials per
+        period (e.g. `count(*) AS n`, then `sum(n)`). Returns rows of `period`, the keys and
+        the finals, in `order_by` (SQL, e.g. "ORDER BY ALL").
+        Same result as grouping by `self.period(column, period)` row by row (which it
+        falls back to when a bucket straddles a period or an offset change).
+        """
+        if period not in PERIODS:
+            raise ValueError(f"period must be one of {PERIODS}, got {period!r}")
+        key_cols = "".join(f", {expr} AS {name}" for name, expr in keys.items())
+        key_names = "".join(f", {name}" for name in keys)
+        inner = ", ".join(f"{agg} AS {name}" for name, agg in partials.items())
+        outer = ", ".join(f"{agg} AS {name}" for name, agg in finals.items())
+        start = f"make_timestamptz(b * {BUCKET_US})"
+        end = f"make_timestamptz(b * {BUCKET_US} + {BUCKET_US - 1})"
+        fast = f"""
+            WITH b AS (
+                SELECT epoch_us({column}) // {BUCKET_US} AS b{key_cols}, {inner}
+                FROM {source} GROUP BY ALL
+            ), m AS (
+                SELECT b, CAST(date_trunc('{period}', ls) AS DATE) AS period,
+                    b > 0 AND date_trunc('{period}', ls) = date_trunc('{period}', le)
+                    AND epoch_us(ls) - b * {BUCKET_US} = epoch_us(le) - (b * {BUCKET_US} + {BUCKET_US - 1})
+                    AS exact
+                FROM (SELECT b, {self._local(start)} AS ls, {self._local(end)} AS le
+                      FROM (SELECT DISTINCT b FROM b))
+            )
+            SELECT m.period{key_names}, {outer}, bool_and(m.exact) AS exact
+            FROM b JOIN m USING (b) GROUP BY ALL {order_by}"""
+        found = self.rows(fast, params)
+        if not all(row["exact"] for row in found):
+            return self.rows(
+                f"""WITH b AS (
+                    SELECT {self.period(column, period)} AS period{key_cols}, {inner}
+                    FROM {source} GROUP BY ALL
+                )
+                SELECT period{key_names}, {outer} FROM b GROUP BY ALL {order_by}""",
+                params,
+            )
+        for row in found:
+            del row["exact"]
+        return found
 
 
 @contextmanager
@@ -316,22 +379,24 @@ def _open_by(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
 
 def _today(v: View, filters: Filters = NO_FILTERS) -> dict[str, Any]:
     where, params = filters.where("c")
+    # Resolutions carry their complaint's current dimensions: no join.
+    r_where, r_params = filters.where("r", RESOLUTION_DIMENSIONS)
     start = v.local_midnight(v.now)
     row = v.rows(
         f"""SELECT
-            (SELECT count(*) FROM {v.t(WORK_COMPLAINTS)} c
-             WHERE c.registered_at >= ? AND c.registered_at <= ? AND {where}) AS new,
-            (SELECT count(*) FROM {v.t(WORK_COMPLAINTS)} c WHERE c.is_open AND {where}) AS pending,
+            count(*) FILTER (WHERE c.registered_at >= ? AND c.registered_at <= ?) AS new,
+            count(*) FILTER (WHERE c.is_open) AS pending,
             (SELECT count(DISTINCT r.complaint_id) FROM {v.t(RESOLUTIONS)} r
-             JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
-             WHERE r.resolved_at >= ? AND r.resolved_at <= ? AND {where}) AS resolved""",
-        [start, v.now, *params, *params, start, v.now, *params],
+             WHERE r.resolved_at >= ? AND r.resolved_at <= ? AND {r_where}) AS resolved
+        FROM {v.t(WORK_COMPLAINTS)} c WHERE {where}""",
+        [start, v.now, start, v.now, *r_params, *params],
     )[0]
     return {"day": v.today(), **row}
 
 
 def _agent_load(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
     where, params = filters.where("c")
+    r_where, r_params = filters.where("r", RESOLUTION_DIMENSIONS)
     start = v.local_midnight(v.now)
     since = v.now - timedelta(days=THROUGHPUT_DAYS)
     return v.rows(
@@ -342,12 +407,10 @@ def _agent_load(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
             SELECT r.team, r.agent,
                 count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_today,
                 count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_7d
-            FROM (
-                -- Only resolutions inside either window can count: filtering them before
-                -- the join keeps it small (groups with no count are dropped below anyway).
-                SELECT * FROM {v.t(RESOLUTIONS)} WHERE resolved_at >= ? AND resolved_at <= ?
-            ) r JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
-            WHERE {where} GROUP BY ALL
+            -- Only resolutions inside either window can count (groups with no count are
+            -- dropped below anyway); they carry the complaint's current dimensions: no join.
+            FROM {v.t(RESOLUTIONS)} r
+            WHERE r.resolved_at >= ? AND r.resolved_at <= ? AND {r_where} GROUP BY ALL
         )
         SELECT coalesce(l.team, r.team) AS team, coalesce(l.agent, r.agent) AS agent,
             coalesce(l.open, 0) AS open, coalesce(r.resolved_today, 0) AS resolved_today,
@@ -355,7 +418,7 @@ def _agent_load(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
         FROM l FULL JOIN r ON l.team = r.team AND l.agent IS NOT DISTINCT FROM r.agent
         WHERE coalesce(l.open, 0) > 0 OR coalesce(r.resolved_7d, 0) > 0
         ORDER BY team, agent NULLS FIRST""",
-        [*params, start, v.now, since, v.now, min(start, since), v.now, *params],
+        [*params, start, v.now, since, v.now, min(start, since), v.now, *r_params],
     )
 
 
@@ -399,35 +462,64 @@ def _volume(
     v: View, period: str = "day", by: str | None = None, filters: Filters = NO_FILTERS
 ) -> list[dict[str, Any]]:
     where, params = filters.where("c")
-    return v.rows(
-        f"""SELECT {v.period('c.registered_at', period)} AS period, {_key(v, by)} AS key,
-            count(*) AS count
-        FROM {v.t(TREND_COMPLAINTS)} c WHERE {where} GROUP BY ALL ORDER BY ALL NULLS FIRST""",
-        params,
-    )
+    return v.by_period("c.registered_at", period, f"{v.t(TREND_COMPLAINTS)} c WHERE {where}",
+                       {"key": _key(v, by)}, {"n": "count(*)"}, {"count": "CAST(sum(n) AS BIGINT)"},
+                       params, "ORDER BY ALL NULLS FIRST")
 
 
-def _week_over_week(v: View, by: str | None = None, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
-    """Weekly volume with the previous week's and the growth, over a gap-free week grid."""
+def _week_over_week(v: View, by: str | None = None, filters: Filters = NO_FILTERS,
+                    week: date | None = None) -> list[dict[str, Any]]:
+    """Weekly volume with the previous week's and the growth, over a gap-free week grid
+    (from the first week with a complaint to the last, for every key that has one).
+
+    `week`: only that week's rows (the same rows the full grid has for it), computed from
+    that week and the one before instead of every week.
+    """
     where, params = filters.where("c")
-    return v.rows(
-        f"""WITH w AS (
-            SELECT {v.period('c.registered_at', 'week')} AS week, {_key(v, by)} AS key, count(*) AS n
-            FROM {v.t(TREND_COMPLAINTS)} c WHERE {where} GROUP BY ALL
-        ), weeks AS (
-            SELECT CAST(generate_series AS DATE) AS week
-            FROM generate_series(CAST((SELECT min(week) FROM w) AS TIMESTAMP),
-                                 CAST((SELECT max(week) FROM w) AS TIMESTAMP), INTERVAL 7 DAY)
-        ), g AS (
-            SELECT weeks.week, k.key, coalesce(w.n, 0) AS n
-            FROM weeks CROSS JOIN (SELECT DISTINCT key FROM w) k
-            LEFT JOIN w ON w.week = weeks.week AND w.key IS NOT DISTINCT FROM k.key
-        )
-        SELECT week, key, n AS count, lag(n) OVER (PARTITION BY key ORDER BY week) AS previous,
-            CASE WHEN previous > 0 THEN CAST(n - previous AS DOUBLE) / previous END AS growth
-        FROM g ORDER BY key NULLS FIRST, week""",
-        params,
-    )
+    table = f"{v.t(TREND_COMPLAINTS)} c"
+    key = _key(v, by)
+    if week is None:
+        counts = {(row["period"], row["key"]): row["n"] for row in v.by_period(
+            "c.registered_at", "week", f"{table} WHERE {where}", {"key": key}, {"n": "count(*)"},
+            {"n": "CAST(sum(n) AS BIGINT)"}, params)}
+        if not counts:
+            return []
+        first, last = min(w for w, _ in counts), max(w for w, _ in counts)
+        keys = {k for _, k in counts}
+        grid = [first + timedelta(days=7 * i) for i in range((last - first).days // 7 + 1)]
+    else:
+        found = v.rows(
+            f"""SELECT {key} AS key, min(c.registered_at) AS lo, max(c.registered_at) AS hi
+            FROM {table} WHERE {where} GROUP BY ALL""", params)
+        if not found:
+            return []
+        bounds = v.rows(
+            f"SELECT {v.period('min(lo)', 'week')} AS first, {v.period('max(hi)', 'week')} AS last"
+            " FROM (SELECT unnest(?) AS lo, unnest(?) AS hi)",
+            [[row["lo"] for row in found], [row["hi"] for row in found]])[0]
+        first, last = bounds["first"], bounds["last"]
+        if not first <= week <= last:
+            return []
+        keys = {row["key"] for row in found}
+        grid = [w for w in (week - timedelta(days=7), week) if w >= first]
+        # Two weeks of registrations, with a margin: the buckets decide the local weeks.
+        lo = datetime.combine(grid[0] - timedelta(days=2), time(0), UTC)
+        hi = datetime.combine(week + timedelta(days=9), time(0), UTC)
+        counts = {(row["period"], row["key"]): row["n"] for row in v.by_period(
+            "c.registered_at", "week",
+            f"{table} WHERE c.registered_at >= ? AND c.registered_at < ? AND {where}",
+            {"key": key}, {"n": "count(*)"}, {"n": "CAST(sum(n) AS BIGINT)"}, [lo, hi, *params])}
+    out = []
+    for k in keys:
+        previous = None
+        for w in grid:
+            n = counts.get((w, k), 0)
+            if week is None or w == week:
+                out.append({"week": w, "key": k, "count": n, "previous": previous,
+                            "growth": (n - previous) / previous if previous else None})
+            previous = n
+    out.sort(key=lambda row: (row["key"] is not None, row["key"] or "", row["week"]))
+    return out
 
 
 def _top_categories(v: View, n: int = TOP_CATEGORIES, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
@@ -444,44 +536,52 @@ def _top_categories(v: View, n: int = TOP_CATEGORIES, filters: Filters = NO_FILT
     )
 
 
-def _ratings(v: View, period: str | None = None, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
-    where, params = filters.where("c")
-    key = v.period("r.verified_at", period) if period else "NULL::DATE"
-    # Ratings of the filtered complaints. `trend_complaints` has one row per complaint and
-    # `trend_ratings` rows only for complaints it has (both are recomputed together from
-    # the same parsed history, which keeps only validly registered complaints), so without
-    # filters every rating counts and no join is needed; with filters, a semi-join on the
-    # filtered ids is the same as the join, and cheaper.
-    complaints = (
-        "" if filters == NO_FILTERS else
-        f"WHERE r.complaint_id IN (SELECT c.complaint_id FROM {v.t(TREND_COMPLAINTS)} c WHERE {where})"
-    )
-    return v.rows(
-        f"""SELECT {key} AS period, count(*) AS ratings,
-            CAST(sum(r.csat) AS DOUBLE) / count(r.csat) AS avg_csat,
-            CAST(sum(r.nps) AS DOUBLE) / nullif(count(r.nps), 0) AS avg_nps,
-            CAST(100 AS DOUBLE) * (count(*) FILTER (WHERE r.nps >= 9)
-                                   - count(*) FILTER (WHERE r.nps <= 6))
-                / nullif(count(r.nps), 0) AS nps_score,
-            CAST(sum(r.effort) AS DOUBLE) / nullif(count(r.effort), 0) AS avg_effort
-        FROM {v.t(RATINGS)} r {complaints}
-        GROUP BY ALL HAVING count(*) > 0 ORDER BY ALL""",
-        params,
-    )
+RATING_PARTIALS = {
+    "n": "count(*)", "csat_sum": "sum(r.csat)", "csat_n": "count(r.csat)", "nps_sum": "sum(r.nps)",
+    "nps_n": "count(r.nps)", "promoters": "count(*) FILTER (WHERE r.nps >= 9)",
+    "detractors": "count(*) FILTER (WHERE r.nps <= 6)", "effort_sum": "sum(r.effort)",
+    "effort_n": "count(r.effort)",
+}
+RATING_FINALS = {
+    "ratings": "CAST(sum(n) AS BIGINT)",
+    "avg_csat": "CAST(sum(csat_sum) AS DOUBLE) / sum(csat_n)",
+    "avg_nps": "CAST(sum(nps_sum) AS DOUBLE) / nullif(sum(nps_n), 0)",
+    "nps_score": "CAST(100 AS DOUBLE) * (sum(promoters) - sum(detractors)) / nullif(sum(nps_n), 0)",
+    "avg_effort": "CAST(sum(effort_sum) AS DOUBLE) / nullif(sum(effort_n), 0)",
+}
+
+
+def _ratings(v: View, period: str | None = None, filters: Filters = NO_FILTERS,
+             verified_from: datetime | None = None) -> list[dict[str, Any]]:
+    """Ratings of the filtered complaints per period of verification (`verified_from`:
+    only ratings verified at or after that instant)."""
+    # Each rating carries its complaint's current dimensions and registration time
+    # (projections.trends.RATING_DIMENSIONS), so the filters need no join.
+    where, params = filters.where("r")
+    if verified_from is not None:
+        where, params = f"{where} AND r.verified_at >= ?", [*params, verified_from]
+    source = f"{v.t(RATINGS)} r WHERE {where}"
+    if period is None:
+        partials = ", ".join(f"{agg} AS {name}" for name, agg in RATING_PARTIALS.items())
+        finals = ", ".join(f"{agg} AS {name}" for name, agg in RATING_FINALS.items())
+        return v.rows(
+            f"""SELECT period, {finals} FROM (
+                SELECT NULL::DATE AS period, {partials} FROM {source} GROUP BY ALL HAVING count(*) > 0
+            ) GROUP BY period""", params)
+    return v.by_period("r.verified_at", period, source, {}, RATING_PARTIALS, RATING_FINALS, params,
+                       "ORDER BY ALL")
 
 
 def _rates(v: View, filters: Filters = NO_FILTERS) -> dict[str, Any]:
     """First-contact resolution, reopen, repeat-complaint rates and handling time."""
     where, params = filters.where("c")
     return v.rows(
-        f"""WITH all_c AS (
-            SELECT *, lag(registered_at) OVER (
-                PARTITION BY customer_id ORDER BY registered_at, registered_position) AS previous
+        # `previous_registered_at`: the customer's previous complaint's registration, kept
+        # by the trends projector over all complaints (so whatever the filters).
+        f"""WITH c AS (
+            SELECT *, coalesce(epoch_us(registered_at) - epoch_us(previous_registered_at)
+                               <= {REPEAT_WINDOW_US}, false) AS is_repeat
             FROM {v.t(TREND_COMPLAINTS)}
-        ), c AS (
-            SELECT *, coalesce(epoch_us(registered_at) - epoch_us(previous) <= {REPEAT_WINDOW_US},
-                               false) AS is_repeat
-            FROM all_c
         )
         SELECT count(*) AS complaints,
             count(*) FILTER (WHERE resolutions > 0) AS resolved,

@@ -4,7 +4,10 @@ Tables (one set of rows per complaint, recomputed from its history):
 - `workload_complaints`: the complaint facts (status, team, agent, hand-overs...);
 - `workload_open_intervals`: each span a complaint was open, from registration or a
   reopening to the resolution, withdrawal or duplicate marking that ended it;
-- `workload_resolutions`: each resolution with the team and agent assigned at the time;
+- `workload_resolutions`: each resolution with the team and agent assigned at the time,
+  and the complaint's current dimensions (`complaint_team`, `complaint_agent`, category,
+  product, channel, region, severity, tier, registered_at: `RESOLUTION_DIMENSIONS`) so
+  that resolutions filtered by them need no join;
 - `workload_handovers`: each reassignment (an Assigned event with a previous team).
 The figures (open by team/agent/status/age, today's counts, load, throughput, backlog)
 are computed from these by `projections.queries`, for a given `now` and time zone.
@@ -41,16 +44,24 @@ def intervals_sql(parsed: str) -> str:
     """
 
 
-def resolutions_sql(parsed: str) -> str:
+# filter name -> column of `workload_resolutions` holding the complaint's current value
+RESOLUTION_DIMENSIONS = {"team": "complaint_team", "agent": "complaint_agent", "category": "category",
+                         "product": "product", "channel": "channel", "region": "region",
+                         "severity": "severity", "tier": "tier", "registered_at": "registered_at"}
+
+
+def resolutions_sql(parsed: str, facts: str) -> str:
+    dims = ", ".join(f"f.{name} AS {column}" for name, column in RESOLUTION_DIMENSIONS.items())
     return f"""
-    SELECT complaint_id, v AS version, ts AS resolved_at, actor_at.team, actor_at.agent
+    SELECT r.complaint_id, r.v AS version, r.ts AS resolved_at, struct_extract(r.actor_at, 'team') AS team,
+        struct_extract(r.actor_at, 'agent') AS agent, {dims}
     FROM (
         SELECT complaint_id, v, t, ts,
             last_value(CASE WHEN t = 'Assigned' THEN {{'team': team, 'agent': agent}} END
                        IGNORE NULLS)
                 OVER (PARTITION BY complaint_id ORDER BY v ROWS UNBOUNDED PRECEDING) AS actor_at
         FROM {parsed}
-    ) WHERE t = 'Resolved'
+    ) r JOIN {facts} f USING (complaint_id) WHERE r.t = 'Resolved'
     """
 
 
@@ -64,13 +75,15 @@ def handovers_sql(parsed: str) -> str:
 
 class WorkloadProjector(BulkProjector):
     name = "workload"
-    schema_version = 1
+    schema_version = 2  # 2: the complaint's dimensions on resolutions
     tables = {
         COMPLAINTS: FACT_COLUMNS,
         INTERVALS: "complaint_id VARCHAR, opened_at TIMESTAMPTZ, closed_at TIMESTAMPTZ,"
         " closed_by VARCHAR",
         RESOLUTIONS: "complaint_id VARCHAR, version INTEGER, resolved_at TIMESTAMPTZ,"
-        " team VARCHAR, agent VARCHAR",
+        " team VARCHAR, agent VARCHAR, complaint_team VARCHAR, complaint_agent VARCHAR,"
+        " category VARCHAR, product VARCHAR, channel VARCHAR, region VARCHAR, severity VARCHAR,"
+        " tier VARCHAR, registered_at TIMESTAMPTZ",
         HANDOVERS: "complaint_id VARCHAR, version INTEGER, handed_over_at TIMESTAMPTZ,"
         " from_team VARCHAR, from_agent VARCHAR, to_team VARCHAR, to_agent VARCHAR",
     }
@@ -80,6 +93,6 @@ class WorkloadProjector(BulkProjector):
         return {
             COMPLAINTS: f"SELECT * FROM {scope.facts(db)}",
             INTERVALS: intervals_sql(parsed),
-            RESOLUTIONS: resolutions_sql(parsed),
+            RESOLUTIONS: resolutions_sql(parsed, scope.facts(db)),
             HANDOVERS: handovers_sql(parsed),
         }

@@ -292,7 +292,7 @@ def product(db: duckdb.DuckDBPyConnection, filters: Filters, *, release: date | 
         wow = sorted(
             ({"key": row["key"], "week": row["week"], "this_week": row["count"],
               "last_week": row["previous"] or 0, "growth": row["growth"]}
-             for row in queries._week_over_week(r.view, "product", r.dims()) if row["week"] == week),
+             for row in queries._week_over_week(r.view, "product", r.dims(), week=week)),
             key=lambda g: (-g["this_week"], str(g["key"])))
         trend: list[dict[str, Any]] = []
         if release is not None:
@@ -321,12 +321,15 @@ def executive(db: duckdb.DuckDBPyConnection, filters: Filters, *, granularity: G
               now: datetime | None = None) -> dict[str, Any]:
     with request(db, filters, now) as r:
         rates = queries._rates(r.view, r.in_window())
-        ratings = queries._ratings(r.view, granularity, r.dims())
+        start_day = r.start.astimezone(r.view.zone).date()
+        # Only buckets from the one holding the period's start are shown: ratings from a day
+        # before it on are enough (the day's margin covers any local midnight oddity).
+        since = datetime.combine(_floor(start_day, granularity) - timedelta(days=1), datetime.min.time(), UTC)
+        ratings = queries._ratings(r.view, granularity, r.dims(), verified_from=since)
         high: dict[date, int] = {}
         for row in queries._volume(r.view, "month", "priority", r.in_window()):
             if row["key"] in ("urgent", "high"):
                 high[row["period"]] = high.get(row["period"], 0) + row["count"]
-        start_day = r.start.astimezone(r.view.zone).date()
         return {
             "window": r.window(),
             "total": rates["complaints"],
