@@ -297,8 +297,10 @@ def clocks_now_sql(v: View) -> str:
     """
 
 
-def _sla_clocks(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+def _sla_clocks(v: View, filters: Filters = NO_FILTERS, complaint_id: str | None = None) -> list[dict[str, Any]]:
     where, params = filters.where("k")
+    if complaint_id is not None:
+        where, params = f"{where} AND k.complaint_id = ?", [*params, complaint_id]
     return v.rows(
         f"""SELECT complaint_id, metric, cycle, team, agent, severity, category, channel,
             started_at, due_at, stopped_at, stop_reason, status_now AS status, paused_since,

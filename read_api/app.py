@@ -28,7 +28,8 @@ from read_api.figures import SLA_COLUMNS, TREND_COLUMNS, WORKLOAD_COLUMNS, Query
 from read_api.cache import ResponseCache
 from read_api.page import page_router
 from read_api.schemas import (
-    Dimension, DimensionValues, ExecutiveDashboard, Filters, Granularity, History, Order, Page, Problem,
+    ComplaintClocks, Dimension, DimensionValues, ExecutiveDashboard, Filters, Granularity, History, Order,
+    Page, Problem,
     ProductDashboard, SearchResults, SlaRow, StateAt, SupervisorDashboard, Timeline, TrendRow,
     WorkloadRow,
 )
@@ -154,6 +155,17 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
         if not entries:
             raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
         return timeline(complaint_id, entries)
+
+    @router.get("/audit/complaints/{complaint_id}/sla", response_model=ComplaintClocks, tags=["audit"],
+                responses=NOT_FOUND | NOT_READY,
+                summary="The complaint's SLA clocks now, each with its life so far: "
+                        "activated, paused, resumed, warned, breached, fulfilled, cancelled")
+    def complaint_clocks(complaint_id: ComplaintId, db: Db) -> dict[str, Any]:
+        at = clock()
+        found = audit.clocks(db, complaint_id, at)
+        if not found:
+            raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
+        return {"complaint_id": complaint_id, "now": at, "clocks": found}
 
     @router.get("/audit/search", response_model=SearchResults, tags=["audit"], responses=NOT_READY,
                 summary="Complaints by customer, order, product and text (title or description)")

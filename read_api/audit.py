@@ -1,4 +1,5 @@
-"""Audit replay: who changed what, when, and what the complaint looked like then.
+"""Audit replay: who changed what, when, and what the complaint looked like then; and
+the complaint's SLA clocks with their life.
 
 Answers from the read node's `events` table (the envelopes as they arrived), rebuilding
 past states with the aggregate's own code: each row becomes the Complaint event it was,
@@ -18,6 +19,7 @@ from eventsourcing.utils import get_topic
 
 from aggregates.complaint import Complaint
 from aggregates.events import PAYLOADS
+from projections import queries
 
 COLUMNS = "complaint_version, event_type, occurred_at, recorded_at, actor, command_id, correlation_id, payload, position"
 # Fields that change with every event: they are in each history row already.
@@ -107,3 +109,24 @@ def search(db: duckdb.DuckDBPyConnection, *, customer: str | None = None, order:
     ).fetchall()
     keys = ("complaint_id", "registered_at", "title", "customer_id", "product", "order_ref")
     return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+METRIC_ORDER = {"first_response": 0, "resolution": 1, "next_response": 2}
+
+
+def clocks(db: duckdb.DuckDBPyConnection, complaint_id: UUID, now: datetime) -> list[dict[str, Any]]:
+    """The complaint's SLA clocks as of `now`, each with its life so far (activated,
+    paused, resumed, warned, breached, fulfilled, cancelled)."""
+    cid = str(complaint_id)
+    life: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for e in queries.sla_clock_events(db, now=now, complaint_id=cid):
+        life.setdefault((e["metric"], e["cycle"]), []).append({"event": e["event"], "at": e["occurred_at"]})
+    rows = sorted(queries.sla_clocks(db, now=now, complaint_id=cid),
+                  key=lambda k: (METRIC_ORDER.get(k["metric"], 9), k["cycle"]))
+    return [
+        {"metric": k["metric"], "cycle": k["cycle"], "status": k["status"], "started_at": k["started_at"],
+         "due_at": k["due_at"], "stopped_at": k["stopped_at"], "stop_reason": k["stop_reason"],
+         "business_minutes": None if k["business_seconds"] is None else k["business_seconds"] / 60,
+         "paused_minutes": k["paused_seconds"] / 60, "life": life.get((k["metric"], k["cycle"]), [])}
+        for k in rows
+    ]

@@ -109,7 +109,7 @@ class ClockRef(BaseModel):
     """One SLA clock of an open complaint, in a list a supervisor reads (at-risk, breached)."""
 
     complaint_id: UUID
-    metric: str = Field(description="first_response or resolution")
+    metric: str = Field(description="first_response, resolution or next_response")
     status: str = Field(description="warning (due soon) or breached")
     due_at: datetime | None
     overdue_minutes: float | None = Field(description="minutes past due (negative: still to go)")
@@ -151,6 +151,7 @@ class MetricAttainment(BaseModel):
 class SlaAttainment(BaseModel):
     first_response: MetricAttainment
     resolution: MetricAttainment
+    next_response: MetricAttainment = Field(description="every customer message awaiting a reply")
 
 
 class DailyFlow(BaseModel):
@@ -311,6 +312,32 @@ class Timeline(BaseModel):
     first_response_due: datetime | None
     resolution_due: datetime | None
     items: list[TimelineItem]
+
+
+class ClockMoment(BaseModel):
+    event: Literal["activated", "paused", "resumed", "warned", "breached", "fulfilled", "cancelled"]
+    at: datetime
+
+
+class ComplaintClock(BaseModel):
+    """One SLA clock of the complaint as of `now`, with its life so far."""
+
+    metric: Literal["first_response", "resolution", "next_response"]
+    cycle: int = Field(description="1, or the n-th customer message awaiting a reply (next_response)")
+    status: str = Field(description="activated, paused, warning, breached, fulfilled or cancelled")
+    started_at: datetime
+    due_at: datetime | None
+    stopped_at: datetime | None
+    stop_reason: str | None = Field(description="responded, resolved, withdrawn or duplicate")
+    business_minutes: float | None = Field(description="business time so far, pauses excluded")
+    paused_minutes: float
+    life: list[ClockMoment]
+
+
+class ComplaintClocks(BaseModel):
+    complaint_id: UUID
+    now: datetime
+    clocks: list[ComplaintClock]
 
 
 class SearchHit(BaseModel):

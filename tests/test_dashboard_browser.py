@@ -91,11 +91,11 @@ def test_dashboard_views_and_audit(base_url: str, browser: object) -> None:
     assert page.url.endswith("/dashboard#supervisor")  # / redirects, the first view is the supervisor's
 
     views = {
-        "supervisor": ("#sup-kpis", ["#sup-daily", "#sup-status", "#sup-load", "#sup-sla"]),
-        "product": ("#prod-kpis", ["#prod-products", "#prod-categories", "#prod-defects", "#prod-wow"]),
-        "executive": ("#exec-kpis", ["#exec-sat", "#exec-high", "#exec-priority", "#exec-channel"]),
+        "supervisor": ("#sup-kpis", 7, ["#sup-daily", "#sup-status", "#sup-load", "#sup-sla"]),
+        "product": ("#prod-kpis", 6, ["#prod-products", "#prod-categories", "#prod-defects", "#prod-wow"]),
+        "executive": ("#exec-kpis", 6, ["#exec-sat", "#exec-high", "#exec-priority", "#exec-channel"]),
     }
-    for view, (kpis, charts) in views.items():
+    for view, (kpis, tiles, charts) in views.items():
         page.click(f".tabs button[data-view={view}]")
         page.wait_for_selector(f"{kpis} .kpi", timeout=15_000)
         for chart in charts:
@@ -104,7 +104,7 @@ def test_dashboard_views_and_audit(base_url: str, browser: object) -> None:
             marks = page.locator(f"{chart} .main-svg .point, {chart} .main-svg .slice, {chart} .main-svg path.js-line")
             assert marks.count() > 0, f"{view}: chart {chart} has no marks"
         values = page.locator(f"{kpis} .kpi .value").all_inner_texts()
-        assert len(values) == 6 and all(v.strip() not in ("", "NaN", "NaN%") for v in values), values
+        assert len(values) == tiles and all(v.strip() not in ("", "NaN", "NaN%") for v in values), values
         assert any(ch.isdigit() for v in values for ch in v), f"{view}: no figures in {values}"
         page.screenshot(path=str(OUTPUT / f"dashboard-{view}.png"))
 
@@ -131,6 +131,9 @@ def test_dashboard_views_and_audit(base_url: str, browser: object) -> None:
     page.wait_for_selector("#diff-table table", timeout=15_000)
     page.wait_for_selector("#state-table table", timeout=15_000)
     assert "status" in page.locator("#state-table").inner_text()
+    page.wait_for_selector("#clocks table", timeout=15_000)
+    clocks = page.locator("#clocks").inner_text()
+    assert "first response" in clocks and "resolution" in clocks and "activated" in clocks
     page.screenshot(path=str(OUTPUT / "dashboard-audit.png"))
     assert not errors, errors
     page.close()

@@ -148,3 +148,29 @@ def test_a_warning_follows_the_due_time_a_pause_moved(lived) -> None:
         ("resolution", 1, "resumed", 280), ("resolution", 1, "warned", 280),
         ("resolution", 1, "breached", 290),
     ])
+
+
+def test_the_audit_api_shows_each_clock_and_its_life(lived) -> None:
+    from fastapi.testclient import TestClient
+
+    from read_api.app import create_read_app
+
+    db, one, two, _ = lived
+    with TestClient(create_read_app(db, clock=lambda: at(345))) as client:
+        got = client.get(f"/audit/complaints/{one}/sla")
+        assert got.status_code == 200, got.text
+        clocks = {(k["metric"], k["cycle"]): k for k in got.json()["clocks"]}
+        assert list(clocks) == [("first_response", 1), ("resolution", 1), ("next_response", 1),
+                                ("next_response", 2), ("next_response", 3)]
+        assert [m["event"] for m in clocks[("resolution", 1)]["life"]] == [
+            "activated", "paused", "resumed", "warned", "breached"]
+        assert clocks[("resolution", 1)]["status"] == "breached"
+        assert clocks[("resolution", 1)]["paused_minutes"] == 80
+        assert clocks[("next_response", 3)]["status"] == "warning"
+        assert clocks[("next_response", 2)]["business_minutes"] == 100
+        cancelled = client.get(f"/audit/complaints/{two}/sla").json()["clocks"]
+        assert {k["status"] for k in cancelled} == {"cancelled"}
+        assert client.get("/audit/complaints/00000000-0000-0000-0000-000000000000/sla").status_code == 404
+        assert client.get("/audit/complaints/not-a-uuid/sla").status_code == 422
+        supervisor = client.get("/dashboards/supervisor", params={"period": "all"}).json()
+        assert supervisor["sla"]["next_response"]["counted"] == 3

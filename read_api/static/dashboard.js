@@ -108,7 +108,7 @@ const tone = (rate) => (rate === null ? "" : rate >= 0.9 ? "ok" : rate >= 0.75 ?
 async function supervisor() {
   const d = await getJSON("/dashboards/supervisor", filterParams());
   const c = d.counts;
-  const fr = d.sla.first_response, res = d.sla.resolution;
+  const fr = d.sla.first_response, res = d.sla.resolution, next = d.sla.next_response;
   kpis("sup-kpis", [
     ["new_today", "New today", fmt.int(c.new_today), `${fmt.int(c.new_in_period)} in period`],
     ["resolved_today", "Resolved today", fmt.int(c.resolved_today), `${fmt.int(c.resolved_in_period)} in period`],
@@ -116,6 +116,7 @@ async function supervisor() {
     ["first_response", "Avg first response", fmt.minutes(d.avg_first_response_business_minutes), "business time"],
     ["sla_first_response", "First response SLA", fmt.pct(fr.attainment), `${fmt.int(fr.met)} of ${fmt.int(fr.counted)} met`, tone(fr.attainment)],
     ["sla_resolution", "Resolution SLA", fmt.pct(res.attainment), `${fmt.int(res.met)} of ${fmt.int(res.counted)} met`, tone(res.attainment)],
+    ["sla_next_response", "Next response SLA", fmt.pct(next.attainment), `${fmt.int(next.met)} of ${fmt.int(next.counted)} replies on time`, tone(next.attainment)],
   ]);
   plot("sup-daily", [
     { type: "bar", name: "new", x: d.daily.map((p) => p.bucket), y: d.daily.map((p) => p.new), marker: { color: COLORS.accent } },
@@ -133,7 +134,7 @@ async function supervisor() {
     { type: "bar", orientation: "h", name: "overdue", y: who, x: load.map((a) => a.overdue), marker: { color: COLORS.bad } },
     { type: "bar", orientation: "h", name: "waiting on customer", y: who, x: load.map((a) => a.waiting), marker: { color: COLORS.grey } },
   ], { barmode: "stack", margin: { l: 150, r: 12, t: 8, b: 28 }, xaxis: { tickformat: ",d" } });
-  const gauges = [["First response", fr.attainment], ["Resolution", res.attainment]];
+  const gauges = [["First response", fr.attainment], ["Next response", next.attainment], ["Resolution", res.attainment]];
   plot("sup-sla", [{ type: "bar", x: gauges.map((g) => g[0]), y: gauges.map((g) => (g[1] === null ? 0 : 100 * g[1])),
     text: gauges.map((g) => fmt.pct(g[1])), textposition: "auto",
     marker: { color: gauges.map((g) => ({ ok: COLORS.ok, warn: COLORS.warn, bad: COLORS.bad, "": COLORS.grey })[tone(g[1])]) } }],
@@ -270,6 +271,15 @@ async function complaintView() {
     el("span", {}, `first response due ${fmt.time(t.first_response_due)}`),
     el("span", {}, `resolution due ${fmt.time(t.resolution_due)}`),
     el("span", {}, el("code", {}, t.complaint_id)));
+  // Each SLA clock with its life so far (warnings and breaches are stored moments).
+  const sla = await getJSON(`/audit/complaints/${state.complaint}/sla`);
+  const clockTone = { warning: "at_risk", fulfilled: "met" };
+  table("clocks", [
+    ["Clock", (k) => `${fmt.label(k.metric)}${k.metric === "next_response" ? ` #${k.cycle}` : ""}`],
+    ["Status", (k) => chip(k.status, clockTone[k.status] || k.status)],
+    ["Due", (k) => fmt.time(k.due_at)],
+    ["Life", (k) => el("span", { class: "life" }, k.life.map((m) => `${m.event} ${fmt.time(m.at)}`).join(" · "))],
+  ], sla.clocks);
   const selected = state.selectedVersion || t.items[t.items.length - 1].version;
   $("#timeline").replaceChildren(...t.items.map((item) => el("li",
     { class: item.version === selected ? "selected" : "", dataset: { version: item.version },
