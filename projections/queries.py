@@ -32,7 +32,7 @@ from projections import models
 from projections.calendar_table import cum_us, to_us
 from projections.facts import Scope
 from projections.models import TABLE_MODEL
-from projections.sla import CLOCK_EVENTS, CLOCKS, default_policy
+from projections.sla import CLOCK_EVENTS, CLOCKS, clock_life_sql, default_policy
 from projections.trends import COMPLAINTS as TREND_COMPLAINTS, RATING_DIMENSIONS, RATINGS
 from projections.workload import (
     COMPLAINTS as WORK_COMPLAINTS, HANDOVERS, INTERVALS, RESOLUTION_DIMENSIONS, RESOLUTIONS,
@@ -349,12 +349,12 @@ def _sla_clock_events(v: View, filters: Filters = NO_FILTERS, complaint_id: str 
     """Each clock's life up to `now`: activated, paused, resumed, warned, breached,
     fulfilled, cancelled (a running clock's warning and breach count once they happen)."""
     where, params = filters.where("k")
-    if complaint_id is not None:
-        where, params = f"{where} AND k.complaint_id = ?", [*params, complaint_id]
+    if complaint_id is not None:  # DuckDB pushes this filter into both sides of the union
+        where, params = f"{where} AND e.complaint_id = ?", [*params, complaint_id]
     return v.rows(
         f"""SELECT e.complaint_id, e.metric, e.cycle, e.event, e.occurred_at, k.due_at, k.team,
             k.agent, k.severity
-        FROM {v.t(CLOCK_EVENTS)} e
+        FROM ({clock_life_sql(v.t(CLOCKS), v.t(CLOCK_EVENTS))}) e
         JOIN {v.t(CLOCKS)} k USING (complaint_id, metric, cycle)
         WHERE e.occurred_at <= ? AND {where}
         ORDER BY e.occurred_at, e.complaint_id, e.metric, e.cycle, e.event""",

@@ -45,7 +45,8 @@ CLOCK_COLUMNS = """
     elapsed_us BIGINT, business_us BIGINT, start_cum_us BIGINT, paused_since_cum_us BIGINT,
     last_version INTEGER, cycle INTEGER
 """
-# One row per moment in a clock's life (see `clock_events_sql`).
+# One row per moment inside a clock's life: paused, resumed, warned, breached (see
+# `clock_events_sql`); its start and stop are on its `sla_clocks` row.
 CLOCK_EVENTS = "sla_clock_events"
 CLOCK_EVENT_COLUMNS = """
     complaint_id VARCHAR, metric VARCHAR, cycle INTEGER, event VARCHAR, occurred_at TIMESTAMPTZ
@@ -198,10 +199,10 @@ def clocks_sql(parsed: str, facts: str) -> str:
 
 
 def clock_events_sql(clocks: str, parsed: str, warning_before_us: int) -> str:
-    """Each clock's life as events, from its row in `clocks` and the pauses in `parsed`.
+    """The moments inside each clock's life, from its row in `clocks` and the pauses in
+    `parsed` (its start and stop are on the clock's row: see `clock_life_sql`).
 
-    - activated at the start; paused and resumed (resolution clocks) as the customer is
-      waited on and replies; fulfilled or cancelled at the stop;
+    - paused and resumed (resolution clocks) as the customer is waited on and replies;
     - warned at `warning_before_us` before the due time (at the start if that is
       earlier; at the resume if a pause covered it), if the clock was running then;
     - breached at the due time, if the clock was running then (a pause that began before
@@ -240,16 +241,25 @@ def clock_events_sql(clocks: str, parsed: str, warning_before_us: int) -> str:
             AND kp.cycle = t0.cycle AND kp.ps <= t0.t0 AND (kp.pe IS NULL OR t0.t0 < kp.pe)
         GROUP BY t0.complaint_id, t0.metric, t0.cycle, t0.ends, t0.t0
     )
-    SELECT complaint_id, metric, cycle, 'activated' AS event, started_at AS occurred_at FROM k
-    UNION ALL SELECT complaint_id, metric, cycle, 'paused', ps FROM kp
+    SELECT complaint_id, metric, cycle, 'paused' AS event, ps AS occurred_at FROM kp
     UNION ALL SELECT complaint_id, metric, cycle, 'resumed', pe FROM kp WHERE pe IS NOT NULL
     UNION ALL SELECT complaint_id, metric, cycle, 'warned', warn_at FROM warn WHERE NOT in_open AND warn_at < ends
     UNION ALL SELECT complaint_id, metric, cycle, 'breached', due_at FROM k WHERE due_at < ends
+    """
+
+
+def clock_life_sql(clocks: str, moments: str) -> str:
+    """Each clock's whole life: its start and stop from its row in `clocks`, and the
+    moments in between from `moments` (the `sla_clock_events` table)."""
+    return f"""
+    SELECT complaint_id, metric, cycle, 'activated' AS event, started_at AS occurred_at FROM {clocks}
     UNION ALL
     SELECT complaint_id, metric, cycle,
         CASE WHEN stop_reason IN ('responded', 'resolved') THEN 'fulfilled' ELSE 'cancelled' END,
         stopped_at
-    FROM k WHERE stopped_at IS NOT NULL
+    FROM {clocks} WHERE stopped_at IS NOT NULL
+    UNION ALL
+    SELECT complaint_id, metric, cycle, event, occurred_at FROM {moments}
     """
 
 
@@ -262,7 +272,7 @@ class SlaProjector(BulkProjector):
     """Projector for the SLA read model (`sla_clocks`)."""
 
     name = "sla"
-    schema_version = 2
+    schema_version = 3
     tables = {CLOCKS: CLOCK_COLUMNS, CLOCK_EVENTS: CLOCK_EVENT_COLUMNS}
 
     def __init__(self, policy: SlaPolicy | None = None) -> None:
