@@ -128,31 +128,41 @@ def _seconds_to_minutes(value: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------ own SQL figures
-def counts_in_period(r: Request) -> dict[str, int]:
+def _status_counts(r: Request) -> list[dict[str, Any]]:
+    """Per status: complaints counted by status (registered in the period, or open), new
+    and resolved in the period; one scan for `counts_in_period` and `by_status`."""
     return Query(f"""
-        SELECT count(*) FILTER (WHERE registered_at >= $start AND registered_at < $end) AS new_in_period,
+        SELECT status,
+               count(*) FILTER (WHERE (registered_at >= $start AND registered_at < $end)
+                                OR status IN {OPEN}) AS shown,
+               count(*) FILTER (WHERE registered_at >= $start AND registered_at < $end) AS new_in_period,
                count(*) FILTER (WHERE resolved_at >= $start AND resolved_at < $end) AS resolved_in_period
-        FROM {r.facts()}""", r.params()).rows(r.db)[0]
+        FROM {r.facts()} GROUP BY status""", r.params()).rows(r.db)
 
 
-def by_status(r: Request) -> list[dict[str, Any]]:
+def counts_in_period(r: Request, counts: list[dict[str, Any]] | None = None) -> dict[str, int]:
+    counts = _status_counts(r) if counts is None else counts
+    return {name: sum(row[name] for row in counts) for name in ("new_in_period", "resolved_in_period")}
+
+
+def by_status(r: Request, counts: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Complaints registered in the period, plus everything still open, by status."""
-    return Query(f"""
-        SELECT status AS key, count(*) AS count FROM {r.facts()}
-        WHERE (registered_at >= $start AND registered_at < $end) OR status IN {OPEN}
-        GROUP BY status ORDER BY count DESC, key""", r.params()).rows(r.db)
+    counts = _status_counts(r) if counts is None else counts
+    rows = [{"key": row["status"], "count": row["shown"]} for row in counts if row["shown"]]
+    return sorted(rows, key=lambda row: (-row["count"], row["key"]))
 
 
 def daily_flow(r: Request) -> list[dict[str, Any]]:
     """New and resolved complaints per local day of the period."""
-    return Query(f"""
-        WITH f AS (SELECT * FROM {r.facts()}),
-        n AS (SELECT {_day('registered_at')} AS bucket, count(*) AS new FROM f
-              WHERE registered_at >= $start AND registered_at < $end GROUP BY ALL),
-        s AS (SELECT {_day('resolved_at')} AS bucket, count(*) AS resolved FROM f
-              WHERE resolved_at >= $start AND resolved_at < $end GROUP BY ALL)
-        SELECT bucket, coalesce(new, 0) AS new, coalesce(resolved, 0) AS resolved
-        FROM n FULL JOIN s USING (bucket) ORDER BY bucket""", r.params()).rows(r.db)
+    where, params = r.dims().where("f")
+    flows: dict[date, dict[str, Any]] = {}
+    for name, column in (("new", "registered_at"), ("resolved", "resolved_at")):
+        for row in r.view.by_period(
+                f"f.{column}", "day",
+                f"{r.t(FACTS)} f WHERE f.{column} >= ? AND f.{column} < ? AND {where}", {},
+                {"n": "count(*)"}, {"n": "CAST(sum(n) AS BIGINT)"}, [r.start, r.end, *params]):
+            flows.setdefault(row["period"], {"bucket": row["period"], "new": 0, "resolved": 0})[name] = row["n"]
+    return [flows[day] for day in sorted(flows)]
 
 
 def dimension_values(r: Request) -> dict[str, list[str]]:
@@ -206,19 +216,30 @@ def _running_clock_status(r: Request) -> str:
                     THEN 'warning' END"""
 
 
-def _running_clocks(r: Request) -> str:
+def _running_clocks(r: Request, also: str = "true") -> str:
     return f"""(SELECT *, {_running_clock_status(r)} AS status_now FROM {r.t(CLOCKS)}
-        WHERE stopped_at IS NULL AND {r.where()})"""
+        WHERE stopped_at IS NULL AND {also} AND {r.where()})"""
 
 
 def clocks_due(r: Request, limit: int) -> dict[str, list[dict[str, Any]]]:
     """Running clocks in their warning time, and breached ones: the `limit` most urgent of each."""
+    # First the due time of each list's last row, from the narrow columns only; then the
+    # rows due by then, with their complaint ids: DuckDB reads the (wide, uncompressible)
+    # ids only where such rows are, not for every running clock.
+    cutoffs = Query(f"""
+        SELECT status_now, max(due_at) AS cutoff FROM (
+            SELECT status_now, due_at FROM {_running_clocks(r)} WHERE status_now IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY status_now ORDER BY due_at) <= $limit
+        ) GROUP BY ALL""", r.params() | {"limit": limit}).rows(r.db)
+    if not cutoffs:
+        return {"warning": [], "breached": []}
+    cutoff = max(row["cutoff"] for row in cutoffs)
     rows = Query(f"""
         SELECT complaint_id, metric, status_now AS status, due_at, team, agent, severity, priority,
                registered_at
-        FROM {_running_clocks(r)} WHERE status_now IS NOT NULL
+        FROM {_running_clocks(r, "due_at <= $cutoff")} WHERE status_now IS NOT NULL
         QUALIFY row_number() OVER (PARTITION BY status_now ORDER BY due_at, complaint_id, metric) <= $limit
-        ORDER BY due_at, complaint_id, metric""", r.params() | {"limit": limit}).rows(r.db)
+        ORDER BY due_at, complaint_id, metric""", r.params() | {"limit": limit, "cutoff": cutoff}).rows(r.db)
     titles = _titles(r, rows)
     lists: dict[str, list[dict[str, Any]]] = {"warning": [], "breached": []}
     for row in rows:
@@ -257,11 +278,12 @@ def supervisor(db: duckdb.DuckDBPyConnection, filters: Filters, *, list_limit: i
         sla = queries._sla_attainment(r.view, None, r.in_window())
         due = clocks_due(r, list_limit)
         first = _attainment(sla, "first_response")
+        status_counts = _status_counts(r)
         return {
             "window": r.window(),
             "counts": {"new_today": today["new"], "resolved_today": today["resolved"],
-                       "pending": today["pending"], **counts_in_period(r)},
-            "by_status": by_status(r),
+                       "pending": today["pending"], **counts_in_period(r, status_counts)},
+            "by_status": by_status(r, status_counts),
             "agent_load": agent_load(r),
             "avg_first_response_business_minutes": first["avg_business_minutes"],
             "sla": {"first_response": first, "resolution": _attainment(sla, "resolution"),

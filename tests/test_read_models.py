@@ -95,6 +95,23 @@ def check_against_oracle(db: duckdb.DuckDBPyConnection, envelopes: list[Any], no
     expected = Oracle(envelopes, now, tz, POLICY).figures()
     assert figures["top_categories"] == expected["top_categories"]  # ranked: order matters
     assert_same(canonical(figures), canonical(expected))
+    # One week of week-over-week (what the product dashboard shows) equals that week of the grid.
+    with queries.view(db, as_of, now, tz, POLICY) as v:
+        for by in queries.WOW_GROUPINGS:
+            grid = figures["week_over_week"][by]
+            weeks = sorted({row["week"] for row in grid})
+            probes = weeks[:2] + weeks[-1:] + ([weeks[0] - timedelta(days=7), weeks[-1] + timedelta(days=7)]
+                                               if weeks else [])
+            for week in probes:
+                assert canonical(queries._week_over_week(v, by, week=week)) == canonical(
+                    [row for row in grid if row["week"] == week]), (by, week)
+    # The stored previous registration is the customer's previous complaint's, whatever the batches.
+    stored = dict(db.execute("SELECT complaint_id, previous_registered_at FROM trend_complaints").fetchall())
+    recomputed = dict(db.execute(
+        "SELECT complaint_id, lag(registered_at) OVER (PARTITION BY customer_id"
+        " ORDER BY registered_at, registered_position) FROM trend_complaints").fetchall())
+    if as_of is None:
+        assert stored == recomputed
 
 
 def check_clocks_against_oracle(db: duckdb.DuckDBPyConnection, envelopes: list[Any], now: datetime) -> None:
@@ -253,3 +270,24 @@ def test_the_calendar_table_gives_the_domains_business_time(a, b, name) -> None:
     cum = dict(db.execute(f"SELECT t_us, cum_us FROM ({calendar_table.cum_sql(points)})").fetchall())
     got = (cum[calendar_table.to_us(end)] - cum[calendar_table.to_us(start)]) / 1_000_000
     assert got == calendar.business_seconds_between(start, end)
+
+
+@pytest.mark.parametrize("tz", ["Asia/Shanghai", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
+                                "Asia/Kathmandu", "Pacific/Chatham", "Europe/Dublin"])
+@pytest.mark.parametrize("period", queries.PERIODS)
+def test_periods_by_bucket_equal_periods_row_by_row(tz, period) -> None:
+    """Local days, weeks and months found per 15-minute bucket (with the fall-back for a
+    bucket that straddles two periods or offsets: local mean time before 1901) equal the
+    time zone conversion of every row."""
+    db = duckdb.connect()
+    rng = random.Random(f"{tz}{period}")
+    starts = [datetime(1899, 12, 25, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC)]
+    instants = [start + timedelta(seconds=rng.randrange(0, 40 * 86_400)) for start in starts for _ in range(3_000)]
+    db.execute("CREATE TABLE t AS SELECT unnest(?) AS ts, unnest(?) AS k", [instants, [i % 3 for i in range(len(instants))]])
+    with queries.view(db, now=datetime(2026, 12, 1, tzinfo=UTC), tz=tz, policy=POLICY) as v:
+        for where in ("true", "ts >= '2000-01-01'"):
+            fast = v.by_period("ts", period, f"t WHERE {where}", {"key": "k"}, {"n": "count(*)"},
+                               {"n": "CAST(sum(n) AS BIGINT)"}, order_by="ORDER BY ALL")
+            slow = v.rows(f"SELECT {v.period('ts', period)} AS period, k AS key, count(*) AS n FROM t"
+                          f" WHERE {where} GROUP BY ALL ORDER BY ALL")
+            assert fast == slow
