@@ -72,6 +72,7 @@ def build(path: Path, complaints: int, now: datetime) -> None:
     from projections.event_log import EventLog
     from projections.models import make
     from projections.trends import RATING_DIMENSIONS, previous_sql
+    from projections.sla import running_sql
     from projections.workload import RESOLUTION_DIMENSIONS
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,7 @@ def build(path: Path, complaints: int, now: datetime) -> None:
             CAST((epoch_us(stopped_at) - epoch_us(registered_at)) * {share} AS BIGINT) AS business_us,
             CAST(epoch_us(registered_at) * {share} AS BIGINT) AS start_cum_us,
             CAST(epoch_us(clock_paused) * {share} AS BIGINT) AS paused_since_cum_us,
-            last_version
+            last_version, 1 AS cycle
         FROM (
             SELECT *, 'first_response' AS metric, first_response_due AS due_at,
                 coalesce(first_response_at, terminated_at) AS stopped_at,
@@ -194,6 +195,7 @@ def build(path: Path, complaints: int, now: datetime) -> None:
                 paused_since
             FROM facts
         ) ORDER BY registered_at""")
+    db.execute(f"INSERT INTO sla_running_clocks BY NAME {running_sql('sla_clocks')}")  # the projector's SQL
     print(f"  sla_clocks: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     # Resolutions and ratings carry the complaint's current dimensions, as the projectors'
     # joins with the facts give them.

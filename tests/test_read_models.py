@@ -24,7 +24,7 @@ from projections.base import to_batch
 from projections.complaint_facts import FactsProjector
 from projections.event_log import EventLog
 from projections.facts import PoisonEvent
-from projections.sla import SlaProjector
+from projections.sla import SlaProjector, running_sql
 from projections.trends import TrendsProjector
 from projections.workload import WorkloadProjector
 from tests.histories import START, history, steps
@@ -144,6 +144,12 @@ def test_read_models_equal_the_oracle_under_redelivery(plan, seed, later, tz) ->
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == len(envelopes)
     now = last_instant(envelopes) + timedelta(seconds=later)
     check_against_oracle(db, envelopes, now, tz)
+    # The running clocks kept apart for the supervisor are exactly the unstopped ones.
+    running = sorted(db.execute("SELECT * FROM sla_running_clocks").fetchall())
+    assert running == sorted(db.execute(running_sql("sla_clocks")).fetchall())
+    assert {(r[0], r[1], r[2]) for r in running} == {
+        (k["complaint_id"], k["metric"], k["cycle"]) for k in Oracle(envelopes, now, tz, POLICY).sla_clocks()
+        if k["stopped_at"] is None}
     # Around a pending due time: inside the warning window, at the due time, just after.
     pending = sorted(d for d in due_times(envelopes) if d > now)
     for due in pending[:: max(1, len(pending) // 3)][:3]:
