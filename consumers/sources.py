@@ -55,6 +55,13 @@ class Polled:
     def __len__(self) -> int:
         return len(self.values)
 
+    def extend(self, later: Polled) -> Polled:
+        """This poll followed by a later one (positions: the later one's where it has them)."""
+        offset = len(self.values)
+        return Polled(self.values + later.values, self.partitions + later.partitions, self.offsets + later.offsets,
+                      self.keys + later.keys, self.next_positions | later.next_positions,
+                      self.errors | {offset + i: e for i, e in later.errors.items()})
+
     def message(self, index: int) -> Message:
         return Message(self.partitions[index], self.offsets[index], self.keys[index], self.values[index],
                        self.errors.get(index))
@@ -175,7 +182,10 @@ class KafkaSource:
         self.metadata: Any = None  # a consumer of its own for end offsets (clients are not thread-safe)
         self.partitions: list[Any] = []
         self.max_records = 20_000
-        self._queue: queue.Queue[Polled | BaseException] = queue.Queue(maxsize=2)
+        # The thread polls in chunks, so the runner starts on the first while the next
+        # arrive, and takes whatever has queued up (up to its batch size) in one batch.
+        self.prefetch_chunk = 2_000
+        self._queue: queue.Queue[Polled | BaseException] = queue.Queue(maxsize=32)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -245,7 +255,7 @@ class KafkaSource:
     def _prefetch(self) -> None:
         while not self._stop.is_set():
             try:
-                polled = self._poll_now(self.max_records, 0.2)
+                polled = self._poll_now(min(self.max_records, self.prefetch_chunk), 0.2)
             except BaseException as error:  # handed to the runner, which logs and retries
                 polled = error  # type: ignore[assignment]
                 time.sleep(0.5)
@@ -276,6 +286,15 @@ class KafkaSource:
             return Polled.empty()
         if isinstance(polled, BaseException):
             raise polled
+        while len(polled) < max_records:  # and what else has arrived meanwhile, in order
+            try:
+                more = self._queue.queue[0]
+            except IndexError:
+                break
+            if isinstance(more, BaseException) or len(polled) + len(more) > max_records:
+                break
+            self._queue.get_nowait()
+            polled = polled.extend(more)
         return polled
 
     def end_positions(self) -> dict[int, int]:
