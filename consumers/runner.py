@@ -144,6 +144,9 @@ class ReadNode:
         self.decoder = Decoder()
         self.db: duckdb.DuckDBPyConnection | None = None
         self.positions: dict[int, int] = {}
+        # Held across a commit and the update of `positions`: a status read never sees
+        # rows committed with positions from before them.
+        self._committing = threading.Lock()
         self._pending: Polled | None = None  # a polled batch not committed yet (retried as is)
         self._stop = threading.Event()
         self._source_started = False
@@ -335,7 +338,10 @@ class ReadNode:
 
     def lag(self) -> int:
         """Events in the source not applied here yet."""
-        return lag(self.source.end_positions(), self.positions, self.source.first_position)
+        ends = self.source.end_positions()
+        with self._committing:
+            positions = dict(self.positions)
+        return lag(ends, positions, self.source.first_position)
 
     def count_events(self) -> int:
         return int(self.cursor().execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
@@ -349,10 +355,12 @@ class ReadNode:
             log.debug("lag unknown: %s", error)
             current_lag = None
         by_stage = dict(cursor.execute("SELECT stage, count(*) FROM dead_letters GROUP BY stage").fetchall())
+        with self._committing:
+            positions = dict(self.positions)
         return ReadModelStatus(
             db_path=self.db_path,
             source=self.source.name,
-            positions=dict(self.positions),
+            positions=positions,
             lag=current_lag,
             events=self.count_events(),
             dead_letters=sum(by_stage.values()),
@@ -453,9 +461,10 @@ class ReadNode:
                     self.source.publish_dead_letters(letters)  # before commit: at least once
                 if self.commit_pause:
                     time.sleep(self.commit_pause)
-                db.commit()
-                if positions:
-                    self.positions.update(positions)  # at once: status readers see what is committed
+                with self._committing:
+                    db.commit()
+                    if positions:
+                        self.positions.update(positions)
                 self._last_new = new if store_events else None
                 return letters
             except ProjectorFailed as failure:
