@@ -172,8 +172,14 @@ def _untyped(text: str) -> str:
             f" '{_TYPED}', '\\2', 'g')")
 
 
+_TS_HEAD = '{"timestamp":{"_type_":"datetime_iso","_data_":"'
+
+
 def _insert_raw_sql(raw: str) -> str:
     n = len(_TOPIC_KEY)
+    # m: occurred_at, recorded_at, actor, command_id, correlation_id, class_version. For the
+    # usual shape they come from the short tail and the head's fixed offset (the whole
+    # state is parsed only for the others).
     return f"""
     INSERT INTO events (complaint_id, complaint_version, position, event_type, event_version,
         occurred_at, recorded_at, actor, command_id, correlation_id, payload, applied_at)
@@ -186,23 +192,34 @@ def _insert_raw_sql(raw: str) -> str:
             ELSE cut END AS JSON),
         now()
     FROM (
-        SELECT *, '{{' || substr(x, start, greatest(tail - start, 0)) || '}}' AS cut,
-            starts_with(x, '{{"timestamp":{{"_type_":"datetime_iso"') AND tail > 0
-                AND json_keys('{{' || substr(x, tail + 1)) = {_TAIL!r}
-                AND NOT contains(x, '"class_version"') AS usual
+        SELECT *,
+            CASE WHEN usual
+                 THEN list_concat(
+                     json_extract_string(tj, ['$.occurred_at._data_']),
+                     [substr(x, {len(_TS_HEAD) + 1}, after_ts - {len(_TS_HEAD) + 4})],
+                     json_extract_string(tj, ['$.actor', '$.command_id', '$.correlation_id']),
+                     [NULL])
+                 ELSE json_extract_string(x, {list(_META)!r}) END AS m
         FROM (
-            SELECT *, strpos(x, ',"actor":') AS tail,
-                -- after the timestamp object, and after originator_topic's value if present
-                CASE WHEN starts_with(rest, '{_TOPIC_KEY}')
-                     THEN after_ts + {n} + strpos(substr(rest, {n + 1}), '"') + 1
-                     ELSE after_ts END AS start
+            SELECT *, '{{' || substr(x, start, greatest(tail - start, 0)) || '}}' AS cut,
+                starts_with(x, '{_TS_HEAD}') AND tail > 0
+                    AND json_keys(tj) = {_TAIL!r}
+                    AND NOT contains(x, '"class_version"') AS usual
             FROM (
-                SELECT *, strpos(x, '"}},') + 3 AS after_ts, substr(x, strpos(x, '"}},') + 3) AS rest
+                SELECT *, strpos(x, ',"actor":') AS tail,
+                    CASE WHEN strpos(x, ',"actor":') > 0 THEN '{{' || substr(x, strpos(x, ',"actor":') + 1) END AS tj,
+                    -- after the timestamp object, and after originator_topic's value if present
+                    CASE WHEN starts_with(rest, '{_TOPIC_KEY}')
+                         THEN after_ts + {n} + strpos(substr(rest, {n + 1}), '"') + 1
+                         ELSE after_ts END AS start
                 FROM (
-                    SELECT position, complaint_id, complaint_version,
-                        substr(topic, {len(COMPLAINT_TOPIC_PREFIX) + 1}) AS event_type,
-                        decode(state) AS x, json_extract_string(decode(state), {list(_META)!r}) AS m
-                    FROM {raw} WHERE starts_with(topic, '{COMPLAINT_TOPIC_PREFIX}')
+                    SELECT *, strpos(x, '"}},') + 3 AS after_ts, substr(x, strpos(x, '"}},') + 3) AS rest
+                    FROM (
+                        SELECT position, complaint_id, complaint_version,
+                            substr(topic, {len(COMPLAINT_TOPIC_PREFIX) + 1}) AS event_type,
+                            decode(state) AS x
+                        FROM {raw} WHERE starts_with(topic, '{COMPLAINT_TOPIC_PREFIX}')
+                    )
                 )
             )
         )

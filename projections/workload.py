@@ -60,7 +60,7 @@ def resolutions_sql(parsed: str, facts: str) -> str:
             last_value(CASE WHEN t = 'Assigned' THEN {{'team': team, 'agent': agent}} END
                        IGNORE NULLS)
                 OVER (PARTITION BY complaint_id ORDER BY v ROWS UNBOUNDED PRECEDING) AS actor_at
-        FROM {parsed}
+        FROM {parsed} WHERE t IN ('Assigned', 'Resolved')  -- the only events the window needs
     ) r JOIN {facts} f USING (complaint_id) WHERE r.t = 'Resolved'
     """
 
