@@ -32,7 +32,7 @@ from projections import models
 from projections.calendar_table import cum_us, to_us
 from projections.facts import Scope
 from projections.models import TABLE_MODEL
-from projections.sla import CLOCK_EVENTS, CLOCKS, clock_life_sql, default_policy
+from projections.sla import CLOCK_EVENTS, CLOCKS, RUNNING, clock_life_sql, default_policy
 from projections.trends import COMPLAINTS as TREND_COMPLAINTS, RATING_DIMENSIONS, RATINGS
 from projections.workload import (
     COMPLAINTS as WORK_COMPLAINTS, HANDOVERS, INTERVALS, RESOLUTION_DIMENSIONS, RESOLUTIONS,
@@ -314,23 +314,38 @@ def _sla_clocks(v: View, filters: Filters = NO_FILTERS, complaint_id: str | None
 
 
 def _sla_attainment(v: View, by: str | None = None, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+    """Per group and metric: clocks decided (met or breached), met, breached, and the
+    business time of those stopped by a response or resolution (mean, p90).
+
+    A stopped clock's status never changes, so it is read as stored; only the running
+    clocks (`sla_running_clocks`, a few percent) are judged at `now`, and only a breach
+    counts among them."""
     where, params = filters.where("k")
-    done = "k.stop_reason IN ('responded', 'resolved') AND k.business_us IS NOT NULL"
+    breached_now = (f"k.due_at IS NOT NULL AND coalesce(epoch_us(k.paused_since), {v.now_us})"
+                    " > epoch_us(k.due_at)")
+    done = "stop_reason IN ('responded', 'resolved') AND business_us IS NOT NULL"
     return v.rows(
-        f"""SELECT {_key(v, by, 'k')} AS key, metric,
-            count(*) FILTER (WHERE status_now IN ('fulfilled', 'breached') AND due_at IS NOT NULL)
+        f"""WITH k AS (
+            SELECT {_key(v, by, 'k')} AS key, k.metric, k.status, k.due_at, k.stop_reason, k.business_us
+            FROM {v.t(CLOCKS)} k WHERE k.stopped_at IS NOT NULL AND {where}
+            UNION ALL
+            SELECT {_key(v, by, 'k')}, k.metric, CASE WHEN {breached_now} THEN 'breached' END, k.due_at,
+                NULL, NULL
+            FROM {v.t(RUNNING)} k WHERE {where}
+        )
+        SELECT key, metric,
+            count(*) FILTER (WHERE status IN ('fulfilled', 'breached') AND due_at IS NOT NULL)
                 AS counted,
-            count(*) FILTER (WHERE status_now = 'fulfilled' AND due_at IS NOT NULL) AS met,
-            count(*) FILTER (WHERE status_now = 'breached') AS breached,
+            count(*) FILTER (WHERE status = 'fulfilled' AND due_at IS NOT NULL) AS met,
+            count(*) FILTER (WHERE status = 'breached') AS breached,
             CAST(met AS DOUBLE) / nullif(counted, 0) AS attainment,
             count(*) FILTER (WHERE {done}) AS timed,
             CAST(sum(business_us) FILTER (WHERE {done}) AS DOUBLE) / nullif(timed, 0) / {MICRO}
                 AS avg_business_seconds,
             quantile_disc(business_us, 0.9) FILTER (WHERE {done}) / {MICRO}
                 AS p90_business_seconds
-        FROM ({clocks_now_sql(v)}) k WHERE {where}
-        GROUP BY ALL ORDER BY key NULLS FIRST, metric""",
-        params,
+        FROM k GROUP BY ALL ORDER BY key NULLS FIRST, metric""",
+        [*params, *params],
     )
 
 
