@@ -280,37 +280,42 @@ def agent_load(r: Request) -> list[dict[str, Any]]:
 
 def supervisor(db: duckdb.DuckDBPyConnection, filters: Filters, *, list_limit: int = 20,
                now: datetime | None = None) -> dict[str, Any]:
-    with request(db, filters, now) as r, ThreadPoolExecutor(1) as aside:
-        # The largest figure runs on a cursor of its own meanwhile (DuckDB releases the
+    with request(db, filters, now) as r, ThreadPoolExecutor(2) as pool:
+        # The largest figures run on cursors of their own meanwhile (DuckDB releases the
         # GIL); an as-of view's TEMP tables are private to its cursor, so not then.
-        sla_later = aside.submit(_sla_aside, r) if r.filters.as_of is None else None
+        def aside(figure: Any) -> Any:
+            return pool.submit(_on_own_cursor, r, figure) if r.filters.as_of is None else None
+
+        sla_later = aside(lambda q: queries._sla_attainment(q.view, None, q.in_window()))
+        load_later = aside(agent_load)
         today = queries._today(r.view, r.dims())
         due = clocks_due(r, list_limit)
         status_counts = _status_counts(r)
-        answer = {
+        daily = daily_flow(r)
+        load = load_later.result() if load_later else agent_load(r)
+        sla = sla_later.result() if sla_later else queries._sla_attainment(r.view, None, r.in_window())
+        first = _attainment(sla, "first_response")
+        return {
             "window": r.window(),
             "counts": {"new_today": today["new"], "resolved_today": today["resolved"],
                        "pending": today["pending"], **counts_in_period(r, status_counts)},
             "by_status": by_status(r, status_counts),
-            "agent_load": agent_load(r),
-            "daily": daily_flow(r),
-        }
-        sla = sla_later.result() if sla_later else queries._sla_attainment(r.view, None, r.in_window())
-        first = _attainment(sla, "first_response")
-        return answer | {
+            "agent_load": load,
             "avg_first_response_business_minutes": first["avg_business_minutes"],
             "sla": {"first_response": first, "resolution": _attainment(sla, "resolution"),
                     "next_response": _attainment(sla, "next_response")},
             "at_risk": due["warning"],
             "breached": due["breached"],
+            "daily": daily,
         }
 
 
-def _sla_aside(r: Request) -> list[dict[str, Any]]:
+def _on_own_cursor(r: Request, figure: Any) -> Any:
+    """`figure` of the live view, computed on a new cursor (a connection of its own)."""
     cursor = r.db.cursor()
     try:
-        view = queries.View(cursor, None, r.now, r.view.tz, r.view.policy)
-        return queries._sla_attainment(view, None, r.in_window())
+        own = Request(r.filters, queries.View(cursor, None, r.now, r.view.tz, r.view.policy), r.start, r.end)
+        return figure(own)
     finally:
         cursor.close()
 
