@@ -129,36 +129,23 @@ def _seconds_to_minutes(value: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------ own SQL figures
-def _status_counts(r: Request) -> list[dict[str, Any]]:
-    """Per status: complaints counted by status (registered in the period, or open), new
-    and resolved in the period; shared by `counts_in_period` and `by_status`.
+def by_status(r: Request) -> list[dict[str, Any]]:
+    """Complaints registered in the period, plus everything still open, by status.
 
-    Three narrow queries rather than one with an OR: each filter then prunes by the
+    Two narrow queries rather than one with an OR: each filter then prunes by the
     columns' min/max per row group (registration is nearly in table order)."""
-    counts: dict[str, dict[str, Any]] = {}
-    for name, condition in (
-        ("new_in_period", "registered_at >= $start AND registered_at < $end"),
-        ("open_outside", f"status IN {OPEN} AND (registered_at < $start OR registered_at >= $end)"),
-        ("resolved_in_period", "resolved_at >= $start AND resolved_at < $end"),
-    ):
+    counts: dict[str, int] = {}
+    for condition in ("registered_at >= $start AND registered_at < $end",
+                      f"status IN {OPEN} AND (registered_at < $start OR registered_at >= $end)"):
         for row in Query(f"SELECT status, count(*) AS n FROM {r.facts()} WHERE {condition} GROUP BY status",
                          r.params()).rows(r.db):
-            entry = counts.setdefault(row["status"], {"status": row["status"], "new_in_period": 0,
-                                                      "open_outside": 0, "resolved_in_period": 0})
-            entry[name] = row["n"]
-    return [entry | {"shown": entry["new_in_period"] + entry.pop("open_outside")} for entry in counts.values()]
+            counts[row["status"]] = counts.get(row["status"], 0) + row["n"]
+    return sorted(({"key": k, "count": n} for k, n in counts.items()), key=lambda row: (-row["count"], row["key"]))
 
 
-def counts_in_period(r: Request, counts: list[dict[str, Any]] | None = None) -> dict[str, int]:
-    counts = _status_counts(r) if counts is None else counts
-    return {name: sum(row[name] for row in counts) for name in ("new_in_period", "resolved_in_period")}
-
-
-def by_status(r: Request, counts: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Complaints registered in the period, plus everything still open, by status."""
-    counts = _status_counts(r) if counts is None else counts
-    rows = [{"key": row["status"], "count": row["shown"]} for row in counts if row["shown"]]
-    return sorted(rows, key=lambda row: (-row["count"], row["key"]))
+def counts_in_period(daily: list[dict[str, Any]]) -> dict[str, int]:
+    """New and resolved in the period: the sums of the daily flow (the same window)."""
+    return {"new_in_period": sum(d["new"] for d in daily), "resolved_in_period": sum(d["resolved"] for d in daily)}
 
 
 def daily_flow(r: Request) -> list[dict[str, Any]]:
@@ -290,7 +277,7 @@ def supervisor(db: duckdb.DuckDBPyConnection, filters: Filters, *, list_limit: i
         load_later = aside(agent_load)
         today = queries._today(r.view, r.dims())
         due = clocks_due(r, list_limit)
-        status_counts = _status_counts(r)
+        statuses = by_status(r)
         daily = daily_flow(r)
         load = load_later.result() if load_later else agent_load(r)
         sla = sla_later.result() if sla_later else queries._sla_attainment(r.view, None, r.in_window())
@@ -298,8 +285,8 @@ def supervisor(db: duckdb.DuckDBPyConnection, filters: Filters, *, list_limit: i
         return {
             "window": r.window(),
             "counts": {"new_today": today["new"], "resolved_today": today["resolved"],
-                       "pending": today["pending"], **counts_in_period(r, status_counts)},
-            "by_status": by_status(r, status_counts),
+                       "pending": today["pending"], **counts_in_period(daily)},
+            "by_status": statuses,
             "agent_load": load,
             "avg_first_response_business_minutes": first["avg_business_minutes"],
             "sla": {"first_response": first, "resolution": _attainment(sla, "resolution"),
