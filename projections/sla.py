@@ -110,6 +110,23 @@ def next_response_sql(parsed: str) -> str:
     """
 
 
+def pauses_sql(parsed: str) -> str:
+    """Each wait on the customer: its start (`ps`, `ps_us`) and its end, the next reply
+    (`pe`, `pe_us`; NULL while unanswered)."""
+    return f"""
+    SELECT complaint_id, ts AS ps, ts_us AS ps_us,
+        CASE WHEN nt = 'CustomerReplied' THEN nts END AS pe,
+        CASE WHEN nt = 'CustomerReplied' THEN nts_us END AS pe_us
+    FROM (
+        SELECT complaint_id, t, ts, ts_us, lead(t) OVER w AS nt, lead(ts) OVER w AS nts,
+            lead(ts_us) OVER w AS nts_us
+        FROM {parsed}
+        WHERE problem IS NULL AND t IN ('WaitingOnCustomer', 'CustomerReplied')
+        WINDOW w AS (PARTITION BY complaint_id ORDER BY v)
+    ) WHERE t = 'WaitingOnCustomer'
+    """
+
+
 def clocks_sql(parsed: str, facts: str) -> str:
     """The clock rows of the complaints in `facts`, with pauses from `parsed` events."""
     cum = calendar_table.cum_sql
@@ -142,15 +159,7 @@ def clocks_sql(parsed: str, facts: str) -> str:
             epoch_us(clock_paused_since) AS open_us
         FROM clk
     ),
-    pz AS (
-        SELECT complaint_id, ts_us AS ps_us, CASE WHEN nt = 'CustomerReplied' THEN nat END AS pe_us
-        FROM (
-            SELECT complaint_id, t, ts_us, lead(t) OVER w AS nt, lead(ts_us) OVER w AS nat
-            FROM {parsed}
-            WHERE problem IS NULL AND t IN ('WaitingOnCustomer', 'CustomerReplied')
-            WINDOW w AS (PARTITION BY complaint_id ORDER BY v)
-        ) WHERE t = 'WaitingOnCustomer'
-    ),
+    pz AS ({pauses_sql(parsed)}),
     -- pauses inside each resolution clock: clipped at its stop; an open pause of a
     -- running clock is left out here (it is counted up to `now` by the queries)
     pc AS (
@@ -231,16 +240,7 @@ def clock_events_sql(clocks: str, parsed: str, warning_before_us: int) -> str:
     WITH k AS (SELECT complaint_id, metric, cycle, started_at, due_at, stopped_at, stop_reason,
                       paused_since, coalesce(paused_since, stopped_at, 'infinity'::TIMESTAMPTZ) AS ends
                FROM {clocks}),
-    w AS (
-        SELECT complaint_id, ts AS ps,
-            CASE WHEN nt = 'CustomerReplied' THEN nts END AS pe
-        FROM (
-            SELECT complaint_id, t, ts, lead(t) OVER w AS nt, lead(ts) OVER w AS nts
-            FROM {parsed}
-            WHERE problem IS NULL AND t IN ('WaitingOnCustomer', 'CustomerReplied')
-            WINDOW w AS (PARTITION BY complaint_id ORDER BY v)
-        ) WHERE t = 'WaitingOnCustomer'
-    ),
+    w AS ({pauses_sql(parsed)}),
     kp AS (
         SELECT k.complaint_id, k.metric, k.cycle, w.ps,
             CASE WHEN w.pe <= coalesce(k.stopped_at, 'infinity'::TIMESTAMPTZ) THEN w.pe END AS pe
