@@ -176,6 +176,7 @@ class ReadNode:
             self._source_started = True
             log.info("read node %s on %s: %d events, positions %s", self.db_path, self.source.name,
                      self.count_events(), self.positions or "from the start")
+            self._write_status(force=True)  # then every `status_every` seconds of work
         return self
 
     def close(self) -> None:
@@ -346,14 +347,16 @@ class ReadNode:
     def count_events(self) -> int:
         return int(self.cursor().execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
 
-    def status(self) -> ReadModelStatus:
-        """read_model_status: positions, lag, and dead letters per projector."""
+    def status(self, known_lag: int | None = None) -> ReadModelStatus:
+        """read_model_status: positions, lag (asked of the source unless `known_lag`), and
+        dead letters per projector."""
         cursor = self.cursor()
-        try:
-            current_lag: int | None = self.lag()
-        except Exception as error:  # the broker may be down: say so rather than fail
-            log.debug("lag unknown: %s", error)
-            current_lag = None
+        current_lag: int | None = known_lag
+        if current_lag is None:
+            try:
+                current_lag = self.lag()
+            except Exception as error:  # the broker may be down: say so rather than fail
+                log.debug("lag unknown: %s", error)
         by_stage = dict(cursor.execute("SELECT stage, count(*) FROM dead_letters GROUP BY stage").fetchall())
         with self._committing:
             positions = dict(self.positions)
@@ -371,7 +374,7 @@ class ReadNode:
             updated_at=datetime.now(UTC).isoformat(),
         )
 
-    def _write_status(self, force: bool = False) -> None:
+    def _write_status(self, force: bool = False, known_lag: int | None = None) -> None:
         """Leave the status next to the file: other processes cannot open a DuckDB file in use."""
         path = self.status_path
         if path is None or self.db is None:
@@ -382,7 +385,7 @@ class ReadNode:
         self._last_status = now
         try:
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(self.status().to_json())
+            tmp.write_text(self.status(known_lag).to_json())
             os.replace(tmp, path)
         except Exception as error:
             log.warning("cannot write %s: %s", path, error)
@@ -648,7 +651,8 @@ class ReadNode:
             elif time.monotonic() - idle_since > idle_timeout:
                 raise RuntimeError(f"no messages for {idle_timeout:.0f}s while behind: positions "
                                    f"{self.positions}, source ends {targets}")
-        self._write_status(force=True)
+        # The lag is known without asking the source again: what it held when called.
+        self._write_status(force=True, known_lag=lag(targets, self.positions, first))
         return applied
 
     def start_background(self, name: str = "read-node") -> threading.Thread:

@@ -210,6 +210,8 @@ class KafkaSource:
         self._stop_prefetch()
         if self.consumer is None:
             self.consumer = self._new_consumer()
+        if self.metadata is None:  # for end offsets (lag): connected now, not on the first ask
+            self.metadata = self._new_consumer()
         numbers = self._wait_for_partitions()
         self.partitions = [TopicPartition(self.topic, n) for n in numbers]
         self.consumer.assign(self.partitions)
