@@ -683,15 +683,5 @@ def figures(v: View, filters: Filters = NO_FILTERS) -> dict[str, Any]:
     }
 
 
-def dashboard(
-    db: duckdb.DuckDBPyConnection,
-    *,
-    now: datetime | None = None,
-    as_of: AsOf = None,
-    tz: str | None = None,
-    policy: SlaPolicy | None = None,
-    filters: Filters | None = None,
-) -> dict[str, Any]:
-    """All figures at once (one as-of build serves them all)."""
-    with view(db, as_of, now, tz, policy) as v:
-        return figures(v, filters or NO_FILTERS)
+# All figures at once (one as-of build serves them all).
+dashboard = _public(figures)
