@@ -213,12 +213,14 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
 
     # ---------------------------------------------------------------- read models
     @router.get("/sla", response_model=Page[SlaRow], tags=["read models"], responses=NOT_READY,
-                summary="Both SLA clocks of every complaint registered in the period, judged at as_of (or now)")
+                summary="The SLA clocks of every complaint registered in the period (first response, resolution, "
+                        "one next response per customer message), judged at as_of (or now)")
     def sla(request: Request, db: Db, filters: Filtered, sort: SlaSort = "registered_at", order: Order = "asc",
             limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
         def compute() -> dict[str, Any]:
             with figures.request(db, filters, clock()) as r:
-                rows, total = figures.paged(figures.sla_rows(r), sort, order, limit, offset, ("complaint_id", "metric"))
+                rows, total = figures.paged(figures.sla_rows(r), sort, order, limit, offset,
+                                             ("complaint_id", "metric", "cycle"))
                 return {"items": rows.rows(r.db), "total": total.rows(r.db)[0]["total"], "limit": limit,
                         "offset": offset, "sort": sort, "order": order}
 

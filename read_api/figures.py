@@ -389,15 +389,15 @@ def _floor(day: date, granularity: str) -> date:
 
 
 # ------------------------------------------------------------------ read models
-SLA_COLUMNS = ("complaint_id", "metric", "registered_at", "team", "agent", "category", "product",
+SLA_COLUMNS = ("complaint_id", "metric", "cycle", "registered_at", "team", "agent", "category", "product",
                "channel", "severity", "priority", "tier", "status", "due_at", "stopped_at",
                "stop_reason", "paused_since", "business_seconds")
 
 
 def sla_rows(r: Request) -> Query:
-    """Both SLA clocks of each complaint registered in the period, judged at `now`."""
+    """The SLA clocks of each complaint registered in the period, judged at `now`."""
     return Query(f"""
-        SELECT complaint_id, metric, registered_at, team, agent, category, product, channel,
+        SELECT complaint_id, metric, cycle, registered_at, team, agent, category, product, channel,
                severity, priority, tier, status_now AS status, due_at, stopped_at, stop_reason,
                paused_since, business_us_now / 1e6 AS business_seconds
         FROM ({queries.clocks_now_sql(r.view)}) k

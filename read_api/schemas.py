@@ -230,7 +230,8 @@ class Page(BaseModel, Generic[Item]):
 
 class SlaRow(BaseModel):
     complaint_id: UUID
-    metric: str
+    metric: str = Field(description="first_response, resolution or next_response")
+    cycle: int = Field(description="1, or the n-th customer message awaiting a reply (next_response)")
     registered_at: datetime
     team: str | None
     agent: str | None

@@ -174,3 +174,19 @@ def test_the_audit_api_shows_each_clock_and_its_life(lived) -> None:
         assert client.get("/audit/complaints/not-a-uuid/sla").status_code == 422
         supervisor = client.get("/dashboards/supervisor", params={"period": "all"}).json()
         assert supervisor["sla"]["next_response"]["counted"] == 3
+
+
+def test_sla_pages_tell_each_next_response_clock_apart(lived) -> None:
+    from fastapi.testclient import TestClient
+
+    from read_api.app import create_read_app
+
+    db, one, *_ = lived
+    with TestClient(create_read_app(db, clock=lambda: at(345), cache_ttl=0)) as client:
+        pages = [client.get("/sla", params={"limit": 2, "offset": offset, "sort": "complaint_id"}).json()
+                 for offset in range(0, 12, 2)]
+    rows = [row for page in pages for row in page["items"]]
+    assert pages[0]["total"] == len(rows) == 11  # 3 complaints x 2, and 5 next-response clocks
+    assert len({(r["complaint_id"], r["metric"], r["cycle"]) for r in rows}) == 11
+    assert sorted(r["cycle"] for r in rows if r["complaint_id"] == str(one) and r["metric"] == "next_response") \
+        == [1, 2, 3]
