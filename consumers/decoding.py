@@ -45,6 +45,15 @@ _INTEGER = r"-?(0|[1-9][0-9]{0,17})"
 _NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 
 
+def _bounded(parts: list[str], cast: str, low: float | None, high: float | None) -> str:
+    """`parts`, and `cast` within [low, high] where those are given, as one SQL condition."""
+    if low is not None:
+        parts = [*parts, f"{cast} >= {low!r}"]
+    if high is not None:
+        parts = [*parts, f"{cast} <= {high!r}"]
+    return "(" + " AND ".join(parts) + ")"
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -125,23 +134,15 @@ def _condition(schema: dict[str, Any], value: str, defs: dict[str, Any], columns
         low, high = schema.pop("minimum", None), schema.pop("maximum", None)
         if schema or not all(b is None or isinstance(b, int) for b in (low, high)):
             raise Unsupported(f"integer with {sorted(schema)}")
-        parts = [f"regexp_full_match({value}, {_quote(_INTEGER)})"]
-        if low is not None:
-            parts.append(f"TRY_CAST({value} AS BIGINT) >= {int(low)}")
-        if high is not None:
-            parts.append(f"TRY_CAST({value} AS BIGINT) <= {int(high)}")
-        return "(" + " AND ".join(parts) + ")"
+        return _bounded([f"regexp_full_match({value}, {_quote(_INTEGER)})"],
+                        f"TRY_CAST({value} AS BIGINT)", low, high)
     if kind == "number":
         low, high = schema.pop("minimum", None), schema.pop("maximum", None)
         if schema:
             raise Unsupported(f"number with {sorted(schema)}")
-        parts = [f"regexp_full_match({value}, {_quote(_NUMBER)})",
-                 f"isfinite(TRY_CAST({value}::VARCHAR AS DOUBLE))"]
-        if low is not None:
-            parts.append(f"TRY_CAST({value}::VARCHAR AS DOUBLE) >= {float(low)!r}")
-        if high is not None:
-            parts.append(f"TRY_CAST({value}::VARCHAR AS DOUBLE) <= {float(high)!r}")
-        return "(" + " AND ".join(parts) + ")"
+        number = f"TRY_CAST({value}::VARCHAR AS DOUBLE)"
+        return _bounded([f"regexp_full_match({value}, {_quote(_NUMBER)})", f"isfinite({number})"], number,
+                        None if low is None else float(low), None if high is None else float(high))
     if kind == "array":
         items = schema.pop("items", {})
         if schema:
