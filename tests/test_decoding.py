@@ -157,3 +157,12 @@ def test_an_old_event_version_is_upcast(messages: list[bytes], monkeypatch: pyte
     upcast = next(r for r in rows if r["position"] == triaged["position"])
     assert upcast["event_version"] == 1
     assert json.loads(upcast["payload"])["priority_reasons"] == ["upcast"]
+
+
+def test_copies_in_a_clean_poll_are_kept_once_in_position_order(messages: list[bytes]) -> None:
+    shuffled = messages[:300]
+    random.Random(5).shuffle(shuffled)
+    rows, dead = decode(shuffled + messages[:40] + messages[200:220])  # redelivered, as after a relay crash
+    assert not dead
+    assert [r["position"] for r in rows] == sorted(json.loads(v)["position"] for v in messages[:300])
+    same_rows(rows, authority(messages[:300])[0])
