@@ -274,12 +274,11 @@ def supervisor(db: duckdb.DuckDBPyConnection, filters: Filters, *, list_limit: i
             return pool.submit(_on_own_cursor, r, figure) if r.filters.as_of is None else None
 
         sla_later = aside(lambda q: queries._sla_attainment(q.view, None, q.in_window()))
-        load_later = aside(agent_load)
+        load_later = aside(lambda q: (agent_load(q), daily_flow(q)))
         today = queries._today(r.view, r.dims())
         due = clocks_due(r, list_limit)
         statuses = by_status(r)
-        daily = daily_flow(r)
-        load = load_later.result() if load_later else agent_load(r)
+        load, daily = load_later.result() if load_later else (agent_load(r), daily_flow(r))
         sla = sla_later.result() if sla_later else queries._sla_attainment(r.view, None, r.in_window())
         first = _attainment(sla, "first_response")
         return {
