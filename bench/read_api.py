@@ -73,6 +73,7 @@ def build(path: Path, complaints: int, now: datetime) -> None:
     from projections.models import make
     from projections.trends import RATING_DIMENSIONS, previous_sql
     from projections.sla import running_sql
+    from projections.workload import open_sql
     from projections.workload import RESOLUTION_DIMENSIONS
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +197,7 @@ def build(path: Path, complaints: int, now: datetime) -> None:
             FROM facts
         ) ORDER BY registered_at""")
     db.execute(f"INSERT INTO sla_running_clocks BY NAME {running_sql('sla_clocks')}")  # the projector's SQL
+    db.execute(f"INSERT INTO workload_open BY NAME {open_sql('workload_complaints')}")
     print(f"  sla_clocks: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     # Resolutions and ratings carry the complaint's current dimensions, as the projectors'
     # joins with the facts give them.

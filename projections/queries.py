@@ -35,7 +35,7 @@ from projections.models import TABLE_MODEL
 from projections.sla import CLOCK_EVENTS, CLOCKS, RUNNING, clock_life_sql, default_policy
 from projections.trends import COMPLAINTS as TREND_COMPLAINTS, RATING_DIMENSIONS, RATINGS
 from projections.workload import (
-    COMPLAINTS as WORK_COMPLAINTS, HANDOVERS, INTERVALS, RESOLUTION_DIMENSIONS, RESOLUTIONS,
+    COMPLAINTS as WORK_COMPLAINTS, HANDOVERS, INTERVALS, OPEN as WORK_OPEN, RESOLUTION_DIMENSIONS, RESOLUTIONS,
 )
 
 AsOf = int | datetime | None
@@ -388,7 +388,7 @@ def _open_by(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
     age = f"({v.now_us} - epoch_us(c.registered_at))"
     return v.rows(
         f"""SELECT c.team, c.agent, c.status, {_age_bucket(age)} AS age_bucket, count(*) AS count
-        FROM {v.t(WORK_COMPLAINTS)} c WHERE c.is_open AND {where}
+        FROM {v.t(WORK_OPEN)} c WHERE {where}
         GROUP BY ALL ORDER BY ALL NULLS FIRST""",
         params,
     )
@@ -401,12 +401,12 @@ def _today(v: View, filters: Filters = NO_FILTERS) -> dict[str, Any]:
     start = v.local_midnight(v.now)
     row = v.rows(
         f"""SELECT
-            count(*) FILTER (WHERE c.registered_at >= ? AND c.registered_at <= ?) AS new,
-            count(*) FILTER (WHERE c.is_open) AS pending,
+            (SELECT count(*) FROM {v.t(WORK_COMPLAINTS)} c
+             WHERE c.registered_at >= ? AND c.registered_at <= ? AND {where}) AS new,
+            (SELECT count(*) FROM {v.t(WORK_OPEN)} c WHERE {where}) AS pending,
             (SELECT count(DISTINCT r.complaint_id) FROM {v.t(RESOLUTIONS)} r
-             WHERE r.resolved_at >= ? AND r.resolved_at <= ? AND {r_where}) AS resolved
-        FROM {v.t(WORK_COMPLAINTS)} c WHERE {where}""",
-        [start, v.now, start, v.now, *r_params, *params],
+             WHERE r.resolved_at >= ? AND r.resolved_at <= ? AND {r_where}) AS resolved""",
+        [start, v.now, *params, *params, start, v.now, *r_params],
     )[0]
     return {"day": v.today(), **row}
 
@@ -418,8 +418,8 @@ def _agent_load(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
     since = v.now - timedelta(days=THROUGHPUT_DAYS)
     return v.rows(
         f"""WITH l AS (
-            SELECT c.team, c.agent, count(*) AS open FROM {v.t(WORK_COMPLAINTS)} c
-            WHERE c.is_open AND c.team IS NOT NULL AND {where} GROUP BY ALL
+            SELECT c.team, c.agent, count(*) AS open FROM {v.t(WORK_OPEN)} c
+            WHERE c.team IS NOT NULL AND {where} GROUP BY ALL
         ), r AS (
             SELECT r.team, r.agent,
                 count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_today,

@@ -2,6 +2,9 @@
 
 Tables (one set of rows per complaint, recomputed from its history):
 - `workload_complaints`: the complaint facts (status, team, agent, hand-overs...);
+- `workload_open`: the open complaints alone, narrow (status, team, agent, dimensions): a
+  few percent of the complaints, which the backlog and load figures read instead of
+  scanning every complaint for the open ones;
 - `workload_open_intervals`: each span a complaint was open, from registration or a
   reopening to the resolution, withdrawal or duplicate marking that ended it;
 - `workload_resolutions`: each resolution with the team and agent assigned at the time,
@@ -21,6 +24,9 @@ from projections.bulk import BulkProjector
 from projections.facts import FACT_COLUMNS, Scope
 
 COMPLAINTS = "workload_complaints"
+OPEN = "workload_open"
+OPEN_COLUMNS = ("complaint_id", "registered_at", "status", "team", "agent", "category", "product", "channel",
+                "region", "severity", "tier", "priority")
 INTERVALS = "workload_open_intervals"
 RESOLUTIONS = "workload_resolutions"
 HANDOVERS = "workload_handovers"
@@ -73,11 +79,19 @@ def handovers_sql(parsed: str) -> str:
     """
 
 
+def open_sql(facts: str) -> str:
+    """The rows of `workload_open`: the complaints of `facts` that are open."""
+    return f"SELECT {', '.join(OPEN_COLUMNS)} FROM {facts} WHERE is_open ORDER BY registered_at"
+
+
 class WorkloadProjector(BulkProjector):
     name = "workload"
-    schema_version = 2  # 2: the complaint's dimensions on resolutions
+    schema_version = 3  # 2: the complaint's dimensions on resolutions; 3: workload_open
     tables = {
         COMPLAINTS: FACT_COLUMNS,
+        OPEN: "complaint_id VARCHAR, registered_at TIMESTAMPTZ, status VARCHAR, team VARCHAR, agent VARCHAR,"
+        " category VARCHAR, product VARCHAR, channel VARCHAR, region VARCHAR, severity VARCHAR, tier VARCHAR,"
+        " priority VARCHAR",
         INTERVALS: "complaint_id VARCHAR, opened_at TIMESTAMPTZ, closed_at TIMESTAMPTZ,"
         " closed_by VARCHAR",
         RESOLUTIONS: "complaint_id VARCHAR, version INTEGER, resolved_at TIMESTAMPTZ,"
@@ -92,6 +106,7 @@ class WorkloadProjector(BulkProjector):
         parsed = scope.parsed(db)
         return {
             COMPLAINTS: f"SELECT * FROM {scope.facts(db)}",
+            OPEN: open_sql(scope.facts(db)),
             INTERVALS: intervals_sql(parsed),
             RESOLUTIONS: resolutions_sql(parsed, scope.facts(db)),
             HANDOVERS: handovers_sql(parsed),

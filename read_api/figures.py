@@ -28,10 +28,10 @@ import duckdb
 from projections import queries
 from projections.complaint_facts import FACTS
 from projections.sla import RUNNING
+from projections.workload import OPEN as WORK_OPEN
 from read_api.schemas import Dimension, Filters, Granularity
 
 DIMENSION_FILTERS = ("team", "product", "channel", "severity", "tier")
-OPEN = "('received', 'triaged', 'assigned', 'waiting_on_customer', 'resolution_proposed')"
 
 
 @dataclass
@@ -132,13 +132,14 @@ def _seconds_to_minutes(value: float | None) -> float | None:
 def by_status(r: Request) -> list[dict[str, Any]]:
     """Complaints registered in the period, plus everything still open, by status.
 
-    Two narrow queries rather than one with an OR: each filter then prunes by the
-    columns' min/max per row group (registration is nearly in table order)."""
+    Two narrow queries rather than one with an OR: the period's prunes `complaint_facts`
+    by the columns' min/max per row group (registration is nearly in table order), and
+    the open ones come from the few rows of `workload_open`."""
     counts: dict[str, int] = {}
-    for condition in ("registered_at >= $start AND registered_at < $end",
-                      f"status IN {OPEN} AND (registered_at < $start OR registered_at >= $end)"):
-        for row in Query(f"SELECT status, count(*) AS n FROM {r.facts()} WHERE {condition} GROUP BY status",
-                         r.params()).rows(r.db):
+    for table, condition in ((FACTS, "registered_at >= $start AND registered_at < $end"),
+                             (WORK_OPEN, "registered_at < $start OR registered_at >= $end")):
+        for row in Query(f"SELECT status, count(*) AS n FROM {r.t(table)} WHERE ({condition}) AND {r.where()}"
+                         " GROUP BY status", r.params()).rows(r.db):
             counts[row["status"]] = counts.get(row["status"], 0) + row["n"]
     return sorted(({"key": k, "count": n} for k, n in counts.items()), key=lambda row: (-row["count"], row["key"]))
 
@@ -258,8 +259,8 @@ def agent_load(r: Request) -> list[dict[str, Any]]:
     """Per agent: open now (of which waiting on the customer, and past a due time), resolved."""
     load = queries._agent_load(r.view, r.dims())
     waiting = {(row["team"], row["agent"]): row["n"] for row in Query(
-        f"SELECT team, agent, count(*) AS n FROM {r.facts()} WHERE status = 'waiting_on_customer' GROUP BY ALL",
-        r.params()).rows(r.db)}
+        f"SELECT team, agent, count(*) AS n FROM {r.t(WORK_OPEN)} WHERE status = 'waiting_on_customer' AND "
+        f"{r.where()} GROUP BY ALL", r.params()).rows(r.db)}
     overdue = overdue_by_agent(r)
     return [row | {"waiting": waiting.get((row["team"], row["agent"]), 0),
                    "overdue": overdue.get((row["team"], row["agent"]), 0)} for row in load]

@@ -26,7 +26,7 @@ from projections.event_log import EventLog
 from projections.facts import PoisonEvent
 from projections.sla import SlaProjector, running_sql
 from projections.trends import TrendsProjector
-from projections.workload import WorkloadProjector
+from projections.workload import WorkloadProjector, open_sql
 from tests.histories import START, history, steps
 from tests.oracle import Oracle, canonical
 
@@ -150,6 +150,9 @@ def test_read_models_equal_the_oracle_under_redelivery(plan, seed, later, tz) ->
     assert {(r[0], r[1], r[2]) for r in running} == {
         (k["complaint_id"], k["metric"], k["cycle"]) for k in Oracle(envelopes, now, tz, POLICY).sla_clocks()
         if k["stopped_at"] is None}
+    # So are the open complaints kept apart for the backlog and load figures.
+    assert sorted(db.execute("SELECT * FROM workload_open").fetchall()) == sorted(
+        db.execute(open_sql("workload_complaints")).fetchall())
     # Around a pending due time: inside the warning window, at the due time, just after.
     pending = sorted(d for d in due_times(envelopes) if d > now)
     for due in pending[:: max(1, len(pending) // 3)][:3]:
