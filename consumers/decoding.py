@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,6 +199,17 @@ def _object(schema: dict[str, Any], value: str, defs: dict[str, Any], columns: _
     return "(" + " AND ".join(parts) + ")"
 
 
+def _plain_schemas(payloads: dict[str, type[BaseModel]]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(event type, JSON schema, its $defs) of each model whose schema says all it checks:
+    a model with validators is left to pydantic."""
+    for name, model in payloads.items():
+        decorators = model.__pydantic_decorators__
+        if decorators.field_validators or decorators.model_validators or decorators.validators:
+            continue
+        schema = model.model_json_schema(mode="validation")
+        yield name, schema, schema.pop("$defs", {})
+
+
 def payload_checks(payloads: dict[str, type[BaseModel]], value: str = "payload") -> tuple[list[list[str]], dict[str, str]]:
     """Per event type, SQL true only when the payload fragment surely fits the model.
 
@@ -208,12 +220,7 @@ def payload_checks(payloads: dict[str, type[BaseModel]], value: str = "payload")
     columns = _Columns()
     checks = {}
     everything = list(dict.fromkeys(n for model in payloads.values() for n in model.model_fields))
-    for name, model in payloads.items():
-        decorators = model.__pydantic_decorators__
-        if decorators.field_validators or decorators.model_validators or decorators.validators:
-            continue
-        schema = model.model_json_schema(mode="validation")
-        defs = schema.pop("$defs", {})
+    for name, schema, defs in _plain_schemas(payloads):
         if schema.pop("type", None) != "object":
             continue
         trial = _Columns()
@@ -310,12 +317,7 @@ def _pattern(schema: dict[str, Any], defs: dict[str, Any]) -> str:
 def payload_patterns(payloads: dict[str, type[BaseModel]]) -> dict[str, str]:
     """Per event type, the canonical payload's regular expression (types it cannot express: left out)."""
     patterns = {}
-    for name, model in payloads.items():
-        decorators = model.__pydantic_decorators__
-        if decorators.field_validators or decorators.model_validators or decorators.validators:
-            continue
-        schema = model.model_json_schema(mode="validation")
-        defs = schema.pop("$defs", {})
+    for name, schema, defs in _plain_schemas(payloads):
         try:
             patterns[name] = _pattern(schema, defs)
         except Unsupported:
