@@ -79,6 +79,9 @@ def handovers_sql(parsed: str) -> str:
     """
 
 
+_FACT_TYPES = dict(column.split() for column in FACT_COLUMNS.split(","))
+
+
 def open_sql(facts: str) -> str:
     """The rows of `workload_open`: the complaints of `facts` that are open."""
     return f"SELECT {', '.join(OPEN_COLUMNS)} FROM {facts} WHERE is_open ORDER BY registered_at"
@@ -89,9 +92,7 @@ class WorkloadProjector(BulkProjector):
     schema_version = 3  # 2: the complaint's dimensions on resolutions; 3: workload_open
     tables = {
         COMPLAINTS: FACT_COLUMNS,
-        OPEN: "complaint_id VARCHAR, registered_at TIMESTAMPTZ, status VARCHAR, team VARCHAR, agent VARCHAR,"
-        " category VARCHAR, product VARCHAR, channel VARCHAR, region VARCHAR, severity VARCHAR, tier VARCHAR,"
-        " priority VARCHAR",
+        OPEN: ", ".join(f"{name} {_FACT_TYPES[name]}" for name in OPEN_COLUMNS),
         INTERVALS: "complaint_id VARCHAR, opened_at TIMESTAMPTZ, closed_at TIMESTAMPTZ,"
         " closed_by VARCHAR",
         RESOLUTIONS: "complaint_id VARCHAR, version INTEGER, resolved_at TIMESTAMPTZ,"
