@@ -19,8 +19,9 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from aggregates.due_times import SlaClock, responds
 from aggregates.priority import Impact, Priority, Severity, Tier, derive_priority
-from aggregates.sla import SlaPolicy, due_at
+from aggregates.sla import SlaPolicy
 
 Status = Literal[
     "received",
@@ -203,17 +204,34 @@ class Complaint(Aggregate):
             )
         return int(done["version"])
 
-    def _next_response_due(self, policy: SlaPolicy, at: datetime) -> datetime | None:
-        """When the customer writes: the next reply is due (Zendesk's next reply time), if
-        the policy has that target and no earlier customer message is still unanswered."""
-        if self.next_response_due is not None or self.severity is None:
-            return self.next_response_due
-        target, calendar = policy.target_for(self.severity, self.category)
-        if target.next_response_minutes is None:
-            return None
-        if self.sla_calendar is not None and self.sla_calendar in policy.calendars:
-            calendar = policy.calendars[self.sla_calendar]
-        return due_at(calendar, at, target.next_response_minutes * 60.0)
+    def sla_clock(self) -> SlaClock:
+        """The complaint's SLA facts and due times, for the rules in aggregates.due_times."""
+        return SlaClock(
+            registered_at=self.registered_at,
+            severity=self.severity,
+            category=self.category,
+            sla_policy_version=self.sla_policy_version,
+            sla_calendar=self.sla_calendar,
+            resolution_target_seconds=self.resolution_target_seconds,
+            first_response_due=self.first_response_due,
+            resolution_due=self.resolution_due,
+            next_response_due=self.next_response_due,
+            pauses=tuple(self.pauses),
+            waiting_since=self.waiting_since,
+        )
+
+    def _follow(self, clock: SlaClock) -> None:
+        """Take on the SLA facts of `clock` (from an event body: applies, never checks)."""
+        self.severity = clock.severity
+        self.category = clock.category
+        self.sla_policy_version = clock.sla_policy_version
+        self.sla_calendar = clock.sla_calendar
+        self.resolution_target_seconds = clock.resolution_target_seconds
+        self.first_response_due = clock.first_response_due
+        self.resolution_due = clock.resolution_due
+        self.next_response_due = clock.next_response_due
+        self.pauses = list(clock.pauses)
+        self.waiting_since = clock.waiting_since
 
     def _fulfil_first_response(self, at: datetime) -> datetime | None:
         """The first response instant this event sets, if it is the first."""
@@ -227,23 +245,16 @@ class Complaint(Aggregate):
         priority, reasons = derive_priority(
             severity, self.customer["tier"], impact, f"{self.title}\n{self.description}"
         )
-        target, calendar = policy.target_for(severity, category)
-        resolution_seconds = target.resolution_minutes * 60.0
         # Zammad's rule: the first response clock counts from registration and is never
         # reset by re-grading; the resolution clock also starts at registration.
+        clock = self.sla_clock().triaged(policy, severity, category)
         self._triaged(
             category=category,
             severity=severity,
             impact=impact,
             priority=priority,
             priority_reasons=reasons,
-            sla_policy_version=policy.version,
-            sla_calendar=calendar.name,
-            resolution_target_seconds=resolution_seconds,
-            first_response_due=due_at(
-                calendar, self.registered_at, target.first_response_minutes * 60.0
-            ),
-            resolution_due=due_at(calendar, self.registered_at, resolution_seconds, self.pauses),
+            **clock.recorded("Triaged"),
             **meta.fields(),
         )
 
@@ -337,18 +348,18 @@ class Complaint(Aggregate):
         self.check("record_contact")
         # Only customer-visible agent communication counts as a response; a message from
         # the customer starts the next-response clock.
-        responds = direction == "outbound" and visibility == "public"
+        clock = self.sla_clock().contact(policy, direction, visibility, meta.occurred_at)
         self._contact_recorded(
             direction=direction,
             visibility=visibility,
             channel=channel,
             summary=summary,
-            first_response_at=self._fulfil_first_response(meta.occurred_at) if responds else None,
-            next_response_due=(
-                None if responds
-                else self._next_response_due(policy, meta.occurred_at) if direction == "inbound"
-                else self.next_response_due
+            first_response_at=(
+                self._fulfil_first_response(meta.occurred_at)
+                if responds(direction, visibility)
+                else None
             ),
+            **clock.recorded("ContactRecorded"),
             **meta.fields(),
         )
 
@@ -382,29 +393,18 @@ class Complaint(Aggregate):
     ) -> None:
         self.status_before_wait = self.status
         self.status = "waiting_on_customer"
-        self.waiting_since = occurred_at
+        self._follow(self.sla_clock().waiting(occurred_at))
         self._applied("wait_on_customer", actor, occurred_at, command_id)
 
     def customer_replied(self, summary: str, policy: SlaPolicy, meta: Meta) -> None:
         self.check("customer_replied")
         assert self.waiting_since is not None
-        pauses = [*self.pauses, (self.waiting_since, meta.occurred_at)]
-        resolution_due = self.resolution_due
-        if resolution_due is not None and self.waiting_since < resolution_due:
-            # The pause moves the resolution target on; a breach already passed stays one.
-            assert self.sla_calendar is not None and self.resolution_target_seconds is not None
-            # The calendar recorded at triage, if today's policy still has it; else the
-            # calendar today's policy would choose for this grading.
-            calendar = policy.calendars.get(self.sla_calendar) or policy.target_for(
-                self.severity or "normal", self.category
-            )[1]
-            resolution_due = due_at(
-                calendar, self.registered_at, self.resolution_target_seconds, pauses
-            )
+        # The pause moves the resolution target on (a breach already passed stays one),
+        # on the calendar recorded at triage if today's policy still has it.
+        clock = self.sla_clock().customer_replied(policy, meta.occurred_at)
         self._customer_replied(
             summary=summary,
-            resolution_due=resolution_due,
-            next_response_due=self._next_response_due(policy, meta.occurred_at),
+            **clock.recorded("CustomerReplied"),
             **meta.fields(),
         )
 
@@ -420,12 +420,11 @@ class Complaint(Aggregate):
         correlation_id: str,
     ) -> None:
         assert self.waiting_since is not None and self.status_before_wait is not None
+        self._follow(self.sla_clock().resumed(occurred_at))  # the wait becomes a pause
         self.next_response_due = next_response_due
-        self.pauses = [*self.pauses, (self.waiting_since, occurred_at)]
-        self.waiting_since = None
+        self.resolution_due = resolution_due
         self.status = self.status_before_wait
         self.status_before_wait = None
-        self.resolution_due = resolution_due
         self._applied("customer_replied", actor, occurred_at, command_id)
 
     def propose_resolution(self, proposal: str, meta: Meta) -> None:
@@ -447,7 +446,7 @@ class Complaint(Aggregate):
         correlation_id: str,
     ) -> None:
         self.proposed_resolution = proposal
-        self.next_response_due = None  # the proposal answers the customer
+        self._follow(self.sla_clock().answered())  # the proposal answers the customer
         if first_response_at is not None:
             self.first_responded_at = first_response_at
         self.status = "resolution_proposed"
@@ -473,7 +472,7 @@ class Complaint(Aggregate):
     ) -> None:
         self.resolution = resolution
         self.resolved_at = occurred_at
-        self.next_response_due = None
+        self._follow(self.sla_clock().answered())
         if first_response_at is not None:
             self.first_responded_at = first_response_at
         self.status = "resolved"

@@ -36,16 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from commands.demo import demo_commands, load_demo
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
 from commands.models import COMPLAINT_COMMANDS, RegisterComplaint
-from commands.settings import Settings
-from consumers.envelope import is_complaint_event, wire_encoder
+from complaints.settings import Settings
+from consumers.stored_events import is_complaint_event, wire_encoder
 from consumers.relay import Relay, ensure_topics, make_producer
-from consumers.runner import ReadNode
-from consumers.settings import BusSettings
+from consumers.read_node import ReadNode
 from consumers.sources import KafkaSource
 
 ROOT = Path(__file__).resolve().parent.parent
+CONSUMER_BATCH = Settings.model_fields["consumer_batch_size"].default
 SECTION = "## Event backbone (issue 3)"
 
 
@@ -85,7 +86,7 @@ def raw_produce_rate(messages: list[tuple[bytes, bytes]], bootstrap: str, partit
 def read_node_rate(bootstrap: str, topic: str, expected: int, workdir: Path) -> float:
     db_path = workdir / f"consume-{uuid.uuid4().hex[:6]}.duckdb"
     source = KafkaSource(bootstrap, topic)
-    with ReadNode(db_path, source, batch_size=BusSettings().consumer_batch_size) as node:
+    with ReadNode(db_path, source, batch_size=CONSUMER_BATCH) as node:
         start = time.perf_counter()
         node.catch_up()
         elapsed = time.perf_counter() - start
@@ -100,7 +101,7 @@ def raw_consume_rate(bootstrap: str, topic: str, expected: int) -> float:
     start = time.perf_counter()
     count = size = 0
     while count < expected:
-        for records in consumer.poll(timeout_ms=100, max_records=BusSettings().consumer_batch_size).values():
+        for records in consumer.poll(timeout_ms=100, max_records=CONSUMER_BATCH).values():
             for record in records:
                 count += 1
                 size += len(record.value)
@@ -118,11 +119,11 @@ def freshness(bootstrap: str, rate: float, seconds: float, workdir: Path) -> dic
         "COMPLAINTS_STORE": "sqlite", "COMPLAINTS_SQLITE_PATH": str(store), "COMPLAINTS_READ_DB": str(read_db),
         "COMPLAINTS_KAFKA_BOOTSTRAP": bootstrap, "COMPLAINTS_TOPIC": topic, "PYTHONUNBUFFERED": "1",
     }
-    app = ComplaintDesk.from_settings(Settings(store="sqlite", sqlite_path=store))
+    app = open_desk(Settings(store="sqlite", sqlite_path=store))
     app.recorder.max_notification_id()  # tables exist before the relay looks
     logs = {name: open(workdir / f"{name}.log", "wb") for name in ("relay", "read-node")}
     procs = {
-        name: subprocess.Popen([sys.executable, "-m", "commands.cli", name], cwd=ROOT, env=env,
+        name: subprocess.Popen([sys.executable, "-m", "complaints.cli", name], cwd=ROOT, env=env,
                                stdout=logs[name], stderr=subprocess.STDOUT)
         for name in ("relay", "read-node")
     }
@@ -289,7 +290,7 @@ def main() -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="bench-backbone-") as tmp:
         workdir = Path(tmp)
-        app = ComplaintDesk.from_settings(Settings(store="sqlite", sqlite_path=workdir / "events.sqlite"))
+        app = open_desk(Settings(store="sqlite", sqlite_path=workdir / "events.sqlite"))
         print(f"preparing {args.complaints} demo complaints ...", file=sys.stderr)
         load_demo(app, args.complaints, progress=False)
         encode = wire_encoder(app.mapper)

@@ -30,9 +30,10 @@ from typing import Any
 import httpx
 
 from aggregates.complaint import Complaint, Meta
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
 from commands.models import AddNote, RegisterComplaint
-from commands.settings import Settings
+from complaints.settings import Settings
 from scripts.serving import free_port, wait_until_serving
 
 REGISTER: dict[str, Any] = {
@@ -65,7 +66,7 @@ def raw_save(path: Path, complaints: int, notes: int) -> float:
 
 
 def in_process(path: Path, complaints: int, notes: int) -> float:
-    desk = ComplaintDesk.from_settings(Settings(store="sqlite", sqlite_path=path))
+    desk = open_desk(Settings(store="sqlite", sqlite_path=path))
     start = time.perf_counter()
     ids = [desk.register(RegisterComplaint.model_validate(REGISTER)).complaint_id for _ in range(complaints)]
     for _ in range(notes):
@@ -95,7 +96,7 @@ def over_http(path: Path, complaints: int, seconds: int, connections: int) -> di
     port = free_port()
     env = os.environ | {"COMPLAINTS_STORE": "sqlite", "COMPLAINTS_SQLITE_PATH": str(path)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "commands.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "complaints.cli", "serve", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

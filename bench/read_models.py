@@ -7,7 +7,7 @@
 1. The event store: a SQLite file of `--events` Complaint events, made once by the real
    domain (demo lives: registrations over a year, triage, assignment, contacts, waits,
    reassignments, resolutions, ratings, reopenings; saved in bulk) and kept under var/bench.
-2. Rebuild: `projections.rebuild.rebuild` from that store into a fresh DuckDB file, in a
+2. Rebuild: `consumers.rebuild.rebuild` from that store into a fresh DuckDB file, in a
    child process so its peak memory (ru_maxrss) is its own.
 3. Batched apply: the same events, in position order, in batches of `--batch`, applied the
    way the consumer runner does (one transaction: new rows into `events`, the four read
@@ -51,13 +51,14 @@ def ensure_store(path: Path, events: int) -> float:
     from commands.demo import demo_commands
     from commands.desk import ComplaintDesk
     from commands.models import COMPLAINT_COMMANDS, RegisterComplaint
-    from commands.settings import Settings
+    from complaints.settings import Settings
+    from complaints.store import open_desk
 
     started = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
     tmp.unlink(missing_ok=True)
-    desk = ComplaintDesk.from_settings(Settings(store="sqlite", sqlite_path=tmp, aggregate_cache_size=0))
+    desk = open_desk(Settings(store="sqlite", sqlite_path=tmp, aggregate_cache_size=0))
     end = datetime(2026, 11, 20, tzinfo=UTC)
     written, seed = 0, 1000
     while written < events:
@@ -92,13 +93,13 @@ def ensure_store(path: Path, events: int) -> float:
 # ------------------------------------------------------------------------------ rebuild
 def rebuild_child(store: Path, out: Path) -> dict[str, Any]:
     """In this (child) process: rebuild from the store; report time, phases, memory."""
-    from commands.desk import ComplaintDesk
-    from commands.settings import Settings
-    from projections.rebuild import rebuild
+    from complaints.settings import Settings
+    from complaints.store import open_store
+    from consumers.rebuild import rebuild
 
-    desk = ComplaintDesk.from_settings(Settings(store="sqlite", sqlite_path=store))
+    events = open_store(Settings(store="sqlite", sqlite_path=store))
     shutil.rmtree(out.parent, ignore_errors=True)
-    report = rebuild(out, desk, progress=False)
+    report = rebuild(out, events, progress=False)
     return {"seconds": report.seconds, "phases": report.phases, "events": report.events,
             "complaints": report.complaints,
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -189,9 +190,10 @@ def measure_one_at_a_time(store: Path, events: int, total: int, work: Path) -> d
     from eventsourcing.persistence import Tracking
 
     from commands.desk import ComplaintDesk
-    from commands.settings import Settings
+    from complaints.settings import Settings
+    from complaints.store import open_desk
 
-    desk = ComplaintDesk.from_settings(Settings(store="sqlite", sqlite_path=store))
+    desk = open_desk(Settings(store="sqlite", sqlite_path=store))
     target = work / "one-at-a-time.duckdb"
     for stale in (target, Path(f"{target}.wal")):
         stale.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from aggregates.complaint import IllegalTransition, RuleViolation
+from commands.correlation import correlation_middleware
 from commands.desk import ComplaintDesk, ComplaintNotFound, VersionConflict
 from commands.models import (
     COMPLAINT_COMMANDS,
@@ -21,7 +22,6 @@ from commands.models import (
     ComplaintState,
     RegisterComplaint,
 )
-from commands.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,7 @@ async def get_desk(request: Request) -> ComplaintDesk:
 Desk = Annotated[ComplaintDesk, Depends(get_desk)]
 
 
-def create_app(settings: Settings | None = None, desk: ComplaintDesk | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(desk: ComplaintDesk) -> FastAPI:
     app = FastAPI(
         title="Complaints: command API",
         version="1.0",
@@ -46,12 +45,9 @@ def create_app(settings: Settings | None = None, desk: ComplaintDesk | None = No
             "404 unknown complaint, 409 illegal transition or version conflict."
         ),
     )
-    app.state.desk = desk or ComplaintDesk.from_settings(settings)
+    app.state.desk = desk
+    app.middleware("http")(correlation_middleware)
     _add_error_handlers(app)
-
-    @app.get("/health", tags=["operations"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.post(
         "/complaints",

@@ -1,4 +1,4 @@
-"""The `complaints` command line: the same commands as the HTTP API, plus operations.
+"""The command verbs of the `complaints` command line: the same commands as the HTTP API.
 
 Command fields are given as `field=value` pairs (nested fields with dots, e.g.
 `customer.tier=vip`) or as one JSON object with `--json`; they are validated by the same
@@ -6,9 +6,8 @@ pydantic models as the HTTP API.
 """
 
 import json
-import logging
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, Protocol
 from uuid import UUID
 
 import typer
@@ -17,19 +16,15 @@ from pydantic import BaseModel, ValidationError
 from aggregates.complaint import DomainError
 from commands.desk import ComplaintDesk, ComplaintNotFound, VersionConflict
 from commands.models import COMPLAINT_COMMANDS, Command, RegisterComplaint
-from commands.settings import get_settings
 
-app = typer.Typer(
-    help="Complaint management: commands, the command API and operations.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+# Mounted by the composition root (`complaints.cli`), which puts a `Wiring` in the context.
+app = typer.Typer(pretty_exceptions_enable=False)
 
 Fields = Annotated[
     Optional[list[str]], typer.Argument(help="command fields as field=value (dots for nesting)")
 ]
 JsonBody = Annotated[Optional[str], typer.Option("--json", help="command fields as a JSON object")]
-Actor = Annotated[str, typer.Option(help="who issues the command", envvar="COMPLAINTS_ACTOR")]
+Actor = Annotated[str, typer.Option(help="who issues the command")]
 
 
 def parse_fields(pairs: list[str] | None, body: str | None) -> dict[str, Any]:
@@ -62,8 +57,15 @@ def field_help(model: type[BaseModel]) -> str:
     return "\n\n".join(lines)
 
 
-def desk() -> ComplaintDesk:
-    return ComplaintDesk.from_settings(get_settings())
+class Wiring(Protocol):
+    """What these commands need from the composition root (the context's `obj`)."""
+
+    def desk(self) -> ComplaintDesk: ...
+
+
+def desk(ctx: typer.Context) -> ComplaintDesk:
+    wiring: Wiring = ctx.obj
+    return wiring.desk()
 
 
 def report(call: Any) -> None:
@@ -93,19 +95,20 @@ def build(model: type[Command], actor: str, fields: list[str] | None, body: str 
     epilog="Example: complaints register channel=web customer.id=C1 customer_personal.name=Li"
     " customer_personal.contact=li@example.com title='Broken' description='It broke'",
 )
-def register(fields: Fields = None, json_body: JsonBody = None, actor: Actor = "cli") -> None:
-    report(lambda: desk().register(build(RegisterComplaint, actor, fields, json_body)).model_dump(mode="json"))
+def register(ctx: typer.Context, fields: Fields = None, json_body: JsonBody = None, actor: Actor = "cli") -> None:
+    report(lambda: desk(ctx).register(build(RegisterComplaint, actor, fields, json_body)).model_dump(mode="json"))
 
 
 def _add_command(path: str, model: type[Command]) -> None:
     def command(
+        ctx: typer.Context,
         complaint_id: Annotated[UUID, typer.Argument(help="the complaint's id")],
         fields: Fields = None,
         json_body: JsonBody = None,
         actor: Actor = "cli",
     ) -> None:
         report(
-            lambda: desk()
+            lambda: desk(ctx)
             .execute(complaint_id, build(model, actor, fields, json_body))
             .model_dump(mode="json")
         )
@@ -120,100 +123,47 @@ for _path, _model in COMPLAINT_COMMANDS.items():
 
 @app.command(help="Show a complaint as it stands, or as it was at --version.")
 def show(
+    ctx: typer.Context,
     complaint_id: Annotated[UUID, typer.Argument(help="the complaint's id")],
     version: Annotated[Optional[int], typer.Option(help="a past version")] = None,
 ) -> None:
-    report(lambda: desk().get_complaint(complaint_id, version).state())
-
-
-Host = Annotated[Optional[str], typer.Option(help="address to listen on")]
-Port = Annotated[Optional[int], typer.Option(help="port to listen on")]
-
-
-def _serve(desk_app: ComplaintDesk, host: str | None, port: int | None) -> None:
-    import uvicorn
-
-    from commands.api import create_app
-
-    settings = get_settings()
-    host, port = host or settings.host, port or settings.port
-    typer.echo(f"command API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(settings, desk_app), host=host, port=port, log_level="warning")
-
-
-@app.command(help="Serve the command API over HTTP (OpenAPI at /docs and /openapi.json).")
-def serve(host: Host = None, port: Port = None) -> None:
-    _logging()
-    _serve(desk(), host, port)
+    report(lambda: desk(ctx).get_complaint(complaint_id, version).state())
 
 
 @app.command(help="Send a realistic demo workload through the commands.")
 def demo(
+    ctx: typer.Context,
     count: Annotated[int, typer.Option(help="how many complaints")] = 500,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same workload)")] = 7,
 ) -> None:
     from commands.demo import load_demo
 
-    sent = load_demo(desk(), count, seed=seed)
+    sent = load_demo(desk(ctx), count, seed=seed)
     typer.echo(f"sent {sent} demo commands")
 
 
 @app.command(
-    help="Run everything on the embedded default: the command API, an in-process read node"
-    " (SLA, workload and trend read models), the read API and dashboards, with demo data"
-    " when the event store is empty."
+    "import-cfpb",
+    help="Load a CFPB-format complaints CSV (US Consumer Financial Protection Bureau, Consumer "
+    "Complaint Database) as a stream of commands: register (Date received), triage (Issue), "
+    "assign (Company, Date sent to company), resolve and close (Company response; 'In progress' "
+    "stays open). Command ids derive from the Complaint ID, so importing again changes nothing "
+    "but what is new. Mapping and the 15-day SLA: docs/read-models.md.",
 )
-def run(
-    host: Host = None,
-    port: Port = None,
-    demo_count: Annotated[int, typer.Option(help="demo complaints for an empty store; 0 = none")] = 500,
-    read_db: Annotated[Optional[Path], typer.Option(help="the read node's DuckDB file")] = None,
+def import_cfpb(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="a CFPB CSV (the 18 standard columns)", exists=True, dir_okay=False)],
+    limit: Annotated[Optional[int], typer.Option(help="import only the first N rows")] = None,
+    chunk: Annotated[int, typer.Option(help="new complaints saved per transaction")] = 500,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    import threading
+    from commands.cfpb import import_cfpb as run_import
 
-    import uvicorn
-
-    from commands.api import create_app
-    from commands.demo import load_demo
-    from consumers.runner import embedded_read_node
-    from consumers.settings import get_bus_settings
-    from projections.models import make
-    from read_api.app import read_router
-    from read_api.page import page_router
-
-    _logging()
-    settings = get_settings()
-    desk_app = desk()
-    node = embedded_read_node(desk_app, read_db or get_bus_settings().read_db, make(policy=desk_app.sla_policy))
-    node.open()
-    node.start_background()
-    api = create_app(settings, desk_app)
-    api.include_router(read_router(lambda: node))
-    api.include_router(page_router())
-    if demo_count and not desk_app.recorder.max_notification_id():
-        # Load in the background: the dashboards fill up live while the user watches.
-        typer.echo(f"empty event store: loading {demo_count} demo complaints")
-        threading.Thread(target=load_demo, args=(desk_app, demo_count), kwargs={"progress": False},
-                         daemon=True, name="demo").start()
-    host, port = host or settings.host, port or settings.port
-    typer.echo(f"dashboard:   http://{host}:{port}/dashboard")
-    typer.echo(f"API docs:    http://{host}:{port}/docs")
+    the_desk = desk(ctx)
     try:
-        uvicorn.run(api, host=host, port=port, log_level="warning")
+        report = run_import(the_desk, file, chunk=chunk, limit=limit, progress=progress)
     finally:
-        node.stop()
-        node.close()
+        the_desk.close()
+    typer.echo(report.summary())
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("commands.desk").setLevel(logging.WARNING)
-
-
-from consumers.cli import app as consumers_app  # noqa: E402  (relay, read-node, positions, replay)
-app.add_typer(consumers_app)
-from projections.cli import app as projections_app  # noqa: E402  (read-models, import-cfpb)
-app.add_typer(projections_app)
-
-if __name__ == "__main__":
-    app()

@@ -21,7 +21,6 @@ from eventsourcing.persistence import IntegrityError
 from aggregates.complaint import Complaint, Meta, RuleViolation, complaint_id_for
 from aggregates.sla import SlaPolicy, load_sla_policy
 from commands.models import Command, CommandResult, ComplaintCommand, MarkDuplicate, RegisterComplaint
-from commands.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +64,6 @@ class ComplaintDesk(Application):
         self.clock = clock
         self.sla_policy = sla_policy or load_sla_policy()
         self._locks = [threading.Lock() for _ in range(64)]
-
-    @classmethod
-    def from_settings(cls, settings: Settings, clock: Clock = utc_now) -> ComplaintDesk:
-        return cls(
-            settings.eventsourcing_env(),
-            clock=clock,
-            sla_policy=load_sla_policy(settings.sla_policy),
-        )
 
     # ------------------------------------------------------------------ commands
     def register(self, command: RegisterComplaint) -> CommandResult:

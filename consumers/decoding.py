@@ -8,7 +8,7 @@ model's JSON schema turned into SQL conditions, `payload_checks`). A message tak
 this fast path only when it is unmistakably a current, well-formed envelope: exactly the
 envelope's keys, strict JSON types, canonical ISO timestamps and UUIDs, a known event type
 at a version no upcaster applies to, and a payload that fits its model by the strictest
-reading. Everything else goes through `consumers.envelope.parse`, which stays the
+reading. Everything else goes through `aggregates.envelope.parse`, which stays the
 authority: what it accepts (upcast, in a looser form) is applied, what it rejects is a
 dead letter with its error. The fast path only ever accepts what `parse` accepts
 (tests/test_decoding.py compares them on thousands of mutated messages).
@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from aggregates.events import PAYLOADS
-from consumers.envelope import ENVELOPE_VERSION, UPCASTERS, EventEnvelope, parse
+from aggregates.envelope import ENVELOPE_VERSION, UPCASTERS, EventEnvelope, parse
 from consumers.sources import DeadLetter, Polled
 from projections.base import BATCH_SCHEMA, to_batch
 

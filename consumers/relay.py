@@ -32,8 +32,10 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
-from consumers.envelope import COMPLAINT_TOPIC_PREFIX, wire_writer
-from consumers.settings import dead_letter_topic
+from aggregates.envelope import COMPLAINT_TOPIC_PREFIX
+from consumers.sources import dead_letter_topic
+from consumers.retrying import Backoff, pause, when_up
+from consumers.stored_events import NotificationRows, wire_writer
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,12 @@ def ensure_topics(bootstrap: str, topic: str, partitions: int, timeout_ms: int =
         admin.close()
 
 
+def ensure_topics_when_up(bootstrap: str, topic: str, partitions: int, stop: Callable[[], bool]) -> None:
+    """`ensure_topics`, waiting (with back-off) for the broker to come up, or until `stop()`."""
+    when_up(lambda: ensure_topics(bootstrap, topic, partitions), failures=KafkaError, stop=stop,
+            what=f"Kafka at {bootstrap} is not up", log=log)
+
+
 def _partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
     try:
         described = admin.describe_topics([topic])
@@ -96,40 +104,6 @@ def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**config)
 
 
-Row = tuple[int, Any, int, str, bytes]  # (notification id, originator id, version, topic, state)
-
-
-class NotificationRows:
-    """`rows(after, limit)`: the notifications after a position, as plain tuples.
-
-    The same rows as `recorder.select_notifications(after, limit, inclusive_of_start=False)`;
-    on SQLite they are read with the recorder's own connection and query, without making
-    a Notification and a UUID of each (a third of the relay's own time per event), and
-    `convert_id` makes the stored originator id what the Notification would hold.
-    """
-
-    def __init__(self, recorder: ApplicationRecorder) -> None:
-        from eventsourcing.sqlite import SQLiteApplicationRecorder
-
-        self.recorder = recorder
-        self.convert_id: Callable[[Any], Any] = lambda originator_id: originator_id
-        self.statement = None
-        if isinstance(recorder, SQLiteApplicationRecorder):
-            self.convert_id = recorder.convert_originator_id
-            self.statement = (f"SELECT rowid, originator_id, originator_version, topic, state "
-                              f"FROM {recorder.events_table_name} WHERE rowid>? ORDER BY rowid LIMIT ?")
-
-    def __call__(self, after: int, limit: int) -> list[Row]:
-        if self.statement is not None:
-            with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-                cursor.row_factory = None  # plain tuples (the connection's factory makes sqlite3.Row)
-                cursor.execute(self.statement, (after, limit))
-                rows: list[Row] = cursor.fetchall()
-                return rows
-        return [(n.id, n.originator_id, n.originator_version, n.topic, n.state)
-                for n in self.recorder.select_notifications(after, limit, inclusive_of_start=False)]
-
-
 class Relay:
     """Publishes the notification log after the recorded position, one acknowledged batch at a time."""
 
@@ -154,6 +128,7 @@ class Relay:
         self.name = f"relay:{topic}"
         self.pause_before_tracking = pause_before_tracking  # fault tests only
         self.published = 0  # events sent since start (re-sends after a failure included)
+        self.trouble: str | None = "starting"  # what keeps it from publishing (readiness), None when it publishes
         self.ack_warning_after = 5.0  # seconds without acknowledgement before saying so
         # Per complaint (the stored originator id): its key, and its partition.
         self._complaints: dict[Any, tuple[bytes, int]] = {}
@@ -328,7 +303,8 @@ class Relay:
         report_every: float = 10.0,
     ) -> None:
         """Relay until `stop()` says so; Kafka failures back off and retry, never skip."""
-        backoff, failing_since = 0.5, None
+        backoff, failing_since = Backoff(stop), None
+        self.trouble = "starting"
         last_report, sent_at_report = time.monotonic(), self.published
         log.info("relay to topic %s starts after position %d (lag %d)", self.topic, self.position(), self.lag())
         try:
@@ -340,25 +316,26 @@ class Relay:
                 except KafkaError as error:
                     self.drop_producer()
                     failing_since = failing_since or time.monotonic()
+                    self.trouble = f"Kafka to acknowledge ({type(error).__name__}: {error})"
                     log.warning(
                         "Kafka did not acknowledge (%s: %s); commands are still accepted, retrying "
-                        "from position %d in %.1fs", type(error).__name__, error, self.position(), backoff,
+                        "from position %d in %.1fs", type(error).__name__, error, self.position(), backoff.seconds,
                     )
-                    _sleep(backoff, stop)
-                    backoff = min(backoff * 2, 10.0)
+                    backoff.wait()
                     continue
                 except PersistenceError as error:
                     failing_since = failing_since or time.monotonic()
+                    self.trouble = f"the event store ({type(error).__name__}: {error})"
                     log.warning("cannot read the event store (%s: %s); retrying in %.1fs",
-                                type(error).__name__, error, backoff)
-                    _sleep(backoff, stop)
-                    backoff = min(backoff * 2, 10.0)
+                                type(error).__name__, error, backoff.seconds)
+                    backoff.wait()
                     continue
                 if failing_since is not None:
                     log.info("publishing again after %.1fs; relay resumed at position %d",
                              time.monotonic() - failing_since, self.position())
                     failing_since = None
-                backoff = 0.5
+                backoff.reset()
+                self.trouble = None
                 if on_batch and covered:
                     on_batch(covered, self.position())
                 now = time.monotonic()
@@ -367,42 +344,17 @@ class Relay:
                              self.published - sent_at_report, now - last_report, self.position(), self.lag())
                     last_report, sent_at_report = now, self.published
                 if not covered:
-                    _sleep(idle_sleep, stop)
+                    pause(idle_sleep, stop)
         finally:
-            if self.producer is not None:
-                try:
-                    self.complete(wait=True)  # record what Kafka has, so a restart resends less
-                except KafkaError as error:
-                    log.warning("stopping with unacknowledged events (%s); they are sent again on restart", error)
-                self.producer.close(timeout=10)
-                self.producer = None
-            log.info("relay stopped at position %d (%d events published this run)", self.position(), self.published)
+            self.close()
 
-
-def _sleep(seconds: float, stop: Callable[[], bool]) -> None:
-    """Sleep, but notice a stop request within 0.1 s."""
-    deadline = time.monotonic() + seconds
-    while not stop() and (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, 0.1))
-
-
-def relay_from_settings(settings: Any, bus: Any) -> tuple[Relay, Any]:
-    """A relay on the configured event store and broker, and the application it reads.
-
-    (`settings`: commands.settings.Settings, `bus`: consumers.settings.BusSettings.)
-    The tracking table is created next to the events: same SQLite file or PostgreSQL schema.
-    """
-    from commands.desk import ComplaintDesk
-
-    bootstrap = bus.require_kafka()
-    app = ComplaintDesk.from_settings(settings)
-    relay = Relay(
-        recorder=app.recorder,
-        mapper=app.mapper,
-        tracking=app.factory.tracking_recorder(),
-        producer_factory=lambda: make_producer(bootstrap),
-        topic=bus.topic,
-        batch_size=bus.relay_batch_size,
-        pause_before_tracking=bus.fault_relay_pause,
-    )
-    return relay, app
+    def close(self) -> None:
+        """Wait for what is in flight, record it, close the producer."""
+        if self.producer is not None:
+            try:
+                self.complete(wait=True)  # record what Kafka has, so a restart resends less
+            except KafkaError as error:
+                log.warning("stopping with unacknowledged events (%s); they are sent again on restart", error)
+            self.producer.close(timeout=10)
+            self.producer = None
+        log.info("relay stopped at position %d (%d events published this run)", self.position(), self.published)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from consumers.envelope import is_complaint_event, wire_encoder
-from consumers.settings import dead_letter_topic
+from aggregates.envelope import COMPLAINT_TOPIC_PREFIX
+from consumers.stored_events import NotificationRows, wire_writer
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,10 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}.dead-letter"
+
+
 def lag(ends: dict[int, int], positions: dict[int, int], first: int = 0) -> int:
     """Messages between the stored next positions and the ends (an upper bound where ids have gaps)."""
     return sum(max(0, end - positions.get(partition, first)) for partition, end in ends.items())
@@ -103,8 +107,9 @@ def lag(ends: dict[int, int], positions: dict[int, int], first: int = 0) -> int:
 class LogSource:
     """Follows the event store's notification log in-process (the embedded default).
 
-    Polls `select_notifications` after the stored position (ids may have gaps on
-    PostgreSQL: reads are "greater than", never "next id").
+    Reads the rows after the stored position as the relay does (plain tuples, the
+    envelope spliced out of the stored JSON by `stored_events`); ids may have gaps on
+    PostgreSQL, so reads are "greater than", never "next id".
     """
 
     name = "log"
@@ -112,7 +117,8 @@ class LogSource:
 
     def __init__(self, recorder: Any, mapper: Any, idle_sleep: float = 0.05) -> None:
         self.recorder = recorder
-        self.encode = wire_encoder(mapper)
+        self.read_rows = NotificationRows(recorder)
+        self.write = wire_writer(mapper)
         self.idle_sleep = idle_sleep
         self.next_id = 1
         self.woken = threading.Event()
@@ -127,23 +133,24 @@ class LogSource:
     def poll(self, max_records: int, timeout: float) -> Polled:
         deadline = time.monotonic() + timeout
         while True:
-            notifications = self.recorder.select_notifications(self.next_id, max_records)
-            if notifications or time.monotonic() >= deadline:
+            rows = self.read_rows(self.next_id - 1, max_records)
+            if rows or time.monotonic() >= deadline:
                 break
             self.woken.wait(min(self.idle_sleep, max(0.0, deadline - time.monotonic())))
             self.woken.clear()
         messages = []
-        for notification in notifications:
-            if not is_complaint_event(notification):
+        convert_id, prefix = self.read_rows.convert_id, COMPLAINT_TOPIC_PREFIX
+        for position, originator_id, version, topic, state in rows:
+            if not topic.startswith(prefix):
                 continue
-            key = str(notification.originator_id).encode()
+            key = str(convert_id(originator_id)).encode()
             try:
-                messages.append(Message(0, notification.id, key, self.encode(notification)))
+                messages.append(Message(0, position, key, self.write(topic, key, version, position, state)))
             except Exception as error:  # a stored event we cannot even encode: dead letter
-                messages.append(Message(0, notification.id, key, bytes(notification.state),
+                messages.append(Message(0, position, key, bytes(state),
                                         error=f"cannot encode stored event: {type(error).__name__}: {error}"))
-        if notifications:
-            self.next_id = notifications[-1].id + 1
+        if rows:
+            self.next_id = rows[-1][0] + 1
         return Polled.of(messages, {0: self.next_id})
 
     def end_positions(self) -> dict[int, int]:

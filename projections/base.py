@@ -15,7 +15,7 @@ from typing import Protocol
 import duckdb
 import pyarrow as pa
 
-from consumers.envelope import EventEnvelope
+from aggregates.envelope import EventEnvelope
 
 BATCH_SCHEMA = pa.schema(
     [

@@ -73,6 +73,16 @@ def exists(db: duckdb.DuckDBPyConnection) -> bool:
     return bool(found and found[0])
 
 
+def _located(db: duckdb.DuckDBPyConnection, temporary: bool) -> str | None:
+    """The qualified name of the windows table: this connection's TEMP one, or the
+    database's own (None when there is none)."""
+    found = db.execute(
+        "SELECT database_name, schema_name FROM duckdb_tables() WHERE table_name = ? AND temporary = ?",
+        [WINDOWS, temporary],
+    ).fetchall()
+    return f'"{found[0][0]}"."{found[0][1]}"' if found else None
+
+
 def year_windows(calendar: BusinessCalendar, year: int) -> list[tuple[int, int, int]]:
     """(start µs, end µs, cum µs at start) for every business window of a local year."""
     rows: list[tuple[int, int, int]] = []
@@ -143,6 +153,55 @@ def ensure_years(
     return len(added)
 
 
+def covers(db: duckdb.DuckDBPyConnection, calendars: Mapping[str, BusinessCalendar], years: Iterable[int]) -> bool:
+    """Whether the table holds every one of `years` for every calendar, as defined now."""
+    wanted = set(years)
+    have: dict[str, tuple[set[int], set[str]]] = {}
+    for name, year, fp in db.execute(f"SELECT calendar, year, fingerprint FROM {YEARS}").fetchall():
+        entry = have.setdefault(name, (set(), set()))
+        entry[0].add(year)
+        entry[1].add(fp)
+    for name, calendar in calendars.items():
+        covered, fps = have.get(name, (set(), set()))
+        if fps != {fingerprint(calendar)} or not wanted <= covered:
+            return False
+    return True
+
+
+def ensure_years_privately(
+    db: duckdb.DuckDBPyConnection,
+    calendars: Mapping[str, BusinessCalendar],
+    years: Iterable[int],
+) -> int:
+    """`ensure_years` for a reader: the database's own tables are never written.
+
+    When they already cover `years` under these calendars (the usual case: a past view of
+    the events the read node has applied), they are used as they are. Otherwise this
+    connection gets TEMP tables of the same names, which shadow the database's for it
+    alone: a copy of the database's windows of the calendars that have not changed, and
+    the missing years added there. Works on a read-only connection.
+    """
+    wanted = sorted(set(years))
+    if not wanted:
+        return 0
+    if _located(db, temporary=True) is None:
+        live = _located(db, temporary=False)
+        if live is not None and covers(db, calendars, wanted):
+            return 0
+        create_schema(db, temp=True)
+        if live is not None:
+            # The windows of the calendars whose stored definition is today's (the others
+            # are computed again below, as `ensure_years` would rewrite them).
+            stored = dict(db.execute(f"SELECT DISTINCT calendar, fingerprint FROM {live}.{YEARS}").fetchall())
+            kept = [n for n, c in calendars.items() if stored.get(n) == fingerprint(c)]
+            if kept:
+                temp = _located(db, temporary=True)
+                for table in (YEARS, WINDOWS):
+                    db.execute(f"INSERT INTO {temp}.{table} SELECT * FROM {live}.{table}"
+                               " WHERE list_contains(?, calendar)", [kept])
+    return ensure_years(db, calendars, wanted)
+
+
 def stale_calendars(db: duckdb.DuckDBPyConnection, calendars: Mapping[str, BusinessCalendar]) -> list[str]:
     """Calendars whose stored table no longer matches the policy's definition."""
     stored = dict(db.execute(f"SELECT DISTINCT calendar, fingerprint FROM {YEARS}").fetchall())
@@ -150,15 +209,19 @@ def stale_calendars(db: duckdb.DuckDBPyConnection, calendars: Mapping[str, Busin
 
 
 def ensure_for_events(
-    db: duckdb.DuckDBPyConnection, calendars: Mapping[str, BusinessCalendar], relation: str
+    db: duckdb.DuckDBPyConnection, calendars: Mapping[str, BusinessCalendar], relation: str,
+    *, private: bool = False,
 ) -> None:
-    """Cover the years of every occurred_at in `relation` (plus one either side)."""
+    """Cover the years of every occurred_at in `relation` (plus one either side).
+
+    `private`: never write the database's own tables (see `ensure_years_privately`).
+    """
     lo, hi = db.execute(
         f"SELECT min(year(occurred_at AT TIME ZONE 'UTC')), max(year(occurred_at AT TIME ZONE 'UTC'))"
         f" FROM {relation}"
     ).fetchone() or (None, None)
     if lo is not None:
-        ensure_years(db, calendars, range(lo - 1, hi + 2))
+        (ensure_years_privately if private else ensure_years)(db, calendars, range(lo - 1, hi + 2))
 
 
 def cum_sql(points: str, calendar_col: str = "calendar", t_col: str = "t_us") -> str:

@@ -1,28 +1,33 @@
-"""The dashboard figures, as functions of a DuckDB connection, filters, `now` and `as_of`.
+"""The dashboard figures, as functions of a DuckDB connection (or a `View` of one),
+filters, `now` and `as_of`.
 
-Every public function takes:
+The public API (`__all__`) is what other packages use; the read API, in particular,
+reads the read models through these functions and `View` only. Every figure takes as its
+first argument either a `View` (several figures of one request share it) or a DuckDB
+connection, with these keywords to build the view from (see `ViewOptions`):
 - `now`: the instant "open", "today", "warning" and "breached" are judged at (default:
   the `as_of` instant when one is given, else the wall clock);
 - `as_of`: None for the live read models, or a past point (an event position, int, or
   an instant, an aware datetime compared with `occurred_at`). The read models are then
   recomputed from the `events` table cut at that point into TEMP tables of a separate
-  cursor, so the live tables are never touched and other readers are never blocked;
-- `tz`: the time zone of days, weeks and months (default COMPLAINTS_TIMEZONE, else
-  Asia/Shanghai);
-- `filters`: dimensions of the complaint (team, agent, category, product, channel,
-  region, severity, tier) and a registration window.
+  cursor, so the database is never written (a read-only connection is enough) and other
+  readers are never blocked;
+- `tz`: the time zone of days, weeks and months (default Asia/Shanghai; the composition
+  root passes the configured one);
+- `policy`: the SLA policy (default the packaged one; pass the configured one).
+and `filters`: dimensions of the complaint (team, agent, category, product, channel,
+region, severity, tier) and a registration window.
 Definitions of every figure: docs/read-models.md. `tests/oracle.py` computes each of
 them again, the slow obvious way, and the tests demand equality.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -30,6 +35,7 @@ import duckdb
 from aggregates.sla import SlaPolicy
 from projections import models
 from projections.calendar_table import cum_us, to_us
+from projections.complaint_facts import FACTS
 from projections.facts import Scope
 from projections.models import TABLE_MODEL
 from projections.sla import CLOCK_EVENTS, CLOCKS, RUNNING, clock_life_sql, default_policy
@@ -37,6 +43,17 @@ from projections.trends import COMPLAINTS as TREND_COMPLAINTS, RATING_DIMENSIONS
 from projections.workload import (
     COMPLAINTS as WORK_COMPLAINTS, HANDOVERS, INTERVALS, OPEN as WORK_OPEN, RESOLUTION_DIMENSIONS, RESOLUTIONS,
 )
+
+__all__ = [
+    # the read-model tables a caller may also read itself, through `View.t`
+    "FACTS", "RUNNING", "WORK_OPEN",
+    # views and figures
+    "AsOf", "DEFAULT_TIMEZONE", "DIMENSIONS", "Filters", "NO_FILTERS", "PERIODS", "SLA_GROUPINGS",
+    "Source", "VOLUME_GROUPINGS", "View", "ViewOptions", "WOW_GROUPINGS", "agent_load", "backlog",
+    "clocks_now_sql", "dashboard", "figures", "handovers", "open_complaints", "rates", "ratings",
+    "sla_at_risk", "sla_attainment", "sla_clock_events", "sla_clocks", "today", "top_categories",
+    "view", "volume", "week_over_week",
+]
 
 AsOf = int | datetime | None
 DIMENSIONS = ("team", "agent", "category", "product", "channel", "region", "severity", "tier", "priority")
@@ -56,10 +73,7 @@ MICRO = "CAST(1000000 AS DOUBLE)"
 # when its start and end fall in different periods or under different offsets, the figure
 # is computed again row by row.
 BUCKET_US = 900_000_000
-
-
-def default_timezone() -> str:
-    return os.environ.get("COMPLAINTS_TIMEZONE", "Asia/Shanghai")
+DEFAULT_TIMEZONE = "Asia/Shanghai"  # of days, weeks and months, when none is given
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,11 @@ class Filters:
 NO_FILTERS = Filters()
 
 class View:
-    """The tables figures read: the live ones, or TEMP ones built as of a past point."""
+    """The tables figures read: the live ones, or TEMP ones built as of a past point.
+
+    Never writes to the database: an as-of view builds everything it needs, calendar
+    windows included, in TEMP tables of a cursor of its own (`tests/test_reads_never_write.py`).
+    """
 
     def __init__(
         self,
@@ -111,7 +129,7 @@ class View:
         prefix: str = "",
     ) -> None:
         self.prefix = prefix  # live tables under other names (the what-if file's actual_*)
-        self.tz = tz or default_timezone()
+        self.tz = tz or DEFAULT_TIMEZONE
         self.policy = policy or default_policy()
         self.as_of = as_of
         self.scope: Scope | None = None
@@ -158,10 +176,9 @@ class View:
             projector = models.make([model], self.policy)[0]
             projector.create_schema(self.db, self.scope)
             if model == "sla":
-                try:  # reference data only; a read-only connection relies on what is there
-                    projector.prepare(self.db, self.scope.events)
-                except duckdb.Error:
-                    pass
+                # The calendar windows the cut needs: the live table's when it has them,
+                # else TEMP ones of this view's cursor (never a write to the database).
+                projector.prepare(self.db, self.scope.events, private=True)
             projector.build(self.db, self.scope)
             self.built.add(model)
         return self.scope.table(table)
@@ -253,6 +270,32 @@ def view(
         v.close()
 
 
+class ViewOptions(TypedDict, total=False):
+    """What a figure called with a connection builds its view with (see `View`)."""
+
+    now: datetime | None
+    as_of: AsOf
+    tz: str | None
+    policy: SlaPolicy | None
+
+
+# A figure reads a View (several figures of one request share it), or a connection: a
+# view of it is then opened, with the `ViewOptions` given, for that figure alone.
+Source = View | duckdb.DuckDBPyConnection
+
+
+@contextmanager
+def _over(source: Source, options: ViewOptions) -> Iterator[View]:
+    if isinstance(source, View):
+        given = sorted(k for k, value in options.items() if value is not None)
+        if given:
+            raise TypeError(f"a View already fixes now, as_of, tz and policy: got {', '.join(given)}")
+        yield source
+        return
+    with view(source, **options) as v:
+        yield v
+
+
 def _key(v: View, by: str | None, alias: str = "c") -> str:
     if by is None:
         return "NULL::VARCHAR"
@@ -297,84 +340,100 @@ def clocks_now_sql(v: View) -> str:
     """
 
 
-def _sla_clocks(v: View, filters: Filters = NO_FILTERS, complaint_id: str | None = None) -> list[dict[str, Any]]:
-    where, params = filters.where("k")
-    if complaint_id is not None:
-        where, params = f"{where} AND k.complaint_id = ?", [*params, complaint_id]
-    return v.rows(
-        f"""SELECT complaint_id, metric, cycle, team, agent, severity, category, channel,
-            started_at, due_at, stopped_at, stop_reason, status_now AS status, paused_since,
-            business_us_now / {MICRO} AS business_seconds,
-            paused_us_now / {MICRO} AS paused_seconds,
-            paused_business_us_now / {MICRO} AS paused_business_seconds
-        FROM ({clocks_now_sql(v)}) k WHERE {where}
-        ORDER BY complaint_id, metric, cycle""",
-        params,
-    )
+def sla_clocks(
+    source: Source, filters: Filters = NO_FILTERS, complaint_id: str | None = None,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
+    with _over(source, options) as v:
+        where, params = filters.where("k")
+        if complaint_id is not None:
+            where, params = f"{where} AND k.complaint_id = ?", [*params, complaint_id]
+        return v.rows(
+            f"""SELECT complaint_id, metric, cycle, team, agent, severity, category, channel,
+                started_at, due_at, stopped_at, stop_reason, status_now AS status, paused_since,
+                business_us_now / {MICRO} AS business_seconds,
+                paused_us_now / {MICRO} AS paused_seconds,
+                paused_business_us_now / {MICRO} AS paused_business_seconds
+            FROM ({clocks_now_sql(v)}) k WHERE {where}
+            ORDER BY complaint_id, metric, cycle""",
+            params,
+        )
 
 
-def _sla_attainment(v: View, by: str | None = None, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+def sla_attainment(
+    source: Source, by: str | None = None, filters: Filters = NO_FILTERS,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
     """Per group and metric: clocks decided (met or breached), met, breached, and the
     business time of those stopped by a response or resolution (mean, p90).
 
     A stopped clock's status never changes, so it is read as stored; only the running
     clocks (`sla_running_clocks`, a few percent) are judged at `now`, and only a breach
     counts among them."""
-    where, params = filters.where("k")
-    breached_now = (f"k.due_at IS NOT NULL AND coalesce(epoch_us(k.paused_since), {v.now_us})"
-                    " > epoch_us(k.due_at)")
-    done = "stop_reason IN ('responded', 'resolved') AND business_us IS NOT NULL"
-    return v.rows(
-        f"""WITH k AS (
-            SELECT {_key(v, by, 'k')} AS key, k.metric, k.status, k.due_at, k.stop_reason, k.business_us
-            FROM {v.t(CLOCKS)} k WHERE k.stopped_at IS NOT NULL AND {where}
-            UNION ALL
-            SELECT {_key(v, by, 'k')}, k.metric, CASE WHEN {breached_now} THEN 'breached' END, k.due_at,
-                NULL, NULL
-            FROM {v.t(RUNNING)} k WHERE {where}
+    with _over(source, options) as v:
+        where, params = filters.where("k")
+        breached_now = (f"k.due_at IS NOT NULL AND coalesce(epoch_us(k.paused_since), {v.now_us})"
+                        " > epoch_us(k.due_at)")
+        done = "stop_reason IN ('responded', 'resolved') AND business_us IS NOT NULL"
+        return v.rows(
+            f"""WITH k AS (
+                SELECT {_key(v, by, 'k')} AS key, k.metric, k.status, k.due_at, k.stop_reason, k.business_us
+                FROM {v.t(CLOCKS)} k WHERE k.stopped_at IS NOT NULL AND {where}
+                UNION ALL
+                SELECT {_key(v, by, 'k')}, k.metric, CASE WHEN {breached_now} THEN 'breached' END, k.due_at,
+                    NULL, NULL
+                FROM {v.t(RUNNING)} k WHERE {where}
+            )
+            SELECT key, metric,
+                count(*) FILTER (WHERE status IN ('fulfilled', 'breached') AND due_at IS NOT NULL)
+                    AS counted,
+                count(*) FILTER (WHERE status = 'fulfilled' AND due_at IS NOT NULL) AS met,
+                count(*) FILTER (WHERE status = 'breached') AS breached,
+                CAST(met AS DOUBLE) / nullif(counted, 0) AS attainment,
+                count(*) FILTER (WHERE {done}) AS timed,
+                CAST(sum(business_us) FILTER (WHERE {done}) AS DOUBLE) / nullif(timed, 0) / {MICRO}
+                    AS avg_business_seconds,
+                quantile_disc(business_us, 0.9) FILTER (WHERE {done}) / {MICRO}
+                    AS p90_business_seconds
+            FROM k GROUP BY ALL ORDER BY key NULLS FIRST, metric""",
+            [*params, *params],
         )
-        SELECT key, metric,
-            count(*) FILTER (WHERE status IN ('fulfilled', 'breached') AND due_at IS NOT NULL)
-                AS counted,
-            count(*) FILTER (WHERE status = 'fulfilled' AND due_at IS NOT NULL) AS met,
-            count(*) FILTER (WHERE status = 'breached') AS breached,
-            CAST(met AS DOUBLE) / nullif(counted, 0) AS attainment,
-            count(*) FILTER (WHERE {done}) AS timed,
-            CAST(sum(business_us) FILTER (WHERE {done}) AS DOUBLE) / nullif(timed, 0) / {MICRO}
-                AS avg_business_seconds,
-            quantile_disc(business_us, 0.9) FILTER (WHERE {done}) / {MICRO}
-                AS p90_business_seconds
-        FROM k GROUP BY ALL ORDER BY key NULLS FIRST, metric""",
-        [*params, *params],
-    )
 
 
-def _sla_at_risk(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
-    where, params = filters.where("k")
-    return v.rows(
-        f"""SELECT complaint_id, metric, status_now AS status, due_at, team, agent, severity
-        FROM ({clocks_now_sql(v)}) k
-        WHERE stopped_at IS NULL AND status_now IN ('warning', 'breached') AND {where}
-        ORDER BY due_at, complaint_id, metric""",
-        params,
-    )
+def sla_at_risk(
+    source: Source, filters: Filters = NO_FILTERS,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
+    with _over(source, options) as v:
+        where, params = filters.where("k")
+        return v.rows(
+            f"""SELECT complaint_id, metric, status_now AS status, due_at, team, agent, severity
+            FROM ({clocks_now_sql(v)}) k
+            WHERE stopped_at IS NULL AND status_now IN ('warning', 'breached') AND {where}
+            ORDER BY due_at, complaint_id, metric""",
+            params,
+        )
 
 
-def _sla_clock_events(v: View, filters: Filters = NO_FILTERS, complaint_id: str | None = None) -> list[dict[str, Any]]:
+def sla_clock_events(
+    source: Source, filters: Filters = NO_FILTERS, complaint_id: str | None = None,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
     """Each clock's life up to `now`: activated, paused, resumed, warned, breached,
     fulfilled, cancelled (a running clock's warning and breach count once they happen)."""
-    where, params = filters.where("k")
-    if complaint_id is not None:  # DuckDB pushes this filter into both sides of the union
-        where, params = f"{where} AND e.complaint_id = ?", [*params, complaint_id]
-    return v.rows(
-        f"""SELECT e.complaint_id, e.metric, e.cycle, e.event, e.occurred_at, k.due_at, k.team,
-            k.agent, k.severity
-        FROM ({clock_life_sql(v.t(CLOCKS), v.t(CLOCK_EVENTS))}) e
-        JOIN {v.t(CLOCKS)} k USING (complaint_id, metric, cycle)
-        WHERE e.occurred_at <= ? AND {where}
-        ORDER BY e.occurred_at, e.complaint_id, e.metric, e.cycle, e.event""",
-        [v.now, *params],
-    )
+    with _over(source, options) as v:
+        where, params = filters.where("k")
+        if complaint_id is not None:  # DuckDB pushes this filter into both sides of the union
+            where, params = f"{where} AND e.complaint_id = ?", [*params, complaint_id]
+        return v.rows(
+            f"""SELECT e.complaint_id, e.metric, e.cycle, e.event, e.occurred_at, k.due_at, k.team,
+                k.agent, k.severity
+            FROM ({clock_life_sql(v.t(CLOCKS), v.t(CLOCK_EVENTS))}) e
+            JOIN {v.t(CLOCKS)} k USING (complaint_id, metric, cycle)
+            WHERE e.occurred_at <= ? AND {where}
+            ORDER BY e.occurred_at, e.complaint_id, e.metric, e.cycle, e.event""",
+            [v.now, *params],
+        )
 
 
 # ------------------------------------------------------------------------------ workload
@@ -383,174 +442,204 @@ def _age_bucket(column: str) -> str:
     return f"CASE {cases} ELSE '{OLDEST_BUCKET}' END"
 
 
-def _open_by(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
-    where, params = filters.where("c")
-    age = f"({v.now_us} - epoch_us(c.registered_at))"
-    return v.rows(
-        f"""SELECT c.team, c.agent, c.status, {_age_bucket(age)} AS age_bucket, count(*) AS count
-        FROM {v.t(WORK_OPEN)} c WHERE {where}
-        GROUP BY ALL ORDER BY ALL NULLS FIRST""",
-        params,
-    )
-
-
-def _today(v: View, filters: Filters = NO_FILTERS) -> dict[str, Any]:
-    where, params = filters.where("c")
-    # Resolutions carry their complaint's current dimensions: no join.
-    r_where, r_params = filters.where("r", RESOLUTION_DIMENSIONS)
-    start = v.local_midnight(v.now)
-    row = v.rows(
-        f"""SELECT
-            (SELECT count(*) FROM {v.t(WORK_COMPLAINTS)} c
-             WHERE c.registered_at >= ? AND c.registered_at <= ? AND {where}) AS new,
-            (SELECT count(*) FROM {v.t(WORK_OPEN)} c WHERE {where}) AS pending,
-            (SELECT count(DISTINCT r.complaint_id) FROM {v.t(RESOLUTIONS)} r
-             WHERE r.resolved_at >= ? AND r.resolved_at <= ? AND {r_where}) AS resolved""",
-        [start, v.now, *params, *params, start, v.now, *r_params],
-    )[0]
-    return {"day": v.today(), **row}
-
-
-def _agent_load(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
-    where, params = filters.where("c")
-    r_where, r_params = filters.where("r", RESOLUTION_DIMENSIONS)
-    start = v.local_midnight(v.now)
-    since = v.now - timedelta(days=THROUGHPUT_DAYS)
-    return v.rows(
-        f"""WITH l AS (
-            SELECT c.team, c.agent, count(*) AS open FROM {v.t(WORK_OPEN)} c
-            WHERE c.team IS NOT NULL AND {where} GROUP BY ALL
-        ), r AS (
-            SELECT r.team, r.agent,
-                count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_today,
-                count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_7d
-            -- Only resolutions inside either window can count (groups with no count are
-            -- dropped below anyway); they carry the complaint's current dimensions: no join.
-            FROM {v.t(RESOLUTIONS)} r
-            WHERE r.resolved_at >= ? AND r.resolved_at <= ? AND {r_where} GROUP BY ALL
+def open_complaints(
+    source: Source, filters: Filters = NO_FILTERS,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
+    with _over(source, options) as v:
+        where, params = filters.where("c")
+        age = f"({v.now_us} - epoch_us(c.registered_at))"
+        return v.rows(
+            f"""SELECT c.team, c.agent, c.status, {_age_bucket(age)} AS age_bucket, count(*) AS count
+            FROM {v.t(WORK_OPEN)} c WHERE {where}
+            GROUP BY ALL ORDER BY ALL NULLS FIRST""",
+            params,
         )
-        SELECT coalesce(l.team, r.team) AS team, coalesce(l.agent, r.agent) AS agent,
-            coalesce(l.open, 0) AS open, coalesce(r.resolved_today, 0) AS resolved_today,
-            coalesce(r.resolved_7d, 0) AS resolved_7d
-        FROM l FULL JOIN r ON l.team = r.team AND l.agent IS NOT DISTINCT FROM r.agent
-        WHERE coalesce(l.open, 0) > 0 OR coalesce(r.resolved_7d, 0) > 0
-        ORDER BY team, agent NULLS FIRST""",
-        [*params, start, v.now, since, v.now, min(start, since), v.now, *r_params],
-    )
 
 
-def _handovers(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
-    where, params = filters.where("c")
-    return v.rows(
-        f"""SELECT h.from_team, h.to_team, count(*) AS count
-        FROM {v.t(HANDOVERS)} h JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
-        WHERE {where} GROUP BY ALL ORDER BY ALL""",
-        params,
-    )
+def today(
+    source: Source, filters: Filters = NO_FILTERS,
+    **options: Unpack[ViewOptions],
+) -> dict[str, Any]:
+    with _over(source, options) as v:
+        where, params = filters.where("c")
+        # Resolutions carry their complaint's current dimensions: no join.
+        r_where, r_params = filters.where("r", RESOLUTION_DIMENSIONS)
+        start = v.local_midnight(v.now)
+        row = v.rows(
+            f"""SELECT
+                (SELECT count(*) FROM {v.t(WORK_COMPLAINTS)} c
+                 WHERE c.registered_at >= ? AND c.registered_at <= ? AND {where}) AS new,
+                (SELECT count(*) FROM {v.t(WORK_OPEN)} c WHERE {where}) AS pending,
+                (SELECT count(DISTINCT r.complaint_id) FROM {v.t(RESOLUTIONS)} r
+                 WHERE r.resolved_at >= ? AND r.resolved_at <= ? AND {r_where}) AS resolved""",
+            [start, v.now, *params, *params, start, v.now, *r_params],
+        )[0]
+        return {"day": v.today(), **row}
 
 
-def _backlog(v: View, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+def agent_load(
+    source: Source, filters: Filters = NO_FILTERS,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
+    with _over(source, options) as v:
+        where, params = filters.where("c")
+        r_where, r_params = filters.where("r", RESOLUTION_DIMENSIONS)
+        start = v.local_midnight(v.now)
+        since = v.now - timedelta(days=THROUGHPUT_DAYS)
+        return v.rows(
+            f"""WITH l AS (
+                SELECT c.team, c.agent, count(*) AS open FROM {v.t(WORK_OPEN)} c
+                WHERE c.team IS NOT NULL AND {where} GROUP BY ALL
+            ), r AS (
+                SELECT r.team, r.agent,
+                    count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_today,
+                    count(*) FILTER (WHERE r.resolved_at >= ? AND r.resolved_at <= ?) AS resolved_7d
+                -- Only resolutions inside either window can count (groups with no count are
+                -- dropped below anyway); they carry the complaint's current dimensions: no join.
+                FROM {v.t(RESOLUTIONS)} r
+                WHERE r.resolved_at >= ? AND r.resolved_at <= ? AND {r_where} GROUP BY ALL
+            )
+            SELECT coalesce(l.team, r.team) AS team, coalesce(l.agent, r.agent) AS agent,
+                coalesce(l.open, 0) AS open, coalesce(r.resolved_today, 0) AS resolved_today,
+                coalesce(r.resolved_7d, 0) AS resolved_7d
+            FROM l FULL JOIN r ON l.team = r.team AND l.agent IS NOT DISTINCT FROM r.agent
+            WHERE coalesce(l.open, 0) > 0 OR coalesce(r.resolved_7d, 0) > 0
+            ORDER BY team, agent NULLS FIRST""",
+            [*params, start, v.now, since, v.now, min(start, since), v.now, *r_params],
+        )
+
+
+def handovers(
+    source: Source, filters: Filters = NO_FILTERS,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
+    with _over(source, options) as v:
+        where, params = filters.where("c")
+        return v.rows(
+            f"""SELECT h.from_team, h.to_team, count(*) AS count
+            FROM {v.t(HANDOVERS)} h JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
+            WHERE {where} GROUP BY ALL ORDER BY ALL""",
+            params,
+        )
+
+
+def backlog(
+    source: Source, filters: Filters = NO_FILTERS,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
     """Open complaints at the end of each local day, first registration day to today."""
-    where, params = filters.where("c")
-    tz = v.tz
-    return v.rows(
-        f"""WITH i AS (
-            SELECT CAST(timezone('{tz}', i.opened_at) AS DATE) AS od,
-                   CAST(timezone('{tz}', i.closed_at) AS DATE) AS cd
-            FROM {v.t(INTERVALS)} i JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
-            WHERE {where}
-        ), d AS (
-            SELECT od AS day, 1 AS delta FROM i
-            UNION ALL SELECT cd, -1 FROM i WHERE cd IS NOT NULL
-        ), days AS (
-            SELECT CAST(generate_series AS DATE) AS day
-            FROM generate_series(CAST((SELECT min(od) FROM i) AS TIMESTAMP), CAST(? AS TIMESTAMP),
-                                 INTERVAL 1 DAY)
+    with _over(source, options) as v:
+        where, params = filters.where("c")
+        tz = v.tz
+        return v.rows(
+            f"""WITH i AS (
+                SELECT CAST(timezone('{tz}', i.opened_at) AS DATE) AS od,
+                       CAST(timezone('{tz}', i.closed_at) AS DATE) AS cd
+                FROM {v.t(INTERVALS)} i JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
+                WHERE {where}
+            ), d AS (
+                SELECT od AS day, 1 AS delta FROM i
+                UNION ALL SELECT cd, -1 FROM i WHERE cd IS NOT NULL
+            ), days AS (
+                SELECT CAST(generate_series AS DATE) AS day
+                FROM generate_series(CAST((SELECT min(od) FROM i) AS TIMESTAMP), CAST(? AS TIMESTAMP),
+                                     INTERVAL 1 DAY)
+            )
+            SELECT days.day, CAST(sum(coalesce(x.delta, 0)) OVER (ORDER BY days.day) AS BIGINT) AS open
+            FROM days LEFT JOIN (SELECT day, sum(delta) AS delta FROM d GROUP BY day) x USING (day)
+            ORDER BY days.day""",
+            [*params, v.today()],
         )
-        SELECT days.day, CAST(sum(coalesce(x.delta, 0)) OVER (ORDER BY days.day) AS BIGINT) AS open
-        FROM days LEFT JOIN (SELECT day, sum(delta) AS delta FROM d GROUP BY day) x USING (day)
-        ORDER BY days.day""",
-        [*params, v.today()],
-    )
 
 
 # -------------------------------------------------------------------------------- trends
-def _volume(
-    v: View, period: str = "day", by: str | None = None, filters: Filters = NO_FILTERS
+def volume(
+    source: Source, period: str = "day", by: str | None = None, filters: Filters = NO_FILTERS,
+    **options: Unpack[ViewOptions],
 ) -> list[dict[str, Any]]:
-    where, params = filters.where("c")
-    return v.by_period("c.registered_at", period, f"{v.t(TREND_COMPLAINTS)} c WHERE {where}",
-                       {"key": _key(v, by)}, {"n": "count(*)"}, {"count": "CAST(sum(n) AS BIGINT)"},
-                       params, "ORDER BY ALL NULLS FIRST")
+    with _over(source, options) as v:
+        where, params = filters.where("c")
+        return v.by_period("c.registered_at", period, f"{v.t(TREND_COMPLAINTS)} c WHERE {where}",
+                           {"key": _key(v, by)}, {"n": "count(*)"}, {"count": "CAST(sum(n) AS BIGINT)"},
+                           params, "ORDER BY ALL NULLS FIRST")
 
 
-def _week_over_week(v: View, by: str | None = None, filters: Filters = NO_FILTERS,
-                    week: date | None = None) -> list[dict[str, Any]]:
+def week_over_week(
+    source: Source, by: str | None = None, filters: Filters = NO_FILTERS,
+        week: date | None = None,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
     """Weekly volume with the previous week's and the growth, over a gap-free week grid
     (from the first week with a complaint to the last, for every key that has one).
 
     `week`: only that week's rows (the same rows the full grid has for it), computed from
     that week and the one before instead of every week.
     """
-    where, params = filters.where("c")
-    table = f"{v.t(TREND_COMPLAINTS)} c"
-    key = _key(v, by)
-    if week is None:
-        counts = {(row["period"], row["key"]): row["n"] for row in v.by_period(
-            "c.registered_at", "week", f"{table} WHERE {where}", {"key": key}, {"n": "count(*)"},
-            {"n": "CAST(sum(n) AS BIGINT)"}, params)}
-        if not counts:
-            return []
-        first, last = min(w for w, _ in counts), max(w for w, _ in counts)
-        keys = {k for _, k in counts}
-        grid = [first + timedelta(days=7 * i) for i in range((last - first).days // 7 + 1)]
-    else:
-        found = v.rows(
-            f"""SELECT {key} AS key, min(c.registered_at) AS lo, max(c.registered_at) AS hi
-            FROM {table} WHERE {where} GROUP BY ALL""", params)
-        if not found:
-            return []
-        bounds = v.rows(
-            f"SELECT {v.period('min(lo)', 'week')} AS first, {v.period('max(hi)', 'week')} AS last"
-            " FROM (SELECT unnest(?) AS lo, unnest(?) AS hi)",
-            [[row["lo"] for row in found], [row["hi"] for row in found]])[0]
-        first, last = bounds["first"], bounds["last"]
-        if not first <= week <= last:
-            return []
-        keys = {row["key"] for row in found}
-        grid = [w for w in (week - timedelta(days=7), week) if w >= first]
-        # Two weeks of registrations, with a margin: the buckets decide the local weeks.
-        lo = datetime.combine(grid[0] - timedelta(days=2), time(0), UTC)
-        hi = datetime.combine(week + timedelta(days=9), time(0), UTC)
-        counts = {(row["period"], row["key"]): row["n"] for row in v.by_period(
-            "c.registered_at", "week",
-            f"{table} WHERE c.registered_at >= ? AND c.registered_at < ? AND {where}",
-            {"key": key}, {"n": "count(*)"}, {"n": "CAST(sum(n) AS BIGINT)"}, [lo, hi, *params])}
-    out = []
-    for k in keys:
-        previous = None
-        for w in grid:
-            n = counts.get((w, k), 0)
-            if week is None or w == week:
-                out.append({"week": w, "key": k, "count": n, "previous": previous,
-                            "growth": (n - previous) / previous if previous else None})
-            previous = n
-    out.sort(key=lambda row: (row["key"] is not None, row["key"] or "", row["week"]))
-    return out
+    with _over(source, options) as v:
+        where, params = filters.where("c")
+        table = f"{v.t(TREND_COMPLAINTS)} c"
+        key = _key(v, by)
+        if week is None:
+            counts = {(row["period"], row["key"]): row["n"] for row in v.by_period(
+                "c.registered_at", "week", f"{table} WHERE {where}", {"key": key}, {"n": "count(*)"},
+                {"n": "CAST(sum(n) AS BIGINT)"}, params)}
+            if not counts:
+                return []
+            first, last = min(w for w, _ in counts), max(w for w, _ in counts)
+            keys = {k for _, k in counts}
+            grid = [first + timedelta(days=7 * i) for i in range((last - first).days // 7 + 1)]
+        else:
+            found = v.rows(
+                f"""SELECT {key} AS key, min(c.registered_at) AS lo, max(c.registered_at) AS hi
+                FROM {table} WHERE {where} GROUP BY ALL""", params)
+            if not found:
+                return []
+            bounds = v.rows(
+                f"SELECT {v.period('min(lo)', 'week')} AS first, {v.period('max(hi)', 'week')} AS last"
+                " FROM (SELECT unnest(?) AS lo, unnest(?) AS hi)",
+                [[row["lo"] for row in found], [row["hi"] for row in found]])[0]
+            first, last = bounds["first"], bounds["last"]
+            if not first <= week <= last:
+                return []
+            keys = {row["key"] for row in found}
+            grid = [w for w in (week - timedelta(days=7), week) if w >= first]
+            # Two weeks of registrations, with a margin: the buckets decide the local weeks.
+            lo = datetime.combine(grid[0] - timedelta(days=2), time(0), UTC)
+            hi = datetime.combine(week + timedelta(days=9), time(0), UTC)
+            counts = {(row["period"], row["key"]): row["n"] for row in v.by_period(
+                "c.registered_at", "week",
+                f"{table} WHERE c.registered_at >= ? AND c.registered_at < ? AND {where}",
+                {"key": key}, {"n": "count(*)"}, {"n": "CAST(sum(n) AS BIGINT)"}, [lo, hi, *params])}
+        out = []
+        for k in keys:
+            previous = None
+            for w in grid:
+                n = counts.get((w, k), 0)
+                if week is None or w == week:
+                    out.append({"week": w, "key": k, "count": n, "previous": previous,
+                                "growth": (n - previous) / previous if previous else None})
+                previous = n
+        out.sort(key=lambda row: (row["key"] is not None, row["key"] or "", row["week"]))
+        return out
 
 
-def _top_categories(v: View, n: int = TOP_CATEGORIES, filters: Filters = NO_FILTERS) -> list[dict[str, Any]]:
+def top_categories(
+    source: Source, n: int = TOP_CATEGORIES, filters: Filters = NO_FILTERS,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
     """The n largest categories and their share of all categorised complaints."""
-    where, params = filters.where("c")
-    return v.rows(
-        f"""WITH k AS (
-            SELECT c.category, count(*) AS count FROM {v.t(TREND_COMPLAINTS)} c
-            WHERE c.category IS NOT NULL AND {where} GROUP BY ALL
+    with _over(source, options) as v:
+        where, params = filters.where("c")
+        return v.rows(
+            f"""WITH k AS (
+                SELECT c.category, count(*) AS count FROM {v.t(TREND_COMPLAINTS)} c
+                WHERE c.category IS NOT NULL AND {where} GROUP BY ALL
+            )
+            SELECT category, count, CAST(count AS DOUBLE) / (SELECT sum(count) FROM k) AS share
+            FROM k ORDER BY count DESC, category LIMIT {int(n)}""",
+            params,
         )
-        SELECT category, count, CAST(count AS DOUBLE) / (SELECT sum(count) FROM k) AS share
-        FROM k ORDER BY count DESC, category LIMIT {int(n)}""",
-        params,
-    )
 
 
 RATING_PARTIALS = {
@@ -568,120 +657,101 @@ RATING_FINALS = {
 }
 
 
-def _ratings(v: View, period: str | None = None, filters: Filters = NO_FILTERS,
-             verified_from: datetime | None = None) -> list[dict[str, Any]]:
+def ratings(
+    source: Source, period: str | None = None, filters: Filters = NO_FILTERS,
+        verified_from: datetime | None = None,
+    **options: Unpack[ViewOptions],
+) -> list[dict[str, Any]]:
     """Ratings of the filtered complaints per period of verification (`verified_from`:
     only ratings verified at or after that instant)."""
-    # Each rating carries its complaint's current dimensions and registration time
-    # (projections.trends.RATING_DIMENSIONS), so the filters need no join.
-    where, params = filters.where("r")
-    if verified_from is not None:
-        where, params = f"{where} AND r.verified_at >= ?", [*params, verified_from]
-    source = f"{v.t(RATINGS)} r WHERE {where}"
-    if period is None:
-        partials = ", ".join(f"{agg} AS {name}" for name, agg in RATING_PARTIALS.items())
-        finals = ", ".join(f"{agg} AS {name}" for name, agg in RATING_FINALS.items())
-        return v.rows(
-            f"""SELECT period, {finals} FROM (
-                SELECT NULL::DATE AS period, {partials} FROM {source} GROUP BY ALL HAVING count(*) > 0
-            ) GROUP BY period""", params)
-    return v.by_period("r.verified_at", period, source, {}, RATING_PARTIALS, RATING_FINALS, params,
-                       "ORDER BY ALL")
+    with _over(source, options) as v:
+        # Each rating carries its complaint's current dimensions and registration time
+        # (projections.trends.RATING_DIMENSIONS), so the filters need no join.
+        where, params = filters.where("r")
+        if verified_from is not None:
+            where, params = f"{where} AND r.verified_at >= ?", [*params, verified_from]
+        source = f"{v.t(RATINGS)} r WHERE {where}"
+        if period is None:
+            partials = ", ".join(f"{agg} AS {name}" for name, agg in RATING_PARTIALS.items())
+            finals = ", ".join(f"{agg} AS {name}" for name, agg in RATING_FINALS.items())
+            return v.rows(
+                f"""SELECT period, {finals} FROM (
+                    SELECT NULL::DATE AS period, {partials} FROM {source} GROUP BY ALL HAVING count(*) > 0
+                ) GROUP BY period""", params)
+        return v.by_period("r.verified_at", period, source, {}, RATING_PARTIALS, RATING_FINALS, params,
+                           "ORDER BY ALL")
 
 
-def _rates(v: View, filters: Filters = NO_FILTERS) -> dict[str, Any]:
+def rates(
+    source: Source, filters: Filters = NO_FILTERS,
+    **options: Unpack[ViewOptions],
+) -> dict[str, Any]:
     """First-contact resolution, reopen, repeat-complaint rates and handling time."""
-    where, params = filters.where("c")
-    return v.rows(
-        # `previous_registered_at`: the customer's previous complaint's registration, kept
-        # by the trends projector over all complaints (so whatever the filters).
-        f"""WITH c AS (
-            SELECT *, coalesce(epoch_us(registered_at) - epoch_us(previous_registered_at)
-                               <= {REPEAT_WINDOW_US}, false) AS is_repeat
-            FROM {v.t(TREND_COMPLAINTS)}
-        )
-        SELECT count(*) AS complaints,
-            count(*) FILTER (WHERE resolutions > 0) AS resolved,
-            count(*) FILTER (WHERE resolutions > 0 AND reopen_count = 0 AND handovers = 0
-                             AND waits = 0 AND responses_before_first_resolution <= 1)
-                AS first_contact_resolved,
-            CAST(first_contact_resolved AS DOUBLE) / nullif(resolved, 0) AS fcr_rate,
-            count(*) FILTER (WHERE reopen_count > 0) AS reopened,
-            CAST(reopened AS DOUBLE) / nullif(resolved, 0) AS reopen_rate,
-            count(*) FILTER (WHERE is_repeat) AS repeats,
-            CAST(repeats AS DOUBLE) / nullif(complaints, 0) AS repeat_rate,
-            count(resolved_at) AS handled,
-            CAST(sum(epoch_us(resolved_at) - epoch_us(registered_at)) AS DOUBLE)
-                / nullif(handled, 0) / {MICRO} AS avg_handling_seconds
-        FROM c WHERE {where}""",
-        params,
-    )[0]
+    with _over(source, options) as v:
+        where, params = filters.where("c")
+        return v.rows(
+            # `previous_registered_at`: the customer's previous complaint's registration, kept
+            # by the trends projector over all complaints (so whatever the filters).
+            f"""WITH c AS (
+                SELECT *, coalesce(epoch_us(registered_at) - epoch_us(previous_registered_at)
+                                   <= {REPEAT_WINDOW_US}, false) AS is_repeat
+                FROM {v.t(TREND_COMPLAINTS)}
+            )
+            SELECT count(*) AS complaints,
+                count(*) FILTER (WHERE resolutions > 0) AS resolved,
+                count(*) FILTER (WHERE resolutions > 0 AND reopen_count = 0 AND handovers = 0
+                                 AND waits = 0 AND responses_before_first_resolution <= 1)
+                    AS first_contact_resolved,
+                CAST(first_contact_resolved AS DOUBLE) / nullif(resolved, 0) AS fcr_rate,
+                count(*) FILTER (WHERE reopen_count > 0) AS reopened,
+                CAST(reopened AS DOUBLE) / nullif(resolved, 0) AS reopen_rate,
+                count(*) FILTER (WHERE is_repeat) AS repeats,
+                CAST(repeats AS DOUBLE) / nullif(complaints, 0) AS repeat_rate,
+                count(resolved_at) AS handled,
+                CAST(sum(epoch_us(resolved_at) - epoch_us(registered_at)) AS DOUBLE)
+                    / nullif(handled, 0) / {MICRO} AS avg_handling_seconds
+            FROM c WHERE {where}""",
+            params,
+        )[0]
 
 
-# ------------------------------------------------------------------------- public figures
-def _public(inner: Any) -> Any:
-    """`inner(view, ...)` as `f(db, ..., now=, as_of=, tz=, policy=, filters=)`."""
-
-    def figure(
-        db: duckdb.DuckDBPyConnection,
-        *args: Any,
-        now: datetime | None = None,
-        as_of: AsOf = None,
-        tz: str | None = None,
-        policy: SlaPolicy | None = None,
-        filters: Filters | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        with view(db, as_of, now, tz, policy) as v:
-            return inner(v, *args, filters=filters or NO_FILTERS, **kwargs)
-
-    figure.__name__ = inner.__name__.lstrip("_")
-    figure.__doc__ = inner.__doc__
-    return figure
-
-
-sla_clocks = _public(_sla_clocks)
-sla_clock_events = _public(_sla_clock_events)
-sla_attainment = _public(_sla_attainment)
-sla_at_risk = _public(_sla_at_risk)
-open_complaints = _public(_open_by)
-today = _public(_today)
-agent_load = _public(_agent_load)
-handovers = _public(_handovers)
-backlog = _public(_backlog)
-volume = _public(_volume)
-week_over_week = _public(_week_over_week)
-top_categories = _public(_top_categories)
-ratings = _public(_ratings)
-rates = _public(_rates)
-
+# ------------------------------------------------------------------------- dashboard
 SLA_GROUPINGS: tuple[str | None, ...] = (None, "team", "agent", "severity", "category", "channel", "priority", *PERIODS)
 VOLUME_GROUPINGS: tuple[str | None, ...] = (None, "category", "product", "channel", "region", "severity", "tier")
 WOW_GROUPINGS: tuple[str | None, ...] = (None, "product", "category")
 
 
-def figures(v: View, filters: Filters = NO_FILTERS) -> dict[str, Any]:
-    """Every dashboard figure of a view, as one dictionary (what the oracle recomputes)."""
+def dashboard(source: Source, filters: Filters = NO_FILTERS, **options: Unpack[ViewOptions]) -> dict[str, Any]:
+    """Every dashboard figure, as one dictionary (what the oracle recomputes); one view
+    (one as-of build) serves them all."""
+    with _over(source, options) as v:
+        return _figures(v, filters)
+
+
+def _figures(v: View, filters: Filters) -> dict[str, Any]:
     return {
         "now": v.now,
-        "sla_clocks": _sla_clocks(v, filters),
-        "sla_attainment": {by: _sla_attainment(v, by, filters) for by in SLA_GROUPINGS},
-        "sla_at_risk": _sla_at_risk(v, filters),
-        "open_complaints": _open_by(v, filters),
-        "today": _today(v, filters),
-        "agent_load": _agent_load(v, filters),
-        "handovers": _handovers(v, filters),
-        "backlog": _backlog(v, filters),
+        "sla_clocks": sla_clocks(v, filters),
+        "sla_attainment": {by: sla_attainment(v, by, filters) for by in SLA_GROUPINGS},
+        "sla_at_risk": sla_at_risk(v, filters),
+        "open_complaints": open_complaints(v, filters),
+        "today": today(v, filters),
+        "agent_load": agent_load(v, filters),
+        "handovers": handovers(v, filters),
+        "backlog": backlog(v, filters),
         "volume": {
-            (period, by): _volume(v, period, by, filters)
+            (period, by): volume(v, period, by, filters)
             for period in PERIODS for by in VOLUME_GROUPINGS
         },
-        "week_over_week": {by: _week_over_week(v, by, filters) for by in WOW_GROUPINGS},
-        "top_categories": _top_categories(v, filters=filters),
-        "ratings": {period: _ratings(v, period, filters) for period in (None, *PERIODS)},
-        "rates": _rates(v, filters),
+        "week_over_week": {by: week_over_week(v, by, filters) for by in WOW_GROUPINGS},
+        "top_categories": top_categories(v, filters=filters),
+        "ratings": {period: ratings(v, period, filters) for period in (None, *PERIODS)},
+        "rates": rates(v, filters),
     }
 
 
-# All figures at once (one as-of build serves them all).
-dashboard = _public(figures)
+figures = dashboard  # its former name, for a View
+
+# `projections.whatif` calls the attainment by its former private name.
+_sla_attainment = sla_attainment
+

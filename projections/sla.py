@@ -22,7 +22,6 @@ integer µs, minus the business time inside the pauses.
 from __future__ import annotations
 
 import logging
-import os
 
 import duckdb
 
@@ -281,8 +280,12 @@ def clock_life_sql(clocks: str, moments: str) -> str:
 
 
 def default_policy() -> SlaPolicy:
-    """The configured SLA policy (COMPLAINTS_SLA_POLICY), else the packaged one."""
-    return load_sla_policy(os.environ.get("COMPLAINTS_SLA_POLICY") or None)
+    """The packaged SLA policy (`aggregates/sla_policy.toml`).
+
+    A configured one (the composition root's settings) is passed to whoever needs it:
+    `SlaProjector(policy)`, `queries.view(..., policy=)`, `create_read_app(..., policy=)`.
+    """
+    return load_sla_policy(None)
 
 
 class SlaProjector(BulkProjector):
@@ -297,8 +300,9 @@ class SlaProjector(BulkProjector):
 
     def create_schema(self, db: duckdb.DuckDBPyConnection, scope: Scope | None = None) -> None:
         super().create_schema(db, scope)
-        # A time-travel scope (TEMP tables, maybe a read-only file) uses the live calendar
-        # table, or a TEMP one of its own when the file has none.
+        # A time-travel scope (TEMP tables, maybe a read-only file) reads the live calendar
+        # table, or a TEMP one of its own when the file has none or it does not cover the
+        # scope (see `prepare(..., private=True)`): it never writes the live one.
         temp = scope is not None and scope.temp
         if not temp or not calendar_table.exists(db):
             calendar_table.create_schema(db, temp=temp)
@@ -322,9 +326,14 @@ class SlaProjector(BulkProjector):
         finally:
             scope.release(db)
 
-    def prepare(self, db: duckdb.DuckDBPyConnection, events: str) -> None:
-        """Make the calendar table cover every year the events touch."""
-        calendar_table.ensure_for_events(db, self.policy.calendars, events)
+    def prepare(self, db: duckdb.DuckDBPyConnection, events: str, *, private: bool = False) -> None:
+        """Make the calendar table cover every year the events touch.
+
+        `private` (a reader's view, such as an as-of one): never write the database's own
+        calendar tables; what they lack is computed into TEMP tables of this connection
+        (`calendar_table.ensure_years_privately`).
+        """
+        calendar_table.ensure_for_events(db, self.policy.calendars, events, private=private)
 
     def selects(self, db: duckdb.DuckDBPyConnection, scope: Scope) -> dict[str, str]:
         touched = "" if scope.touched is None else f"WHERE complaint_id IN (SELECT complaint_id FROM {scope.touched})"

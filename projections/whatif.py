@@ -2,13 +2,14 @@
 
 The due times in the events are facts of the policy each complaint was triaged under. To
 ask "what if", this replays the domain's own due-time rules with the other policy over
-every complaint's history (a plain fold, with `aggregates.sla.due_at`, exactly as
-`Complaint.triage`, `Complaint.record_contact` and `Complaint.customer_replied` compute
-them: targets by severity and category, the resolution target moved on by each pause
-that began before it, a breach already passed staying one, the next response due from
-the first unanswered customer message), writes the events with those due times into a separate
-DuckDB file, builds the SLA read model there, and builds the actual one beside it from
-the unchanged events (`actual_sla_clocks`). The live read models are never touched.
+every complaint's history (a fold of `aggregates.due_times.SlaClock`, the very steps
+`Complaint.triage`, `Complaint.record_contact`, `Complaint.customer_replied` and the
+waiting, proposal and resolution events take: targets by severity and category, the
+resolution target moved on by each pause that began before it, a breach already passed
+staying one, the next response due from the first unanswered customer message), writes
+the events with those due times into a separate DuckDB file, builds the SLA read model
+there, and builds the actual one beside it from the unchanged events
+(`actual_sla_clocks`). The live read models are never touched.
 
 The other policy's calendars are stored under "what-if:<name>", so both policies'
 calendars live in one calendar table even when they share names.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,11 +30,11 @@ import duckdb
 import pyarrow as pa
 from tqdm import tqdm
 
-from aggregates.sla import SlaPolicy, due_at
+from aggregates.due_times import RECORDED, SlaClock
+from aggregates.sla import SlaPolicy
 from projections import queries
 from projections.event_log import EventLog
 from projections.facts import Scope
-from projections.rebuild import load_events
 from projections.sla import SlaProjector, default_policy
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,10 @@ def renamed(policy: SlaPolicy, prefix: str = PREFIX) -> SlaPolicy:
 
 def due_patches(db: duckdb.DuckDBPyConnection, policy: SlaPolicy, events: str = "events") -> pa.Table:
     """(complaint_id, complaint_version, patch): the SLA fields each Triaged,
-    ContactRecorded and CustomerReplied event would have recorded under `policy`."""
+    ContactRecorded and CustomerReplied event would have recorded under `policy`.
+
+    Each complaint's history is folded through the domain's `SlaClock`, event by event,
+    as the `Complaint` aggregate takes the same steps when the commands arrive."""
     rows = db.execute(
         f"""SELECT complaint_id::VARCHAR, complaint_version, event_type, occurred_at,
                    payload->>'severity', payload->>'category', payload->>'direction',
@@ -92,56 +96,30 @@ def due_patches(db: duckdb.DuckDBPyConnection, policy: SlaPolicy, events: str = 
     ids: list[str] = []
     versions: list[int] = []
     patches: list[str] = []
-    state: dict[str, Any] = defaultdict(dict)
+    clocks: dict[str, SlaClock] = {}
     for cid, version, kind, at, severity, category, direction, visibility in rows:
-        s = state[cid]
         if kind == "Registered":
-            s.update(registered=at, pauses=[], waiting=None, due=None, calendar=None, seconds=None,
-                     next_minutes=None, next_due=None)
+            clocks[cid] = SlaClock(registered_at=at)
             continue
-        if "registered" not in s:
+        clock = clocks.get(cid)
+        if clock is None:
             continue  # no registration seen: nothing to recompute
-
-        def next_due() -> str | None:
-            # Complaint._next_response_due: an unanswered message keeps its due time
-            if s["next_due"] is None and s["next_minutes"] is not None:
-                s["next_due"] = due_at(s["calendar"], at, s["next_minutes"] * 60.0)
-            return s["next_due"].isoformat() if s["next_due"] is not None else None
-
-        patch: dict[str, Any] = {}
         if kind == "Triaged":
-            target, calendar = policy.target_for(severity, category)
-            s["calendar"], s["seconds"] = calendar, target.resolution_minutes * 60.0
-            s["next_minutes"] = target.next_response_minutes
-            s["due"] = due_at(calendar, s["registered"], s["seconds"], s["pauses"])
-            patch = {
-                "sla_policy_version": policy.version, "sla_calendar": calendar.name,
-                "resolution_target_seconds": s["seconds"],
-                "first_response_due": due_at(calendar, s["registered"], target.first_response_minutes * 60.0).isoformat(),
-                "resolution_due": s["due"].isoformat(),
-            }
+            clock = clock.triaged(policy, severity, category)
         elif kind == "WaitingOnCustomer":
-            s["waiting"] = at
+            clock = clock.waiting(at)
         elif kind == "CustomerReplied":
-            if s["waiting"] is not None:
-                s["pauses"].append((s["waiting"], at))
-                if s["due"] is not None and s["waiting"] < s["due"]:  # a breach already passed stays
-                    s["due"] = due_at(s["calendar"], s["registered"], s["seconds"], s["pauses"])
-                s["waiting"] = None
-            patch = {"resolution_due": s["due"].isoformat() if s["due"] is not None else None,
-                     "next_response_due": next_due()}
+            clock = clock.customer_replied(policy, at)
         elif kind == "ContactRecorded":
-            if direction == "outbound" and visibility == "public":
-                s["next_due"] = None  # a public reply answers the customer
-            elif direction == "inbound":
-                next_due()
-            patch = {"next_response_due": s["next_due"].isoformat() if s["next_due"] is not None else None}
+            clock = clock.contact(policy, direction, visibility, at)
         else:  # ResolutionProposed, Resolved
-            s["next_due"] = None
-        if patch:
+            clock = clock.answered()
+        clocks[cid] = clock
+        if kind in RECORDED:
             ids.append(cid)
             versions.append(version)
-            patches.append(_json(patch))
+            patches.append(_json({k: v.isoformat() if isinstance(v, datetime) else v
+                                  for k, v in clock.recorded(kind).items()}))
     return pa.table({"complaint_id": ids, "complaint_version": pa.array(versions, pa.int32()),
                      "patch": patches})
 
@@ -155,7 +133,7 @@ def what_if(
     out: str | Path,
     *,
     read_db: str | Path | None = None,
-    source: Any | None = None,
+    load_events: Callable[[duckdb.DuckDBPyConnection], Any] | None = None,
     actual_policy: SlaPolicy | None = None,
     now: datetime | None = None,
     by: str | None = "severity",
@@ -163,8 +141,9 @@ def what_if(
 ) -> WhatIfReport:
     """Recompute the SLA read model under `policy` into `out`, beside the actual one.
 
-    Events come from a read node's file (`read_db`, opened read-only) or from the event
-    store (`source`, a ComplaintDesk). `now` (default: the last event's time) judges the
+    Events come from a read node's file (`read_db`, opened read-only) or from
+    `load_events(db)`, which fills the new file's empty `events` table (the composition
+    root passes one reading the event store). `now` (default: the last event's time) judges the
     clocks still running in both.
     """
     started = time.perf_counter()
@@ -179,14 +158,14 @@ def what_if(
         db.execute("SET TimeZone = 'UTC'")
         EventLog().create_schema(db)
         steps = tqdm(total=4, desc="what-if", unit="step", disable=not progress)
-        if source is not None:
-            load_events(db, source)
+        if load_events is not None:
+            load_events(db)
         elif read_db is not None:
             db.execute(f"ATTACH '{read_db}' AS live (READ_ONLY)")
             db.execute("INSERT INTO events SELECT * FROM live.main.events")
             db.execute("DETACH live")
         else:
-            raise ValueError("what_if needs read_db (a read node's file) or source (the event store)")
+            raise ValueError("what_if needs read_db (a read node's file) or load_events (from the event store)")
         steps.update(1)
         db.register("due_patches", due_patches(db, other))
         db.execute(

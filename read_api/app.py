@@ -1,10 +1,13 @@
 """The read API: dashboards, read models, audit replay and export over the read node's DuckDB.
 
 Thin on purpose: every answer comes from the read models and the event history, never
-from the write side. Two ways in:
+from the write side, and no request writes to the database (a read-only connection
+serves every endpoint: `tests/test_reads_never_write.py`). Two ways in:
 - `read_router(get_db)`: an APIRouter to mount into another app (the `make run` process);
   `get_db()` returns anything with `.cursor()` (a DuckDB connection, or the read node);
 - `create_read_app(db)`: a FastAPI app of its own (tests, benchmarks, a read-only node).
+Both take the settings they need as arguments (`cache_seconds`, `timezone`, `policy`):
+the composition root reads them from the environment, this module never does.
 
 Each request reads through its own cursor of the one connection, so requests run in
 parallel threads (DuckDB releases the GIL while a query runs).
@@ -12,17 +15,19 @@ parallel threads (DuckDB releases the GIL while a query runs).
 (No `from __future__ import annotations`: FastAPI must see the real types.)
 """
 
-import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import duckdb
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field, create_model
 
+from aggregates.sla import SlaPolicy, load_sla_policy
+from projections.queries import DEFAULT_TIMEZONE
 from read_api import audit, export, figures
 from read_api.figures import SLA_COLUMNS, TREND_COLUMNS, WORKLOAD_COLUMNS, Query as Sql
 from read_api.cache import ResponseCache
@@ -63,12 +68,16 @@ DATASETS: dict[str, Callable[..., Any]] = {
     "supervisor.agent_load": lambda r, **_: figures.agent_load(r),
     "supervisor.at_risk": lambda r, **_: figures.clocks_due(r, 10**9)["warning"],
     "supervisor.breached": lambda r, **_: figures.clocks_due(r, 10**9)["breached"],
-    "product.by_product": lambda r, **_: figures.product(r.db, r.filters, now=r.now)["by_product"],
-    "product.top_categories": lambda r, **_: figures.product(r.db, r.filters, now=r.now)["top_categories"],
-    "product.week_over_week": lambda r, **_: figures.product(r.db, r.filters, now=r.now)["week_over_week"],
+    "product.by_product": lambda r, **_: figures.product(
+        r.db, r.filters, now=r.now, policy=r.view.policy)["by_product"],
+    "product.top_categories": lambda r, **_: figures.product(
+        r.db, r.filters, now=r.now, policy=r.view.policy)["top_categories"],
+    "product.week_over_week": lambda r, **_: figures.product(
+        r.db, r.filters, now=r.now, policy=r.view.policy)["week_over_week"],
     "executive.satisfaction": lambda r, granularity, **_: figures.executive(
-        r.db, r.filters, granularity=granularity, now=r.now)["satisfaction"],
-    "executive.high_priority_monthly": lambda r, **_: figures.executive(r.db, r.filters, now=r.now)["high_priority_monthly"],
+        r.db, r.filters, granularity=granularity, now=r.now, policy=r.view.policy)["satisfaction"],
+    "executive.high_priority_monthly": lambda r, **_: figures.executive(
+        r.db, r.filters, now=r.now, policy=r.view.policy)["high_priority_monthly"],
 }
 Dataset = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 
@@ -82,19 +91,34 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def cache_seconds() -> float:
-    return float(os.environ.get("COMPLAINTS_READ_CACHE_SECONDS", "5"))
+DEFAULT_CACHE_SECONDS = 5.0
 
 
-def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime] = utc_now,
-                cache_ttl: float | None = None) -> APIRouter:
+def filters_model(timezone: str) -> type[Filters]:
+    """The filters, with `timezone` as the default of their `tz`."""
+    ZoneInfo(timezone)  # an unknown zone fails here, at start-up, not in every request
+    if timezone == Filters.model_fields["tz"].default:
+        return Filters
+    described = Filters.model_fields["tz"].description
+    return create_model(Filters.__name__, __base__=Filters, __module__=Filters.__module__,
+                        tz=(str, Field(timezone, description=described)))
+
+
+def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datetime] = utc_now,
+                cache_seconds: float = DEFAULT_CACHE_SECONDS, timezone: str = DEFAULT_TIMEZONE,
+                policy: SlaPolicy | None = None) -> APIRouter:
     """All read endpoints, reading through cursors of `get_db()`; `clock` says what "now" is.
 
-    JSON answers are reused for `cache_ttl` seconds (default COMPLAINTS_READ_CACHE_SECONDS,
-    5; 0 turns it off) unless new events arrive: see `read_api.cache`.
+    - `cache_seconds`: JSON answers are reused that long (0 turns it off) unless new
+      events arrive: see `read_api.cache`;
+    - `timezone`: the default time zone of days, weeks and "today" (the `tz` filter);
+    - `policy`: the SLA policy the clocks are judged with (warning time, calendars); the
+      one the read node's SLA projector uses (default: the packaged one).
     """
     router = APIRouter()
-    cache = ResponseCache(cache_seconds() if cache_ttl is None else cache_ttl)
+    cache = ResponseCache(cache_seconds)
+    policy = policy or load_sla_policy(None)
+    RequestFilters = filters_model(timezone)
 
     def cached(request: Request, db: duckdb.DuckDBPyConnection, compute: Callable[[], Any]) -> Any:
         key = (request.url.path, tuple(sorted(request.query_params.multi_items())))
@@ -119,7 +143,7 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
             db.close()
 
     Db = Annotated[duckdb.DuckDBPyConnection, Depends(cursor)]
-    Filtered = Annotated[Filters, Query()]
+    Filtered = Annotated[RequestFilters, Query()]
     ComplaintId = Annotated[UUID, Path(description="the complaint's id")]
 
     # ---------------------------------------------------------------- audit
@@ -162,7 +186,7 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
                         "activated, paused, resumed, warned, breached, fulfilled, cancelled")
     def complaint_clocks(complaint_id: ComplaintId, db: Db) -> dict[str, Any]:
         at = clock()
-        found = audit.clocks(db, complaint_id, at)
+        found = audit.clocks(db, complaint_id, at, policy=policy, tz=timezone)
         if not found:
             raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
         return {"complaint_id": complaint_id, "now": at, "clocks": found}
@@ -185,7 +209,8 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
     def supervisor(request: Request, db: Db, filters: Filtered,
                    list_limit: Annotated[int, Query(ge=1, le=200, description="rows of the at-risk and breached lists")] = 20,
                    ) -> dict[str, Any]:
-        return cached(request, db, lambda: figures.supervisor(db, filters, list_limit=list_limit, now=clock()))
+        return cached(request, db, lambda: figures.supervisor(
+            db, filters, list_limit=list_limit, now=clock(), policy=policy))
 
     @router.get("/dashboards/product", response_model=ProductDashboard, tags=["dashboards"],
                 responses=NOT_READY, summary="Product lines ranked, top categories, week-over-week growth, defects around a release")
@@ -195,18 +220,19 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
         if release is not None and not date(1971, 1, 1) <= release <= date(9000, 1, 1):
             raise _validation("release", "release must be a date between 1971 and 9000")
         return cached(request, db, lambda: figures.product(
-            db, filters, release=release, release_days=release_days, now=clock()))
+            db, filters, release=release, release_days=release_days, now=clock(), policy=policy))
 
     @router.get("/dashboards/executive", response_model=ExecutiveDashboard, tags=["dashboards"],
                 responses=NOT_READY, summary="CSAT/NPS trend, monthly high-priority volume, handling time, reopen and repeat rates")
     def executive(request: Request, db: Db, filters: Filtered, granularity: Granularity = "week") -> dict[str, Any]:
-        return cached(request, db, lambda: figures.executive(db, filters, granularity=granularity, now=clock()))
+        return cached(request, db, lambda: figures.executive(
+            db, filters, granularity=granularity, now=clock(), policy=policy))
 
     @router.get("/dimensions", response_model=DimensionValues, tags=["dashboards"], responses=NOT_READY,
                 summary="The teams, products, categories and regions in the read model (for filters)")
     def dimensions(request: Request, db: Db) -> dict[str, list[str]]:
         def compute() -> dict[str, list[str]]:
-            with figures.request(db, Filters(), clock()) as r:
+            with figures.request(db, RequestFilters(), clock(), policy) as r:
                 return figures.dimension_values(r)
 
         return cached(request, db, compute)
@@ -218,7 +244,7 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
     def sla(request: Request, db: Db, filters: Filtered, sort: SlaSort = "registered_at", order: Order = "asc",
             limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
         def compute() -> dict[str, Any]:
-            with figures.request(db, filters, clock()) as r:
+            with figures.request(db, filters, clock(), policy) as r:
                 rows, total = figures.paged(figures.sla_rows(r), sort, order, limit, offset,
                                              ("complaint_id", "metric", "cycle"))
                 return {"items": rows.rows(r.db), "total": total.rows(r.db)[0]["total"], "limit": limit,
@@ -236,7 +262,7 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
     def workload(request: Request, db: Db, filters: Filtered, sort: WorkloadSort = "open", order: Order = "desc",
                  limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
         def compute() -> dict[str, Any]:
-            with figures.request(db, filters, clock()) as r:
+            with figures.request(db, filters, clock(), policy) as r:
                 return page(figures.workload_rows(r), sort, order, limit, offset, ("team", "agent"))
 
         return cached(request, db, compute)
@@ -247,7 +273,7 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
                granularity: Granularity = "day", sort: TrendSort = "bucket", order: Order = "asc",
                limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
         def compute() -> dict[str, Any]:
-            with figures.request(db, filters, clock()) as r:
+            with figures.request(db, filters, clock(), policy) as r:
                 return page(figures.trend_rows(r, dimension, granularity), sort, order, limit, offset, ("bucket", "key"))
 
         return cached(request, db, compute)
@@ -262,7 +288,7 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
                        dimension: Dimension = "product", granularity: Granularity = "day") -> StreamingResponse:
         # Its own cursor and view, closed by the stream: they must outlive this function.
         db = open_cursor()
-        opened = figures.request(db, filters, clock())
+        opened = figures.request(db, filters, clock(), policy)
         try:
             r = opened.__enter__()
             made = DATASETS[dataset](r, dimension=dimension, granularity=granularity)
@@ -285,9 +311,11 @@ def read_router(get_db: Callable[[], CursorSource], clock: Callable[[], datetime
     return router
 
 
-def create_read_app(db: CursorSource, clock: Callable[[], datetime] = utc_now,
-                    cache_ttl: float | None = None) -> FastAPI:
-    """The read API with the dashboard page, as an app of its own, over `db`."""
+def create_read_app(db: CursorSource, *, clock: Callable[[], datetime] = utc_now,
+                    cache_seconds: float = DEFAULT_CACHE_SECONDS, timezone: str = DEFAULT_TIMEZONE,
+                    policy: SlaPolicy | None = None) -> FastAPI:
+    """The read API with the dashboard page, as an app of its own, over `db` (settings:
+    see `read_router`)."""
     app = FastAPI(
         title="Complaints: read API",
         version="1.0",
@@ -299,6 +327,7 @@ def create_read_app(db: CursorSource, clock: Callable[[], datetime] = utc_now,
             "503 read node not ready. The dashboard page is at /dashboard."
         ),
     )
-    app.include_router(read_router(lambda: db, clock, cache_ttl))
+    app.include_router(read_router(lambda: db, clock=clock, cache_seconds=cache_seconds,
+                                   timezone=timezone, policy=policy))
     app.include_router(page_router())
     return app

@@ -19,6 +19,7 @@ from eventsourcing.utils import get_topic
 
 from aggregates.complaint import Complaint
 from aggregates.events import PAYLOADS
+from aggregates.sla import SlaPolicy
 from projections import queries
 
 COLUMNS = "complaint_version, event_type, occurred_at, recorded_at, actor, command_id, correlation_id, payload, position"
@@ -114,15 +115,19 @@ def search(db: duckdb.DuckDBPyConnection, *, customer: str | None = None, order:
 METRIC_ORDER = {"first_response": 0, "resolution": 1, "next_response": 2}
 
 
-def clocks(db: duckdb.DuckDBPyConnection, complaint_id: UUID, now: datetime) -> list[dict[str, Any]]:
+def clocks(db: duckdb.DuckDBPyConnection, complaint_id: UUID, now: datetime, *,
+           policy: SlaPolicy | None = None, tz: str | None = None) -> list[dict[str, Any]]:
     """The complaint's SLA clocks as of `now`, each with its life so far (activated,
-    paused, resumed, warned, breached, fulfilled, cancelled)."""
+    paused, resumed, warned, breached, fulfilled, cancelled), judged with `policy`
+    (default the packaged one)."""
     cid = str(complaint_id)
     life: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for e in queries.sla_clock_events(db, now=now, complaint_id=cid):
+    with queries.view(db, now=now, tz=tz, policy=policy) as v:
+        events = queries.sla_clock_events(v, complaint_id=cid)
+        found = queries.sla_clocks(v, complaint_id=cid)
+    for e in events:
         life.setdefault((e["metric"], e["cycle"]), []).append({"event": e["event"], "at": e["occurred_at"]})
-    rows = sorted(queries.sla_clocks(db, now=now, complaint_id=cid),
-                  key=lambda k: (METRIC_ORDER.get(k["metric"], 9), k["cycle"]))
+    rows = sorted(found, key=lambda k: (METRIC_ORDER.get(k["metric"], 9), k["cycle"]))
     return [
         {"metric": k["metric"], "cycle": k["cycle"], "status": k["status"], "started_at": k["started_at"],
          "due_at": k["due_at"], "stopped_at": k["stopped_at"], "stop_reason": k["stop_reason"],

@@ -25,10 +25,9 @@ from uuid import UUID
 
 import duckdb
 
+from aggregates.sla import SlaPolicy
 from projections import queries
-from projections.complaint_facts import FACTS
-from projections.sla import RUNNING
-from projections.workload import OPEN as WORK_OPEN
+from projections.queries import FACTS, RUNNING, WORK_OPEN
 from read_api.schemas import Dimension, Filters, Granularity
 
 DIMENSION_FILTERS = ("team", "product", "channel", "severity", "tier")
@@ -104,11 +103,13 @@ class Request:
 
 
 @contextmanager
-def request(db: duckdb.DuckDBPyConnection, filters: Filters, now: datetime | None = None) -> Iterator[Request]:
-    """The view of the read models these filters ask for (as of `filters.as_of`, if given)."""
+def request(db: duckdb.DuckDBPyConnection, filters: Filters, now: datetime | None = None,
+            policy: SlaPolicy | None = None) -> Iterator[Request]:
+    """The view of the read models these filters ask for (as of `filters.as_of`, if given),
+    with `policy` (default the packaged one) judging the SLA clocks."""
     reference = filters.as_of or now or datetime.now(UTC)
     start, end = filters.window(reference)
-    with queries.view(db, as_of=filters.as_of, now=reference, tz=filters.tz) as v:
+    with queries.view(db, as_of=filters.as_of, now=reference, tz=filters.tz, policy=policy) as v:
         yield Request(filters, v, start, end)
 
 
@@ -257,7 +258,7 @@ def overdue_by_agent(r: Request) -> dict[tuple[Any, Any], int]:
 
 def agent_load(r: Request) -> list[dict[str, Any]]:
     """Per agent: open now (of which waiting on the customer, and past a due time), resolved."""
-    load = queries._agent_load(r.view, r.dims())
+    load = queries.agent_load(r.view, r.dims())
     waiting = {(row["team"], row["agent"]): row["n"] for row in Query(
         f"SELECT team, agent, count(*) AS n FROM {r.t(WORK_OPEN)} WHERE status = 'waiting_on_customer' AND "
         f"{r.where()} GROUP BY ALL", r.params()).rows(r.db)}
@@ -267,20 +268,20 @@ def agent_load(r: Request) -> list[dict[str, Any]]:
 
 
 def supervisor(db: duckdb.DuckDBPyConnection, filters: Filters, *, list_limit: int = 20,
-               now: datetime | None = None) -> dict[str, Any]:
-    with request(db, filters, now) as r, ThreadPoolExecutor(2) as pool:
+               now: datetime | None = None, policy: SlaPolicy | None = None) -> dict[str, Any]:
+    with request(db, filters, now, policy) as r, ThreadPoolExecutor(2) as pool:
         # The largest figures run on cursors of their own meanwhile (DuckDB releases the
         # GIL); an as-of view's TEMP tables are private to its cursor, so not then.
         def aside(figure: Any) -> Any:
             return pool.submit(_on_own_cursor, r, figure) if r.filters.as_of is None else None
 
-        sla_later = aside(lambda q: queries._sla_attainment(q.view, None, q.in_window()))
+        sla_later = aside(lambda q: queries.sla_attainment(q.view, None, q.in_window()))
         load_later = aside(lambda q: (agent_load(q), daily_flow(q)))
-        today = queries._today(r.view, r.dims())
+        today = queries.today(r.view, r.dims())
         due = clocks_due(r, list_limit)
         statuses = by_status(r)
         load, daily = load_later.result() if load_later else (agent_load(r), daily_flow(r))
-        sla = sla_later.result() if sla_later else queries._sla_attainment(r.view, None, r.in_window())
+        sla = sla_later.result() if sla_later else queries.sla_attainment(r.view, None, r.in_window())
         first = _attainment(sla, "first_response")
         return {
             "window": r.window(),
@@ -318,24 +319,25 @@ def _by_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def product(db: duckdb.DuckDBPyConnection, filters: Filters, *, release: date | None = None,
-            release_days: int = 14, now: datetime | None = None) -> dict[str, Any]:
-    with request(db, filters, now) as r:
-        by_product = _by_key(queries._volume(r.view, "month", "product", r.in_window()))
-        top = queries._top_categories(r.view, filters=r.in_window())
+            release_days: int = 14, now: datetime | None = None,
+            policy: SlaPolicy | None = None) -> dict[str, Any]:
+    with request(db, filters, now, policy) as r:
+        by_product = _by_key(queries.volume(r.view, "month", "product", r.in_window()))
+        top = queries.top_categories(r.view, filters=r.in_window())
         # The latest complete week against the one before (this week is still filling up).
         this_monday = r.view.today() - timedelta(days=r.view.today().weekday())
         week = this_monday - timedelta(days=7)
         wow = sorted(
             ({"key": row["key"], "week": row["week"], "this_week": row["count"],
               "last_week": row["previous"] or 0, "growth": row["growth"]}
-             for row in queries._week_over_week(r.view, "product", r.dims(), week=week)),
+             for row in queries.week_over_week(r.view, "product", r.dims(), week=week)),
             key=lambda g: (-g["this_week"], str(g["key"])))
         trend: list[dict[str, Any]] = []
         if release is not None:
             zone = r.view.zone
             first = datetime.combine(release - timedelta(days=release_days), datetime.min.time(), zone)
             last = datetime.combine(release + timedelta(days=release_days + 1), datetime.min.time(), zone)
-            counts = {row["period"]: row["count"] for row in queries._volume(
+            counts = {row["period"]: row["count"] for row in queries.volume(
                 r.view, "day", None, r.dims(category="product_defect", registered_from=first, registered_to=last))}
             trend = [{"bucket": day, "count": counts.get(day, 0)}
                      for day in (release + timedelta(days=n) for n in range(-release_days, release_days + 1))]
@@ -354,16 +356,16 @@ def product(db: duckdb.DuckDBPyConnection, filters: Filters, *, release: date | 
 
 
 def executive(db: duckdb.DuckDBPyConnection, filters: Filters, *, granularity: Granularity = "week",
-              now: datetime | None = None) -> dict[str, Any]:
-    with request(db, filters, now) as r:
-        rates = queries._rates(r.view, r.in_window())
+              now: datetime | None = None, policy: SlaPolicy | None = None) -> dict[str, Any]:
+    with request(db, filters, now, policy) as r:
+        rates = queries.rates(r.view, r.in_window())
         start_day = r.start.astimezone(r.view.zone).date()
         # Only buckets from the one holding the period's start are shown: ratings from a day
         # before it on are enough (the day's margin covers any local midnight oddity).
         since = datetime.combine(_floor(start_day, granularity) - timedelta(days=1), datetime.min.time(), UTC)
-        ratings = queries._ratings(r.view, granularity, r.dims(), verified_from=since)
+        ratings = queries.ratings(r.view, granularity, r.dims(), verified_from=since)
         high: dict[date, int] = {}
-        for row in queries._volume(r.view, "month", "priority", r.in_window()):
+        for row in queries.volume(r.view, "month", "priority", r.in_window()):
             if row["key"] in ("urgent", "high"):
                 high[row["period"]] = high.get(row["period"], 0) + row["count"]
         return {
@@ -423,7 +425,7 @@ def trend_rows(r: Request, dimension: Dimension, granularity: Granularity) -> li
             FROM {r.facts()} WHERE registered_at >= $start AND registered_at < $end
             GROUP BY ALL""", r.params()).rows(r.db)
     return [{"bucket": row["period"], "key": None if row["key"] is None else str(row["key"]), "count": row["count"]}
-            for row in queries._volume(r.view, granularity, dimension, r.in_window())]
+            for row in queries.volume(r.view, granularity, dimension, r.in_window())]
 
 
 def sort_page(rows: list[dict[str, Any]], sort: str, order: str, limit: int, offset: int,

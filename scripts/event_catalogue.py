@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from aggregates.events import META_FIELDS, PAYLOADS
-from consumers.envelope import ENVELOPE_VERSION, EventEnvelope
+from aggregates.envelope import ENVELOPE_VERSION, EventEnvelope
 
 TARGET = Path(__file__).resolve().parent.parent / "docs" / "events.md"
 

@@ -22,8 +22,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from commands.api import create_app
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
-from commands.settings import Settings
+from complaints.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,14 +95,14 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def desk(store_settings: Settings, clock: FakeClock) -> Iterator[ComplaintDesk]:
-    app = ComplaintDesk.from_settings(store_settings, clock=clock)
+    app = open_desk(store_settings, clock=clock)
     yield app
     app.close()
 
 
 @pytest.fixture
 def client(desk: ComplaintDesk, store_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(store_settings, desk)) as test_client:
+    with TestClient(create_app(desk)) as test_client:
         yield test_client
 
 
@@ -178,7 +179,7 @@ class Processes:
         log_path = self.tmp_path / f"{name}-{len(self.started)}.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "commands.cli", *args],
+                [sys.executable, "-m", "complaints.cli", *args],
                 cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
             )
         self.started.append((proc, log_path))

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from aggregates.complaint import ALLOWED_FROM, DomainError
 from commands.desk import ComplaintDesk
 from commands.models import COMPLAINT_COMMANDS, RegisterComplaint
-from consumers.envelope import EventEnvelope, from_notification, is_complaint_event, state_decoder
+from aggregates.envelope import EventEnvelope
+from consumers.stored_events import envelopes as envelopes_of
 
 # Thursday 2027-02-04 09:30 in Shanghai: the Spring Festival closes 02-06..02-12.
 START = datetime(2027, 2, 4, 1, 30, tzinfo=UTC)
@@ -132,12 +133,11 @@ def drive(desk: ComplaintDesk, clock: Clock, plan: list[tuple[int, int, timedelt
 
 
 def envelopes(desk: ComplaintDesk) -> list[EventEnvelope]:
-    decode = state_decoder(desk.mapper)
     out: list[EventEnvelope] = []
     start = 1
     while True:
         page = desk.recorder.select_notifications(start, 10_000)
-        out += [from_notification(n, decode) for n in page if is_complaint_event(n)]
+        out += envelopes_of(desk.mapper, page)
         if len(page) < 10_000:
             return out
         start = page[-1].id + 1

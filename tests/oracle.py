@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aggregates.sla import BusinessCalendar, SlaPolicy, elapsed_business_seconds
-from consumers.envelope import EventEnvelope
+from aggregates.envelope import EventEnvelope
 
 OPEN = {"received", "triaged", "assigned", "waiting_on_customer", "resolution_proposed"}
 RESOLVED = {"resolved", "verified", "closed"}

@@ -7,20 +7,20 @@ from datetime import timedelta
 
 import duckdb
 
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
 from commands.models import (
     AddNote, AssignComplaint, RegisterComplaint, ResolveComplaint, TriageComplaint, WaitOnCustomer,
     CustomerReplied,
 )
-from consumers.envelope import from_notification, state_decoder
+from consumers.stored_events import envelopes
 from projections.base import to_batch
 from read_api.audit import history, search, state_at
 from tests.conftest import FakeClock
 
 
 def events_db(desk: ComplaintDesk) -> duckdb.DuckDBPyConnection:
-    decode = state_decoder(desk.mapper)
-    batch = to_batch(from_notification(n, decode) for n in desk.recorder.select_notifications(None, 10_000))
+    batch = to_batch(envelopes(desk.mapper, desk.recorder.select_notifications(None, 10_000)))
     db = duckdb.connect()
     db.register("batch", batch)
     db.execute("CREATE TABLE events AS SELECT * FROM batch")
@@ -32,7 +32,7 @@ def as_json(value: object) -> object:
 
 
 def test_past_states_and_history(sqlite_settings, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
-    desk = ComplaintDesk.from_settings(sqlite_settings, clock=clock)
+    desk = open_desk(sqlite_settings, clock=clock)
     cid = desk.register(RegisterComplaint(
         actor="intake", channel="wechat", customer={"id": "C-42", "tier": "vip"},
         customer_personal={"name": "Zhang", "contact": "wx-zhang"}, title="Router 严重 overheating",
@@ -73,7 +73,7 @@ def test_past_states_and_history(sqlite_settings, clock: FakeClock) -> None:  # 
 
 
 def test_search_by_customer_order_product_and_text(sqlite_settings) -> None:  # type: ignore[no-untyped-def]
-    desk = ComplaintDesk.from_settings(sqlite_settings)
+    desk = open_desk(sqlite_settings)
     for n, (customer, product, title) in enumerate(
         [("C-1", "tv-box", "No picture"), ("C-2", "tv-box", "Remote broken"), ("C-1", "router", "Slow wifi")]
     ):

@@ -26,9 +26,10 @@ import duckdb
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
-from commands.settings import Settings
-from consumers.runner import ReadNode
+from complaints.settings import Settings
+from consumers.read_node import ReadNode
 from consumers.sources import KafkaSource
 from tests.conftest import (
     KAFKA_SCRIPT,
@@ -52,7 +53,7 @@ def store(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def app(store: Settings) -> Iterator[ComplaintDesk]:
-    desk = ComplaintDesk.from_settings(store)
+    desk = open_desk(store)
     yield desk
     desk.close()
 
@@ -88,7 +89,7 @@ def topic_size(bootstrap: str, topic: str) -> int:
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> str:
-    done = subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "complaints.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"complaints {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr

@@ -17,14 +17,15 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
-from commands.settings import Settings
-from consumers.envelope import from_notification, is_complaint_event, state_decoder
+from complaints.settings import Settings
+from consumers.stored_events import envelopes
 from projections import queries
 from projections.base import to_batch
-from projections.cfpb import WINDOW_DAYS, import_cfpb
-from projections.cli import app as cli_app
-from projections.rebuild import rebuild
+from commands.cfpb import WINDOW_DAYS, import_cfpb
+from complaints.cli import app as cli_app
+from consumers.rebuild import rebuild
 from tests.test_read_models import POLICY, deliver, projectors, read_db
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cfpb"
@@ -36,16 +37,15 @@ COLUMNS = ["Date received", "Product", "Sub-product", "Issue", "Sub-issue", "Con
 
 
 def desk_at(folder: Path) -> ComplaintDesk:
-    return ComplaintDesk.from_settings(Settings(store="sqlite", sqlite_path=folder / "events.sqlite"))
+    return open_desk(Settings(store="sqlite", sqlite_path=folder / "events.sqlite"))
 
 
 def read_models_of(desk: ComplaintDesk, batch: int = 5_000) -> duckdb.DuckDBPyConnection:
     """The read models fed in runner-sized batches from the store's notification log."""
     db = read_db()
-    decode = state_decoder(desk.mapper)
     start = 1
     while page := desk.recorder.select_notifications(start, batch):
-        deliver(db, to_batch(from_notification(n, decode) for n in page if is_complaint_event(n)), projectors())
+        deliver(db, to_batch(envelopes(desk.mapper, page)), projectors())
         start = page[-1].id + 1
     return db
 
@@ -163,7 +163,7 @@ def test_the_cli_imports_a_cfpb_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = write_csv(tmp_path / "cfpb.csv", sample_rows())
     monkeypatch.setenv("COMPLAINTS_STORE", "sqlite")
     monkeypatch.setenv("COMPLAINTS_SQLITE_PATH", str(tmp_path / "events.sqlite"))
-    from commands.settings import get_settings
+    from complaints.settings import get_settings
 
     get_settings.cache_clear()
     try:

@@ -15,7 +15,7 @@ from scripts.serving import free_port
 def complaints(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"COMPLAINTS_STORE": "sqlite", "COMPLAINTS_SQLITE_PATH": str(tmp_path / "e.sqlite")}
     return subprocess.run(
-        [sys.executable, "-m", "commands.cli", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "complaints.cli", *args], capture_output=True, text=True, env=env, timeout=120
     )
 
 
@@ -65,7 +65,7 @@ def test_a_read_node_consumes_and_serves_the_read_api(tmp_path: Path) -> None:
         "COMPLAINTS_PROJECTORS": "projections.models:make", "COMPLAINTS_SOURCE": "log",
     }
     node = subprocess.Popen(
-        [sys.executable, "-m", "commands.cli", "read-node", "--db", str(tmp_path / "read.duckdb"),
+        [sys.executable, "-m", "complaints.cli", "read-node", "--db", str(tmp_path / "read.duckdb"),
          "--serve", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -15,8 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from commands.settings import Settings
-from consumers.settings import BusSettings
+from complaints.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_SERVICES = ("api", "relay", "read-node-1", "read-node-2")
@@ -58,7 +57,7 @@ def test_kafka_is_a_kraft_node_of_the_version_scripts_kafka_runs(compose: dict[s
 
 
 def test_every_setting_named_exists(compose: dict[str, Any]) -> None:
-    known = {f"COMPLAINTS_{name.upper()}" for name in (*Settings.model_fields, *BusSettings.model_fields)}
+    known = {f"COMPLAINTS_{name.upper()}" for name in Settings.model_fields}
     for name in APP_SERVICES:
         unknown = {k for k in env(compose["services"][name]) if k.startswith("COMPLAINTS_")} - known
         assert not unknown, f"{name}: no such setting {unknown}"
@@ -96,7 +95,7 @@ def test_the_bus_is_wired_to_kafka(compose: dict[str, Any]) -> None:
 
 
 def test_read_nodes_build_every_read_model(compose: dict[str, Any]) -> None:
-    from consumers.runner import load_projectors
+    from consumers.read_node import load_projectors
 
     for name in READ_NODES:
         projectors = load_projectors(env(compose["services"][name])["COMPLAINTS_PROJECTORS"])
@@ -146,7 +145,7 @@ def test_start_order(compose: dict[str, Any]) -> None:
 
 
 def test_the_commands_exist(compose: dict[str, Any]) -> None:
-    from commands.cli import app
+    from complaints.cli import app
 
     runner = CliRunner()
     for name in APP_SERVICES:

@@ -14,9 +14,10 @@ from uuid import UUID
 
 import pytest
 
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk, VersionConflict
 from commands.models import AddNote, RegisterComplaint
-from commands.settings import Settings
+from complaints.settings import Settings
 
 WRITERS = 4
 
@@ -53,7 +54,7 @@ def _process_writer(settings: Settings, barrier: Any, complaint_id: UUID, writer
 
 
 def registered(settings: Settings) -> UUID:
-    desk = ComplaintDesk.from_settings(settings)
+    desk = open_desk(settings)
     try:
         return desk.register(RegisterComplaint(
             actor="intake", channel="phone", customer={"id": "C-9"},
@@ -65,7 +66,7 @@ def registered(settings: Settings) -> UUID:
 
 
 def stored_versions(settings: Settings, complaint_id: UUID) -> list[int]:
-    desk = ComplaintDesk.from_settings(settings)
+    desk = open_desk(settings)
     try:
         return [e.originator_version for e in desk.events.get(complaint_id)]
     finally:

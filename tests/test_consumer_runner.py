@@ -17,10 +17,12 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
-from commands.settings import Settings
-from consumers.envelope import parse, wire_encoder
-from consumers.runner import ReadNode, embedded_read_node, load_projectors
+from complaints.settings import Settings
+from aggregates.envelope import parse
+from consumers.stored_events import wire_encoder
+from consumers.read_node import ReadNode, load_projectors
 from consumers.sources import DeadLetter, LogSource, Message, Polled
 from tests.conftest import FakeClock, assert_events_equal_store, send_commands, store_events
 
@@ -95,7 +97,7 @@ class Counting:
 
 @pytest.fixture
 def app(sqlite_settings: Settings, clock: FakeClock) -> Iterator[ComplaintDesk]:
-    desk = ComplaintDesk.from_settings(sqlite_settings, clock=clock)
+    desk = open_desk(sqlite_settings, clock=clock)
     yield desk
     desk.close()
 
@@ -255,7 +257,7 @@ def test_schema_change_without_drop_hook_or_of_the_event_log_rebuilds_from_the_s
 
 
 def test_background_thread_follows_new_commands(app: ComplaintDesk, tmp_path: Path) -> None:
-    node = embedded_read_node(app, tmp_path / "read.duckdb")
+    node = ReadNode(tmp_path / "read.duckdb", LogSource(app.recorder, app.mapper), poll_timeout=0.05)
     node.start_background()
     try:
         send_commands(app, 10, seed=5)
@@ -295,14 +297,15 @@ def test_load_projectors_by_name() -> None:
 def test_the_event_log_inserts_in_bulk_only() -> None:
     """The projection path stays column-wise: no executemany, no per-row INSERT loops."""
     root = Path(__file__).resolve().parent.parent
-    for path in ("projections/event_log.py", "consumers/runner.py", "consumers/decoding.py"):
+    for path in ("projections/event_log.py", "consumers/batching.py", "consumers/bookkeeping.py",
+                 "consumers/dead_letters.py", "consumers/decoding.py"):
         text = (root / path).read_text()
         assert "executemany" not in text, path
         assert "VALUES (?" not in text, path
 
 
 def test_cli_commands_explain_themselves() -> None:
-    from commands.cli import app as cli
+    from complaints.cli import app as cli
 
     runner = CliRunner()
     for command in ("relay", "read-node", "positions", "replay"):
@@ -314,9 +317,8 @@ def test_cli_commands_explain_themselves() -> None:
 def test_replay_and_positions_cli_on_the_embedded_log(
     loaded: ComplaintDesk, tmp_path: Path, sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from commands.cli import app as cli
-    from commands.settings import get_settings
-    from consumers.settings import get_bus_settings
+    from complaints.cli import app as cli
+    from complaints.settings import get_settings
 
     db_path = tmp_path / "read.duckdb"
     monkeypatch.setenv("COMPLAINTS_STORE", "sqlite")
@@ -324,7 +326,6 @@ def test_replay_and_positions_cli_on_the_embedded_log(
     monkeypatch.setenv("COMPLAINTS_READ_DB", str(db_path))
     monkeypatch.delenv("COMPLAINTS_KAFKA_BOOTSTRAP", raising=False)
     get_settings.cache_clear()
-    get_bus_settings.cache_clear()
     try:
         total = len(store_events(loaded))
         runner = CliRunner()
@@ -341,7 +342,6 @@ def test_replay_and_positions_cli_on_the_embedded_log(
         assert report["read_node"]["lag"] == 0
     finally:
         get_settings.cache_clear()
-        get_bus_settings.cache_clear()
 
 
 class Exploding(Counting):

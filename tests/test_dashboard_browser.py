@@ -21,8 +21,9 @@ import pytest
 import uvicorn
 
 from commands.demo import load_demo
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
-from commands.settings import Settings
+from complaints.settings import Settings
 from read_api.app import create_read_app
 from tests.test_read_api import build_read_db
 
@@ -44,7 +45,7 @@ def unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    desk = ComplaintDesk.from_settings(
+    desk = open_desk(
         Settings(store="sqlite", sqlite_path=tmp_path_factory.mktemp("browser") / "events.sqlite"))
     load_demo(desk, 400, end=datetime.now(UTC), progress=False)
     db = build_read_db(desk)

@@ -1,4 +1,4 @@
-"""The read node's set-based decoder against `consumers.envelope.parse`, the authority.
+"""The read node's set-based decoder against `aggregates.envelope.parse`, the authority.
 
 The SQL fast path may send a message the slow way for nothing, but must never accept
 what parse() rejects, nor store anything other than what parse() reads.
@@ -15,11 +15,13 @@ from typing import Any
 import duckdb
 import pytest
 
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
-from commands.settings import Settings
-from consumers import envelope as envelope_module
+from complaints.settings import Settings
+from aggregates import envelope as envelope_module
 from consumers.decoding import Decoder
-from consumers.envelope import parse, wire_encoder
+from aggregates.envelope import parse
+from consumers.stored_events import wire_encoder
 from consumers.sources import Message, Polled
 from projections.base import to_batch
 from tests.conftest import FakeClock, send_commands
@@ -28,7 +30,7 @@ from tests.conftest import FakeClock, send_commands
 @pytest.fixture(scope="module")
 def messages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[bytes]]:
     path = tmp_path_factory.mktemp("decoding") / "events.sqlite"
-    desk = ComplaintDesk.from_settings(Settings(store="sqlite", sqlite_path=path), clock=FakeClock(datetime(2026, 11, 23, 2, 0, tzinfo=UTC)))
+    desk = open_desk(Settings(store="sqlite", sqlite_path=path), clock=FakeClock(datetime(2026, 11, 23, 2, 0, tzinfo=UTC)))
     send_commands(desk, 60, seed=21)
     encode = wire_encoder(desk.mapper)
     yield [encode(n) for n in desk.recorder.select_notifications(1, 100_000)]

@@ -6,9 +6,11 @@ import dataclasses
 
 from aggregates.complaint import Complaint
 from aggregates.events import META_FIELDS, PAYLOADS
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
 from commands.models import AssignComplaint, RegisterComplaint, TriageComplaint
-from consumers.envelope import from_notification, parse, state_decoder
+from aggregates.envelope import parse
+from consumers.stored_events import envelopes as envelopes_of
 from scripts.event_catalogue import TARGET, catalogue
 
 BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -36,15 +38,14 @@ def test_the_catalogue_in_docs_is_current() -> None:
 
 
 def test_envelopes_from_the_store_validate_and_round_trip(sqlite_settings) -> None:  # type: ignore[no-untyped-def]
-    desk = ComplaintDesk.from_settings(sqlite_settings)
+    desk = open_desk(sqlite_settings)
     done = desk.register(RegisterComplaint(
         actor="a", channel="email", customer={"id": "C", "tier": "regular"},
         customer_personal={"name": "N", "contact": "n@example.com"}, title="t", description="d",
     ))
     desk.execute(done.complaint_id, TriageComplaint(actor="b", category="billing", severity="minor"))
     desk.execute(done.complaint_id, AssignComplaint(actor="b", team="billing", agent="x"))
-    decode = state_decoder(desk.mapper)
-    envelopes = [from_notification(n, decode) for n in desk.recorder.select_notifications(1, 10)]
+    envelopes = envelopes_of(desk.mapper, desk.recorder.select_notifications(1, 10))
     assert [e.event_type for e in envelopes] == ["Registered", "Triaged", "Assigned"]
     assert [e.complaint_version for e in envelopes] == [1, 2, 3]
     assert [e.position for e in envelopes] == [1, 2, 3]

@@ -21,13 +21,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aggregates.complaint import OPEN
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
 from commands.models import (
     AssignComplaint, CloseComplaint, RecordContact, RegisterComplaint, ReopenComplaint,
     ResolveComplaint, TriageComplaint, VerifyResolution, WaitOnCustomer, WithdrawComplaint,
 )
-from commands.settings import Settings
-from consumers.envelope import from_notification, is_complaint_event, state_decoder
+from complaints.settings import Settings
+from consumers.stored_events import envelopes
 from projections.base import to_batch
 from projections.event_log import EventLog
 from projections.models import make as make_projectors
@@ -45,10 +46,9 @@ def build_read_db(desk: ComplaintDesk, db: duckdb.DuckDBPyConnection | None = No
     projectors = make_projectors()
     for projector in projectors:
         projector.create_schema(db)
-    decode = state_decoder(desk.mapper)
     start = 0
     while notifications := desk.recorder.select_notifications(start + 1, 5_000):
-        batch = to_batch(from_notification(n, decode) for n in notifications if is_complaint_event(n))
+        batch = to_batch(envelopes(desk.mapper, notifications))
         db.begin()
         new = log.insert_new(db, batch)
         for projector in projectors:
@@ -64,7 +64,7 @@ class History:
     def __init__(self, settings: Settings) -> None:
         # Tuesday 2026-11-17 10:00 in Shanghai.
         self.clock = FakeClock(datetime(2026, 11, 17, 2, 0, tzinfo=UTC))
-        self.desk = ComplaintDesk.from_settings(settings, clock=self.clock)
+        self.desk = open_desk(settings, clock=self.clock)
         self.ids: dict[str, UUID] = {}
         self.snapshot: dict[str, str] = {}
         run = self.run

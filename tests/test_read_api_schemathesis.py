@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_schema_conformance, status_code_conformance,
 )
 
-from commands.settings import Settings
+from complaints.settings import Settings
 from read_api.app import create_read_app
 from tests.test_read_api import History, build_read_db
 

@@ -22,7 +22,7 @@ def test_the_readme_curl_walk_works_as_written(tmp_path: Path) -> None:
     script = walk.group(1).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
     env = os.environ | {"COMPLAINTS_SQLITE_PATH": str(tmp_path / "e.sqlite")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "commands.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "complaints.cli", "serve", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -20,13 +20,15 @@ from typer.testing import CliRunner
 
 from commands.desk import ComplaintDesk
 from commands.models import MarkDuplicate
-from commands.settings import Settings
-from consumers.envelope import from_notification, state_decoder
+from complaints.settings import Settings
+from consumers.stored_events import envelopes
 from projections import queries
 from projections.base import to_batch
-from projections.cli import app as cli_app
+from complaints.cli import app as cli_app
 from projections.event_log import EventLog
-from projections.rebuild import load_events, rebuild
+from consumers.read_node import ReadNode
+from consumers.rebuild import load_events, rebuild
+from consumers.sources import LogSource
 from tests.histories import Clock, START, history, steps
 from tests.oracle import Oracle, canonical
 from tests.test_read_models import POLICY, assert_same, deliver, last_instant, projectors, read_db, rich_plan
@@ -61,7 +63,6 @@ def test_the_fast_path_stores_what_the_envelopes_carry(tmp_path: Path) -> None:
     with_a_duplicate(desk)
     db = read_db([])
     count = load_events(db, desk)
-    decode = state_decoder(desk.mapper)
     stored = {r[0]: r[1:] for r in db.execute(
         "SELECT position, complaint_id::VARCHAR, complaint_version, event_type, event_version, occurred_at,"
         " recorded_at, actor, command_id, correlation_id, payload FROM events").fetchall()}
@@ -69,7 +70,7 @@ def test_the_fast_path_stores_what_the_envelopes_carry(tmp_path: Path) -> None:
     assert count == len(notes) == len(stored)
     seen = set()
     for note in notes:
-        e = from_notification(note, decode)
+        e = envelopes(desk.mapper, [note])[0]
         row = stored[note.id]
         seen.add(e.event_type)
         assert row[:9] == (str(e.complaint_id), e.complaint_version, e.event_type, e.event_version,
@@ -77,7 +78,7 @@ def test_the_fast_path_stores_what_the_envelopes_carry(tmp_path: Path) -> None:
         assert json.loads(row[9]) == e.payload, e.event_type
     assert {"Registered", "Triaged", "CustomerReplied", "Resolved", "MarkedDuplicate"} <= seen
     # The key is back: the runner's ON CONFLICT dedupe works on the rebuilt table.
-    again = EventLog().insert_new(db, to_batch([from_notification(notes[0], decode)]))
+    again = EventLog().insert_new(db, to_batch(envelopes(desk.mapper, notes[:1])))
     assert again.num_rows == 0
 
 
@@ -115,8 +116,6 @@ def test_a_compressed_store_takes_the_slow_path_to_the_same_result(tmp_path: Pat
 
 
 def test_the_rebuilt_file_is_swapped_in_and_the_runner_goes_on_from_it(tmp_path: Path) -> None:
-    from consumers.runner import embedded_read_node
-
     desk = sqlite_desk(tmp_path)
     _, first = history(rich_plan(4), desk)
     target = tmp_path / "read.duckdb"
@@ -138,11 +137,10 @@ def test_the_rebuilt_file_is_swapped_in_and_the_runner_goes_on_from_it(tmp_path:
     from tests.histories import drive
 
     drive(desk, desk.clock, rich_plan(5, 40))
-    node = embedded_read_node(desk, target, projectors())
+    node = ReadNode(target, LogSource(desk.recorder, desk.mapper), projectors(), poll_timeout=0.05)
     with node:
         node.catch_up()
-        everything = [from_notification(n, state_decoder(desk.mapper))
-                      for n in desk.recorder.select_notifications(1, 100_000)]
+        everything = envelopes(desk.mapper, desk.recorder.select_notifications(1, 100_000))
         now = last_instant(everything)
         figures = queries.dashboard(node.cursor(), now=now, policy=POLICY)
     assert_same(canonical(figures), canonical(Oracle(everything, now, "Asia/Shanghai", POLICY).figures()))
@@ -175,7 +173,7 @@ def test_one_read_model_is_rebuilt_from_the_local_events_the_rest_is_kept(tmp_pa
     models = projectors()
     for p in models:
         p.create_schema(db)
-    from projections.rebuild import _runner_schema
+    from consumers.rebuild import _runner_schema
 
     db.execute(_runner_schema())
     deliver(db, to_batch(envelopes), models)
@@ -201,7 +199,7 @@ def test_the_cli_rebuilds_and_prints_figures_as_of_a_position(tmp_path: Path, mo
     desk.close()
     monkeypatch.setenv("COMPLAINTS_STORE", "sqlite")
     monkeypatch.setenv("COMPLAINTS_SQLITE_PATH", str(tmp_path / "events.sqlite"))
-    from commands.settings import get_settings
+    from complaints.settings import get_settings
 
     get_settings.cache_clear()
     runner = CliRunner()
@@ -313,7 +311,8 @@ def test_what_if_with_the_same_policy_changes_nothing(tmp_path: Path) -> None:
 
     desk = sqlite_desk(tmp_path)
     history(rich_plan(31, 120), desk)
-    report = what_if(POLICY, tmp_path / "same.duckdb", source=desk, actual_policy=POLICY, progress=False)
+    report = what_if(POLICY, tmp_path / "same.duckdb", load_events=lambda db: load_events(db, desk), actual_policy=POLICY,
+                     progress=False)
     for row in report.rows:
         assert (row["what_if_met"], row["what_if_counted"]) == (row["actual_met"], row["actual_counted"]), row
     got = duckdb.connect(str(report.path), read_only=True)

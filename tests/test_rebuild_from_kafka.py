@@ -17,8 +17,9 @@ import duckdb
 import pytest
 
 from commands.demo import load_demo
+from complaints.store import open_desk
 from commands.desk import ComplaintDesk
-from commands.settings import Settings
+from complaints.settings import Settings
 from consumers.relay import Relay, ensure_topics, make_producer
 from projections import queries
 from tests.conftest import ROOT, backbone_env, store_events
@@ -31,7 +32,7 @@ NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 def cli_rebuild(env: dict[str, str], source: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "commands.cli", "read-models", "rebuild", "--from", source, "--no-progress"],
+        [sys.executable, "-m", "complaints.cli", "read-models", "rebuild", "--from", source, "--no-progress"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, f"rebuild --from {source} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
@@ -42,7 +43,7 @@ def test_a_rebuild_from_kafka_equals_a_rebuild_from_the_store(
     tmp_path: Path, kafka_bootstrap: str, topic: str
 ) -> None:
     store = tmp_path / "events.sqlite"
-    desk = ComplaintDesk.from_settings(Settings(store="sqlite", sqlite_path=store))
+    desk = open_desk(Settings(store="sqlite", sqlite_path=store))
     try:
         load_demo(desk, 30, end=NOW, progress=False)
         expected = store_events(desk)

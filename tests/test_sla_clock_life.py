@@ -182,7 +182,7 @@ def test_sla_pages_tell_each_next_response_clock_apart(lived) -> None:
     from read_api.app import create_read_app
 
     db, one, *_ = lived
-    with TestClient(create_read_app(db, clock=lambda: at(345), cache_ttl=0)) as client:
+    with TestClient(create_read_app(db, clock=lambda: at(345), cache_seconds=0)) as client:
         pages = [client.get("/sla", params={"limit": 2, "offset": offset, "sort": "complaint_id"}).json()
                  for offset in range(0, 12, 2)]
     rows = [row for page in pages for row in page["items"]]

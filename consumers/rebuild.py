@@ -10,11 +10,10 @@ Two sources:
 (From the start of a Kafka topic: `rebuild_from_kafka`, which lets the consumer runner
 read the topic into the fresh file.)
 
-The fast path reads the store's rows without building domain objects: a page of raw
-(position, id, version, topic, JSON state) goes to DuckDB as Arrow, and SQL turns the
-stored JSON into the envelope's columns (typed values such as {"_type_": "datetime_iso",
-"_data_": ...} become plain strings, store-only keys are dropped). Encrypted or
-compressed stores take the slow path through `consumers.envelope.from_notification`.
+The store's rows are read without building domain objects, in big pages, and turned
+into the published envelope by the one decoder of stored events (`stored_events`, the
+relay's and the in-process follower's too) in a reader thread; a page of envelopes goes
+to DuckDB as Arrow, and one JSON parse per envelope gives the `events` columns.
 
 The new file is built next to the live one and swapped in with os.replace: readers of
 the old file keep being served until then (a read node in another process must be
@@ -43,9 +42,9 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from aggregates.sla import SlaPolicy
-from consumers.envelope import COMPLAINT_TOPIC_PREFIX, from_notification, state_decoder
+from aggregates.envelope import COMPLAINT_TOPIC_PREFIX
+from consumers.stored_events import wire_writer
 from projections import models as read_models
-from projections.base import to_batch
 from projections.event_log import EventLog
 from projections.facts import Scope
 
@@ -53,17 +52,11 @@ log = logging.getLogger(__name__)
 
 PAGE = 50_000
 LOG_SOURCE = "log"  # the runner's name for the in-process event store source
-_STORE_KEYS = ("timestamp", "originator_topic", "class_version", "actor", "occurred_at",
-               "command_id", "correlation_id")
-_RAW_SCHEMA = pa.schema([
-    ("position", pa.int64()), ("complaint_id", pa.string()), ("complaint_version", pa.int32()),
-    ("topic", pa.string()), ("state", pa.large_binary()),
-])
 
 
 def _runner_schema() -> str:
     # The runner's own tables: a rebuilt file must be a read node's file.
-    from consumers.runner import RUNNER_SCHEMA
+    from consumers.bookkeeping import RUNNER_SCHEMA
 
     return RUNNER_SCHEMA
 
@@ -96,135 +89,50 @@ def _sqlite_file(recorder: Any) -> str | None:
     return str(name)
 
 
-def raw_pages(app: Any, page: int = PAGE, start: int = 1) -> Iterator[pa.Table]:
-    """The store's notifications as Arrow tables of raw rows (`_RAW_SCHEMA`), in order."""
-    recorder = app.recorder
+def envelope_pages(store: Any, page: int = PAGE, start: int = 1) -> Iterator[tuple[int, pa.Table]]:
+    """The store's notifications from `start` on, in pages: (rows read, an Arrow table of
+    the Complaint events' envelopes as JSON text)."""
+    recorder = store.recorder
+    write, prefix = wire_writer(store.mapper), COMPLAINT_TOPIC_PREFIX
+    for rows in _row_pages(recorder, page, start):
+        envelopes = [write(topic, (oid if type(oid) is str else str(oid)).encode(), version, position, state)
+                     for position, oid, version, topic, state in rows if topic.startswith(prefix)]
+        # One buffer and its offsets: several times faster than pa.array() of many bytes objects.
+        offsets = pa.array(itertools.accumulate(map(len, envelopes), initial=0), pa.int64())
+        column = pa.Array.from_buffers(pa.large_string(), len(envelopes),
+                                       [None, offsets.buffers()[1], pa.py_buffer(b"".join(envelopes))])
+        yield len(rows), pa.table([column], names=["envelope"])
+
+
+def _row_pages(recorder: Any, page: int, start: int) -> Iterator[list[tuple[Any, ...]]]:
     path = _sqlite_file(recorder)
-    table = getattr(recorder, "events_table_name", "stored_events")
-    if path is not None:
-        # Plain tuples from our own read-only connection: no Row objects, no UUID parsing.
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            while True:
-                rows = con.execute(
-                    f"SELECT rowid, originator_id, originator_version, topic, state FROM {table}"
-                    " WHERE rowid >= ? ORDER BY rowid LIMIT ?", (start, page),
-                ).fetchall()
-                if not rows:
-                    return
-                yield _raw_table(rows)
-                start = rows[-1][0] + 1
-        finally:
-            con.close()
-    while True:
-        notes = recorder.select_notifications(start, page)
-        if not notes:
-            return
-        yield _raw_table([(n.id, str(n.originator_id), n.originator_version, n.topic, n.state) for n in notes])
-        start = notes[-1].id + 1
+    if path is None:
+        while notes := recorder.select_notifications(start, page):
+            yield [(n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in notes]
+            start = notes[-1].id + 1
+        return
+    # Plain tuples from our own read-only connection: no Row objects, no UUID parsing.
+    table = recorder.events_table_name
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        while rows := con.execute(
+            f"SELECT rowid, originator_id, originator_version, topic, state FROM {table}"
+            " WHERE rowid >= ? ORDER BY rowid LIMIT ?", (start, page),
+        ).fetchall():
+            yield rows
+            start = rows[-1][0] + 1
+    finally:
+        con.close()
 
 
-def _raw_table(rows: list[tuple[Any, ...]]) -> pa.Table:
-    ids, originators, versions, topics, states = zip(*rows)
-    if not isinstance(originators[0], str):
-        originators = tuple(str(o) for o in originators)
-    # One buffer and its offsets: several times faster than pa.array() of many bytes objects.
-    offsets = pa.array(itertools.accumulate(map(len, states), initial=0), pa.int64())
-    state = pa.Array.from_buffers(pa.large_binary(), len(states),
-                                  [None, offsets.buffers()[1], pa.py_buffer(b"".join(states))])
-    return pa.table(
-        [pa.array(ids, pa.int64()), pa.array(originators, pa.string()),
-         pa.array(versions, pa.int32()), pa.array(topics, pa.string()), state],
-        schema=_RAW_SCHEMA,
-    )
-
-
-def _fast_decodable(app: Any) -> bool:
-    """Plain JSON state (no cipher, no compressor, only the transcodings SQL can undo)."""
-    mapper = app.mapper
-    names = set(getattr(mapper.transcoder, "names", {}) or {})
-    return (not mapper.cipher and not mapper.compressor
-            and type(mapper.transcoder).__name__ == "JSONTranscoder"
-            and names <= {"datetime_iso", "uuid_hex", "decimal_str"})
-
-
-# Stored JSON -> the envelope's payload JSON. eventsourcing writes an event's state as
-#   {"timestamp":{...}[,"originator_topic":"..."],<the payload>,"actor":"...",
-#    "occurred_at":{...},"command_id":"...","correlation_id":"..."}
-# (originator_topic only on a creation event), with datetimes and UUIDs as
-# {"_type_":"datetime_iso"|"uuid_hex","_data_":"..."}. When a row has exactly that shape
-# (its keys are checked), the payload is cut out of the text and only payloads holding a
-# typed value go through the regular expressions; anything else takes the general way
-# (regular expressions on the whole state, then a JSON merge patch removing the store's
-# keys). Both give `from_notification`'s payload: tests/test_rebuild.py checks it.
-_UUID = r'\{\s*"_type_"\s*:\s*"uuid_hex"\s*,\s*"_data_"\s*:\s*"([0-9a-f]{8})([0-9a-f]{4})([0-9a-f]{4})([0-9a-f]{4})([0-9a-f]{12})"\s*\}'
-_TYPED = r'\{\s*"_type_"\s*:\s*"(datetime_iso|decimal_str)"\s*,\s*"_data_"\s*:\s*("[^"]*")\s*\}'
-_PATCH = "{" + ", ".join(f'"{k}": null' for k in _STORE_KEYS) + "}"
-_META = ("$.occurred_at._data_", "$.timestamp._data_", "$.actor", "$.command_id",
-         "$.correlation_id", "$.class_version")
-_TAIL = ["actor", "occurred_at", "command_id", "correlation_id"]
-_TOPIC_KEY = '"originator_topic":"'
-
-
-def _untyped(text: str) -> str:
-    """SQL: `text` with every typed value replaced by its plain string."""
-    return (f"regexp_replace(regexp_replace({text}, '{_UUID}', '\"\\1-\\2-\\3-\\4-\\5\"', 'g'),"
-            f" '{_TYPED}', '\\2', 'g')")
-
-
-_TS_HEAD = '{"timestamp":{"_type_":"datetime_iso","_data_":"'
-
-
-def _insert_raw_sql(raw: str) -> str:
-    n = len(_TOPIC_KEY)
-    # m: occurred_at, recorded_at, actor, command_id, correlation_id, class_version. For the
-    # usual shape they come from the short tail and the head's fixed offset (the whole
-    # state is parsed only for the others).
-    return f"""
-    INSERT INTO events (complaint_id, complaint_version, position, event_type, event_version,
-        occurred_at, recorded_at, actor, command_id, correlation_id, payload, applied_at)
-    SELECT complaint_id::UUID, complaint_version, position, event_type,
-        coalesce(TRY_CAST(m[6] AS INTEGER), 1), CAST(m[1] AS TIMESTAMPTZ), CAST(m[2] AS TIMESTAMPTZ),
-        m[3], m[4], m[5],
-        CAST(CASE
-            WHEN NOT usual THEN json_merge_patch({_untyped('x')}, '{_PATCH}')
-            WHEN contains(cut, '"_type_"') THEN {_untyped('cut')}
-            ELSE cut END AS JSON),
-        now()
-    FROM (
-        SELECT *,
-            CASE WHEN usual
-                 THEN list_concat(
-                     json_extract_string(tj, ['$.occurred_at._data_']),
-                     [substr(x, {len(_TS_HEAD) + 1}, after_ts - {len(_TS_HEAD) + 4})],
-                     json_extract_string(tj, ['$.actor', '$.command_id', '$.correlation_id']),
-                     [NULL])
-                 ELSE json_extract_string(x, {list(_META)!r}) END AS m
-        FROM (
-            SELECT *, '{{' || substr(x, start, greatest(tail - start, 0)) || '}}' AS cut,
-                starts_with(x, '{_TS_HEAD}') AND tail > 0
-                    AND json_keys(tj) = {_TAIL!r}
-                    AND NOT contains(x, '"class_version"') AS usual
-            FROM (
-                SELECT *, strpos(x, ',"actor":') AS tail,
-                    CASE WHEN strpos(x, ',"actor":') > 0 THEN '{{' || substr(x, strpos(x, ',"actor":') + 1) END AS tj,
-                    -- after the timestamp object, and after originator_topic's value if present
-                    CASE WHEN starts_with(rest, '{_TOPIC_KEY}')
-                         THEN after_ts + {n} + strpos(substr(rest, {n + 1}), '"') + 1
-                         ELSE after_ts END AS start
-                FROM (
-                    SELECT *, strpos(x, '"}},') + 3 AS after_ts, substr(x, strpos(x, '"}},') + 3) AS rest
-                    FROM (
-                        SELECT position, complaint_id, complaint_version,
-                            substr(topic, {len(COMPLAINT_TOPIC_PREFIX) + 1}) AS event_type,
-                            decode(state) AS x
-                        FROM {raw} WHERE starts_with(topic, '{COMPLAINT_TOPIC_PREFIX}')
-                    )
-                )
-            )
-        )
-    )
-    """
+_ENVELOPE_FIELDS = ["complaint_id", "complaint_version", "position", "event_type", "event_version",
+                    "occurred_at", "recorded_at", "actor", "command_id", "correlation_id", "payload"]
+_INSERT_ENVELOPES = f"""
+    INSERT INTO events ({", ".join(_ENVELOPE_FIELDS)}, applied_at)
+    SELECT m[1]::UUID, m[2]::INTEGER, m[3]::BIGINT, m[4], m[5]::INTEGER, m[6]::TIMESTAMPTZ,
+           m[7]::TIMESTAMPTZ, m[8], m[9], m[10], m[11]::JSON, now()
+    FROM (SELECT json_extract_string(envelope, {["$." + f for f in _ENVELOPE_FIELDS]!r}) AS m FROM _page)
+"""
 
 
 @contextmanager
@@ -243,57 +151,37 @@ def _key_added_after(db: duckdb.DuckDBPyConnection, table: str) -> Iterator[None
     db.execute(f"ALTER TABLE {table} ADD {key.group(1)}")
 
 
-def load_events(db: duckdb.DuckDBPyConnection, app: Any, page: int = PAGE,
+def load_events(db: duckdb.DuckDBPyConnection, store: Any, page: int = PAGE,
                 progress: Callable[[int], None] | None = None) -> int:
-    """Copy every Complaint event of the store into a new `events` table; returns how many."""
+    """Copy every Complaint event of the store (anything with `recorder` and `mapper`) into
+    a new `events` table; returns how many."""
     # One DuckDB thread: the other core is the reader thread's (Python, fetching pages).
     threads = db.execute("SELECT current_setting('threads')").fetchone()[0]  # type: ignore[index]
     db.execute("SET threads = 1")
     try:
         with _key_added_after(db, "events"):
-            return _load_events(db, app, page, progress)
+            return _load_events(db, store, page, progress)
     finally:
         db.execute(f"SET threads = {int(threads)}")
 
 
-def _load_events(db: duckdb.DuckDBPyConnection, app: Any, page: int,
+def _load_events(db: duckdb.DuckDBPyConnection, store: Any, page: int,
                  progress: Callable[[int], None] | None) -> int:
-    fast = _fast_decodable(app)
-    decode = None if fast else state_decoder(app.mapper)
-    if not fast:
-        log.info("event store is encrypted, compressed or custom-transcoded: decoding in Python")
     count = 0
-    sql = _insert_raw_sql("_raw_page")
-    for raw in _prefetched(raw_pages(app, page)):
-        if fast:
-            db.register("_raw_page", raw)
-            try:
-                count += db.execute(sql).fetchone()[0]  # type: ignore[index]
-            finally:
-                db.unregister("_raw_page")
-        else:
-            assert decode is not None
-            rows = raw.to_pylist()
-            envelopes = [from_notification(_Note(**r), decode) for r in rows
-                         if r["topic"].startswith(COMPLAINT_TOPIC_PREFIX)]
-            db.register("_slow_page", to_batch(envelopes))
-            try:
-                count += db.execute(
-                    "INSERT INTO events (complaint_id, complaint_version, position, event_type,"
-                    " event_version, occurred_at, recorded_at, actor, command_id, correlation_id,"
-                    " payload, applied_at) SELECT complaint_id::UUID, complaint_version, position,"
-                    " event_type, event_version, occurred_at, recorded_at, actor, command_id,"
-                    " correlation_id, payload::JSON, now() FROM _slow_page"
-                ).fetchone()[0]  # type: ignore[index]
-            finally:
-                db.unregister("_slow_page")
+    for read, envelopes in _prefetched(envelope_pages(store, page)):
+        db.register("_page", envelopes)
+        try:
+            count += db.execute(_INSERT_ENVELOPES).fetchone()[0]  # type: ignore[index]
+        finally:
+            db.unregister("_page")
         if progress:
-            progress(raw.num_rows)
+            progress(read)
     return count
 
 
-def _prefetched(pages: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
-    """Read the next pages in a thread while DuckDB (which releases the GIL) inserts this one."""
+def _prefetched(pages: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Read and decode the next pages in a thread while DuckDB (which releases the GIL)
+    inserts this one."""
     done = object()
     queue: Queue[Any] = Queue(maxsize=depth)
 
@@ -310,31 +198,6 @@ def _prefetched(pages: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]
         if isinstance(item, BaseException):
             raise item
         yield item
-
-
-@dataclass
-class _Note:
-    """Enough of an eventsourcing Notification for `from_notification`."""
-
-    position: int
-    complaint_id: str
-    complaint_version: int
-    topic: str
-    state: bytes
-
-    @property
-    def id(self) -> int:
-        return self.position
-
-    @property
-    def originator_id(self) -> Any:
-        from uuid import UUID
-
-        return UUID(self.complaint_id)
-
-    @property
-    def originator_version(self) -> int:
-        return self.complaint_version
 
 
 # ---------------------------------------------------------------------------------- building
@@ -489,24 +352,20 @@ def _copy_live(db: duckdb.DuckDBPyConnection, path: Path, rebuilt: Sequence[str]
     return int(count), position
 
 
-def rebuild_from_kafka(path: str | Path, models: Sequence[str] | None = None, *,
+def rebuild_from_kafka(path: str | Path, read_node: Callable[[Path], Any], *,
                        progress: bool = True, swap: bool = True) -> RebuildReport:
-    """Read the topic from its start into a fresh file through the consumer runner, then swap.
+    """Read the topic from its start into a fresh file through a read node, then swap.
 
-    The runner stores the Kafka positions itself, so a read node on the swapped-in file
-    goes on from where the rebuild stopped.
+    `read_node(path)` makes a read node on Kafka writing `path` (the composition root's).
+    The node stores the Kafka positions itself, so a read node on the swapped-in file goes
+    on from where the rebuild stopped.
     """
-    from commands.settings import get_settings
-    from consumers.runner import read_node_from_settings
-    from consumers.settings import get_bus_settings
-
     path = Path(path)
     started = time.perf_counter()
     tmp = path.with_name(f"{path.name}.rebuild-{os.getpid()}")
     for leftover in (tmp, Path(f"{tmp}.wal")):
         leftover.unlink(missing_ok=True)
-    node, _ = read_node_from_settings(get_settings(), get_bus_settings(), db_path=tmp, source="kafka",
-                                      projectors=read_models.make(models))
+    node = read_node(tmp)
     try:
         with tqdm(desc="reading the topic", unit="ev", unit_scale=True, disable=not progress) as bar:
             node.catch_up(progress=lambda result: bar.update(result.messages))

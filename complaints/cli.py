@@ -1,0 +1,113 @@
+"""The `complaints` command line: the composition root's entry point.
+
+The root callback reads the settings (once), sets up logging and puts a `Wiring` in the
+typer context; the packages' sub-apps (`commands.cli`: the command verbs, `demo`,
+`import-cfpb`; `consumers.cli`: `relay`, `read-node`, `replay`, `positions`,
+`read-models ...`) take what they need from it. `serve` and `run` are the root's own:
+they put processes together.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from commands.cli import app as commands_app
+from complaints.logs import configure_logging
+from complaints.settings import get_settings
+from complaints.wiring import Wiring
+from consumers.cli import app as consumers_app
+
+app = typer.Typer(
+    help="Complaint management: commands, the command API, the event backbone, read models.\n\n"
+    "Settings come from the environment, prefix COMPLAINTS_ (e.g. COMPLAINTS_STORE=postgres, "
+    "COMPLAINTS_KAFKA_BOOTSTRAP=127.0.0.1:19092): see `complaints settings`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+Host = Annotated[Optional[str], typer.Option(help="address to listen on (default: COMPLAINTS_HOST)")]
+Port = Annotated[Optional[int], typer.Option(help="port to listen on (default: COMPLAINTS_PORT)")]
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log at DEBUG level")] = False,
+) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_format, "DEBUG" if verbose else settings.log_level)
+    wiring = Wiring(settings)
+    ctx.obj = wiring
+    ctx.call_on_close(wiring.close)
+
+
+def _wiring(ctx: typer.Context) -> Wiring:
+    wiring: Wiring = ctx.obj
+    return wiring
+
+
+@app.command("settings", help="Print the settings in effect (from the environment) and what each means.")
+def show_settings(ctx: typer.Context) -> None:
+    settings = _wiring(ctx).settings
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if "password" in name:
+            value = "***"
+        typer.echo(f"COMPLAINTS_{name.upper()}={value if value is not None else ''}"
+                   + (f"  # {field.description}" if field.description else ""))
+
+
+@app.command(help="Serve the command API over HTTP (OpenAPI at /docs; /metrics, /health, /ready).")
+def serve(ctx: typer.Context, host: Host = None, port: Port = None) -> None:
+    wiring = _wiring(ctx)
+    host, port = host or wiring.settings.host, port or wiring.settings.port
+    typer.echo(f"command API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/docs)")
+    wiring.serve(wiring.command_app(), host, port)
+
+
+@app.command(
+    help="Run everything on the embedded default: the command API, an in-process read node"
+    " (SLA, workload and trend read models), the read API and dashboards, with demo data"
+    " when the event store is empty."
+)
+def run(
+    ctx: typer.Context,
+    host: Host = None,
+    port: Port = None,
+    demo_count: Annotated[int, typer.Option(help="demo complaints for an empty store; 0 = none")] = 500,
+    read_db: Annotated[Optional[Path], typer.Option(help="the read node's DuckDB file")] = None,
+) -> None:
+    from commands.demo import load_demo
+
+    wiring = _wiring(ctx)
+    settings = wiring.settings
+    desk = wiring.desk()
+    node = wiring.read_node(read_db, "log")
+    api = wiring.command_app(desk, node)
+    api.include_router(wiring.read_router(lambda: node))
+    wiring.include_page(api)
+    if demo_count and not wiring.store.recorder.max_notification_id():
+        # Load in the background: the dashboards fill up live while the user watches.
+        typer.echo(f"empty event store: loading {demo_count} demo complaints")
+        threading.Thread(target=load_demo, args=(desk, demo_count), kwargs={"progress": False},
+                         daemon=True, name="demo").start()
+    host, port = host or settings.host, port or settings.port
+    typer.echo(f"dashboard:   http://{host}:{port}/dashboard")
+    typer.echo(f"API docs:    http://{host}:{port}/docs")
+    wiring.serve_with_node(api, node, host, port)
+
+
+app.add_typer(commands_app)
+app.add_typer(consumers_app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

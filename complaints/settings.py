@@ -1,0 +1,117 @@
+"""The one place settings come from: the environment (prefix COMPLAINTS_), read once.
+
+Every other module takes what it needs as arguments; `tests/test_layers.py` checks that
+no module outside this package reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMPLAINTS_", extra="ignore")
+
+    # ------------------------------------------------------------------ event store
+    store: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="event store: an embedded SQLite file, or PostgreSQL"
+    )
+    sqlite_path: Path = Field(Path("var/complaints.sqlite"), description="SQLite event store file")
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_db: str = "complaints"
+    postgres_user: str = "complaints"
+    postgres_password: str = "complaints"
+    postgres_schema: str = ""
+    postgres_pool_size: int = 5
+    aggregate_cache_size: int = Field(10_000, description="complaints kept in memory; 0 = none")
+
+    # ------------------------------------------------------------------ domain
+    sla_policy: Path | None = Field(None, description="SLA policy TOML; None = the packaged one")
+    timezone: str = Field("Asia/Shanghai", description="time zone of the dashboards' days and weeks")
+
+    # ------------------------------------------------------------------ HTTP
+    host: str = Field("127.0.0.1", description="address the API listens on")
+    port: int = Field(8000, description="port the API listens on")
+    read_cache_seconds: float = Field(5.0, ge=0, description="how long the read API caches a dashboard; 0 = never")
+
+    # ------------------------------------------------------------------ backbone
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port[,host:port] of Kafka; unset = no Kafka, read nodes follow the event store"
+    )
+    topic: str = Field("complaints.events", description="the event topic; dead letters go to <topic>.dead-letter")
+    partitions: int = Field(6, ge=1, description="partitions of a newly created event topic")
+    read_db: Path = Field(Path("var/read.duckdb"), description="the read node's DuckDB file")
+    source: Literal["auto", "kafka", "log"] = Field(
+        "auto", description="what feeds a read node: kafka, the event store's log, or auto (kafka when configured)"
+    )
+    projectors: str = Field(
+        "", description="extra projectors for read nodes, comma-separated module:Class (the event log is always on)"
+    )
+    relay_batch_size: int = Field(2_000, ge=1, description="events per relay publish (one acknowledgement wait)")
+    consumer_batch_size: int = Field(20_000, ge=1, description="messages per read-node batch (one DuckDB transaction)")
+    poll_interval: float = Field(0.05, gt=0, description="seconds between polls when idle (relay and log follower)")
+
+    # ------------------------------------------------------------------ operations
+    metrics_port: int | None = Field(
+        None, description="port of /metrics, /health and /ready for a headless process (relay, read node without --serve)"
+    )
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text, or as JSON objects")
+    log_level: str = Field("INFO", description="the root log level")
+
+    # Fault injection for the fault tests only: widen the windows a crash must hit.
+    fault_relay_pause: float = Field(0.0, ge=0, description="test only: seconds between Kafka's ack and recording the position")
+    fault_commit_pause: float = Field(0.0, ge=0, description="test only: seconds inside a read-node transaction before commit")
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The environment an eventsourcing application or factory is configured from."""
+        env: dict[str, str] = {}
+        if self.aggregate_cache_size:
+            env["AGGREGATE_CACHE_MAXSIZE"] = str(self.aggregate_cache_size)
+        if self.store == "sqlite":
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            env |= {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(self.sqlite_path),
+                "SQLITE_LOCK_TIMEOUT": "10",
+            }
+        else:
+            env |= {
+                "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                "POSTGRES_DBNAME": self.postgres_db,
+                "POSTGRES_HOST": self.postgres_host,
+                "POSTGRES_PORT": str(self.postgres_port),
+                "POSTGRES_USER": self.postgres_user,
+                "POSTGRES_PASSWORD": self.postgres_password,
+                "POSTGRES_POOL_SIZE": str(self.postgres_pool_size),
+                "CREATE_TABLE": "y",
+            }
+            if self.postgres_schema:
+                env["POSTGRES_SCHEMA"] = self.postgres_schema
+        return env
+
+    @property
+    def dead_letter_topic(self) -> str:
+        from consumers.sources import dead_letter_topic
+
+        return dead_letter_topic(self.topic)
+
+    def use_kafka(self) -> bool:
+        if self.source == "kafka" and not self.kafka_bootstrap:
+            raise ValueError("COMPLAINTS_SOURCE=kafka needs COMPLAINTS_KAFKA_BOOTSTRAP (host:port of the broker)")
+        return self.source == "kafka" or (self.source == "auto" and bool(self.kafka_bootstrap))
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap:
+            raise ValueError("set COMPLAINTS_KAFKA_BOOTSTRAP (host:port of the Kafka broker) to run the relay")
+        return self.kafka_bootstrap
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,165 @@
+"""The composition root's object graph: settings in, the processes' parts out.
+
+One `Wiring` per process, made from the one `Settings`; the packages' command lines get
+it as the typer context's `obj` and ask it for what they need (each declares a Protocol
+of what it uses), so none of them reads settings or knows how the others are built.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from commands.desk import ComplaintDesk
+from complaints.operations import Check, operations_router, serve_operations
+from complaints.settings import Settings
+from complaints.store import EventStore, open_desk, open_store
+
+log = logging.getLogger(__name__)
+
+
+class Wiring:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._closers: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------------ the write side
+    def desk(self) -> ComplaintDesk:
+        desk = open_desk(self.settings)
+        self._closers.append(desk.close)
+        return desk
+
+    @cached_property
+    def store(self) -> EventStore:
+        store = open_store(self.settings)
+        self._closers.append(store.close)
+        return store
+
+    @cached_property
+    def sla_policy(self) -> Any:
+        from aggregates.sla import load_sla_policy
+
+        return load_sla_policy(self.settings.sla_policy)
+
+    # ------------------------------------------------------------------ the backbone
+    def relay(self, batch_size: int | None = None) -> Any:
+        """A relay from the event store to the configured topic (raises ValueError without Kafka)."""
+        from consumers.relay import Relay, make_producer
+
+        bootstrap = self.settings.require_kafka()
+        return Relay(
+            recorder=self.store.recorder,
+            mapper=self.store.mapper,
+            tracking=self.store.tracking,
+            producer_factory=lambda: make_producer(bootstrap),
+            topic=self.settings.topic,
+            batch_size=batch_size or self.settings.relay_batch_size,
+            pause_before_tracking=self.settings.fault_relay_pause,
+        )
+
+    def read_node(self, db: Path | None = None, source: str | None = None,
+                  projectors: Sequence[Any] | None = None, **options: Any) -> Any:
+        """A read node as configured: on Kafka when COMPLAINTS_KAFKA_BOOTSTRAP is set (or
+        `source="kafka"`), else following the event store in this process."""
+        from consumers.read_node import ReadNode, load_projectors
+        from consumers.sources import KafkaSource, LogSource
+
+        settings = self.settings if source is None else self.settings.model_copy(update={"source": source})
+        chosen: Any
+        if settings.use_kafka():
+            chosen = KafkaSource(settings.kafka_bootstrap, settings.topic)
+        else:
+            chosen = LogSource(self.store.recorder, self.store.mapper, idle_sleep=settings.poll_interval)
+        if projectors is None:
+            projectors = load_projectors(settings.projectors)
+        options.setdefault("batch_size", settings.consumer_batch_size)
+        options.setdefault("commit_pause", settings.fault_commit_pause)
+        return ReadNode(db or settings.read_db, chosen, projectors, **options)
+
+    # ------------------------------------------------------------------ HTTP
+    def command_app(self, desk: ComplaintDesk | None = None, node: Any = None) -> FastAPI:
+        """The command API with /health, /ready (the store answers; and `node` caught up) and /metrics."""
+        from commands.api import create_app
+
+        desk = desk or self.desk()
+        app = create_app(desk)
+        app.include_router(operations_router(*self._store_ready(desk.recorder), *self._node_ready(node)))
+        return app
+
+    def read_app(self, node: Any) -> FastAPI:
+        """The read API and dashboards over a read node, with /health, /ready and /metrics."""
+        from read_api.app import create_read_app
+
+        app = create_read_app(node, cache_seconds=self.settings.read_cache_seconds,
+                              timezone=self.settings.timezone, policy=self.sla_policy)
+        app.include_router(operations_router(*self._node_ready(node)))
+        return app
+
+    def read_router(self, node: Callable[[], Any]) -> Any:
+        from read_api.app import read_router
+
+        return read_router(node, cache_seconds=self.settings.read_cache_seconds,
+                           timezone=self.settings.timezone, policy=self.sla_policy)
+
+    def include_page(self, app: FastAPI) -> None:
+        from read_api.page import page_router
+
+        app.include_router(page_router())
+
+    @staticmethod
+    def _store_ready(recorder: Any) -> list[Check]:
+        def store() -> str | None:
+            recorder.max_notification_id()
+            return None
+
+        return [store]
+
+    @staticmethod
+    def _node_ready(node: Any) -> list[Check]:
+        if node is None:
+            return []
+        return [lambda: None if node.caught_up.is_set() else f"the read node to catch up with {node.source.name}"]
+
+    def serve(self, app: FastAPI, host: str, port: int) -> None:
+        """Serve until SIGTERM or SIGINT: requests in flight finish, then this returns."""
+        import uvicorn
+
+        # uvicorn re-raises the signal it stopped on once it has stopped; a handler that
+        # only logs lets the callers' `finally` (closing the read node, the store) run.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda number, _frame: log.info("%s: stopped", signal.Signals(number).name))
+        uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)
+
+    def serve_with_node(self, app: FastAPI, node: Any, host: str, port: int) -> None:
+        """`app` and `node` in one process: the node consumes in a thread while the app serves."""
+        node.open()
+        node.start_background()
+        try:
+            self.serve(app, host, port)
+        finally:
+            node.stop()
+            node.close()
+
+    def serve_read_node(self, node: Any, host: str, port: int) -> None:
+        """A read node that also answers the read API and dashboards (one process owns the file)."""
+        app = self.read_app(node)
+        log.info("read node serving http://%s:%d/dashboard", host, port)
+        self.serve_with_node(app, node, host, port)
+
+    def serve_operations(self, *checks: Check) -> None:
+        """/health, /ready, /metrics of a headless process, when COMPLAINTS_METRICS_PORT is set."""
+        if self.settings.metrics_port is not None:
+            serve_operations(self.settings.host, self.settings.metrics_port, *checks)
+
+    def close(self) -> None:
+        while self._closers:
+            try:
+                self._closers.pop()()
+            except Exception as error:  # closing one part must not keep the others open
+                log.debug("closing: %s", error)
