@@ -131,8 +131,8 @@ def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datet
             raise HTTPException(503, f"the read database is not available: {error}") from error
         if not figures.has_table(cursor, "events"):
             cursor.close()
-            raise HTTPException(503, "the read node has no events table yet: start the consumer runner"
-                                     " (consumers.runner) or wait for its first batch")
+            raise HTTPException(503, "the read node has no events table yet: start the read node"
+                                     " (complaints read-node) or wait for its first batch")
         return cursor
 
     def cursor() -> Iterator[duckdb.DuckDBPyConnection]:
