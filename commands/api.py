@@ -10,11 +10,14 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, Query, Request, status
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from aggregates.complaint import IllegalTransition, RuleViolation
 from commands.correlation import correlation_middleware
 from commands.desk import ComplaintDesk, ComplaintNotFound, VersionConflict
+from commands.metrics import count_command
 from commands.models import (
     COMPLAINT_COMMANDS,
     CommandResult,
@@ -24,6 +27,8 @@ from commands.models import (
 )
 
 log = logging.getLogger(__name__)
+
+OUTCOME = {404: "not_found", 409: "conflict"}
 
 
 async def get_desk(request: Request) -> ComplaintDesk:
@@ -47,7 +52,10 @@ def create_app(desk: ComplaintDesk) -> FastAPI:
     )
     app.state.desk = desk
     app.middleware("http")(correlation_middleware)
-    _add_error_handlers(app)
+    # The command each POST route carries (route path -> action), for the errors and the log.
+    actions: dict[str, str] = {"/complaints": RegisterComplaint.action}
+    actions |= {f"/complaints/{{complaint_id}}/{path}": c.action for path, c in COMPLAINT_COMMANDS.items()}
+    _add_error_handlers(app, actions)
 
     @app.post(
         "/complaints",
@@ -57,7 +65,7 @@ def create_app(desk: ComplaintDesk) -> FastAPI:
         summary="Register a complaint",
     )
     async def register(command: RegisterComplaint, desk: Desk) -> CommandResult:
-        return desk.register(command)
+        return _done(RegisterComplaint.action, desk.register(command))
 
     @app.get(
         "/complaints/{complaint_id}",
@@ -88,28 +96,53 @@ def _endpoint_for(command_class: type[ComplaintCommand]) -> Callable[..., Any]:
     # take turns anyway (SQLite's write lock, PostgreSQL's table lock), and skipping the
     # thread hop doubled the throughput (docs/benchmarks.md).
     async def endpoint(complaint_id: UUID, command: command_class, desk: Desk) -> CommandResult:  # type: ignore[valid-type]
-        return desk.execute(complaint_id, command)
+        return _done(command_class.action, desk.execute(complaint_id, command))
 
     endpoint.__name__ = command_class.action
     return endpoint
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    def problem(status_code: int, detail: str, **extra: Any) -> JSONResponse:
+def _done(action: str, result: CommandResult) -> CommandResult:
+    """One INFO line per command the API carried out (with the request's correlation id)."""
+    outcome = "duplicate" if result.replayed else "accepted"
+    log.info("%s %s: complaint %s v%d %s", action, outcome, result.complaint_id, result.version, result.status,
+             extra={"action": action, "outcome": outcome, "complaint_id": str(result.complaint_id)})
+    return result
+
+
+def _add_error_handlers(app: FastAPI, actions: dict[str, str]) -> None:
+    def action_of(request: Request) -> str | None:
+        route = request.scope.get("route")
+        return actions.get(getattr(route, "path", "")) if request.method == "POST" else None
+
+    def problem(status_code: int, detail: str, request: Request | None = None, **extra: Any) -> JSONResponse:
+        if request is not None and (action := action_of(request)):
+            log.info("%s refused (%d): %s", action, status_code, detail,
+                     extra={"action": action, "outcome": OUTCOME[status_code]})
         return JSONResponse({"detail": detail, **extra}, status_code=status_code)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        # Refused before the desk saw it: counted here (the desk counts everything else).
+        if action := action_of(request):
+            count_command(action, "invalid")
+            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+            log.info("%s refused (422): %s", action, "; ".join(problems)[:500],
+                     extra={"action": action, "outcome": "invalid"})
+        return await request_validation_exception_handler(request, error)
+
     @app.exception_handler(ComplaintNotFound)
-    def not_found(_: Request, error: ComplaintNotFound) -> JSONResponse:
-        return problem(404, str(error), complaint_id=str(error.complaint_id))
+    def not_found(request: Request, error: ComplaintNotFound) -> JSONResponse:
+        return problem(404, str(error), request, complaint_id=str(error.complaint_id))
 
     @app.exception_handler(IllegalTransition)
-    def illegal(_: Request, error: IllegalTransition) -> JSONResponse:
-        return problem(409, str(error), status=error.status, action=error.action)
+    def illegal(request: Request, error: IllegalTransition) -> JSONResponse:
+        return problem(409, str(error), request, status=error.status, action=error.action)
 
     @app.exception_handler(VersionConflict)
-    def conflict(_: Request, error: VersionConflict) -> JSONResponse:
-        return problem(409, str(error), current_version=error.current_version, status=error.status)
+    def conflict(request: Request, error: VersionConflict) -> JSONResponse:
+        return problem(409, str(error), request, current_version=error.current_version, status=error.status)
 
     @app.exception_handler(RuleViolation)
-    def rule(_: Request, error: RuleViolation) -> JSONResponse:
-        return problem(409, str(error))
+    def rule(request: Request, error: RuleViolation) -> JSONResponse:
+        return problem(409, str(error), request)

@@ -2,7 +2,9 @@
 
 A client may send `X-Correlation-ID` (letters, digits, `._:-`, up to 64) to find its
 request in the logs; otherwise one is made. Every log line written while the request is
-handled carries it, and the response returns it in the same header.
+handled carries it, the response returns it in the same header, and a command without a
+`correlation_id` of its own records it in its events, so the read side's log lines about
+those events carry it too.
 """
 
 from __future__ import annotations

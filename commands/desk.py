@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,9 +18,12 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
+from pydantic import ValidationError
 
-from aggregates.complaint import Complaint, Meta, RuleViolation, complaint_id_for
+from aggregates.complaint import Complaint, DomainError, Meta, RuleViolation, complaint_id_for
 from aggregates.sla import SlaPolicy, load_sla_policy
+from commands.correlation import current_correlation_id
+from commands.metrics import record_command
 from commands.models import Command, CommandResult, ComplaintCommand, MarkDuplicate, RegisterComplaint
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,12 @@ class ComplaintDesk(Application):
 
     # ------------------------------------------------------------------ commands
     def register(self, command: RegisterComplaint) -> CommandResult:
+        return _measured(command.action, lambda: self._register(command))
+
+    def execute(self, complaint_id: UUID, command: ComplaintCommand) -> CommandResult:
+        return _measured(command.action, lambda: self._execute_locked(complaint_id, command))
+
+    def _register(self, command: RegisterComplaint) -> CommandResult:
         meta = self._meta(command)
         complaint_id = complaint_id_for(meta.command_id)
         complaint = Complaint(**command.event_fields(), **meta.fields())
@@ -78,7 +88,7 @@ class ComplaintDesk(Application):
         log.info("registered complaint %s via %s", complaint_id, command.channel)
         return self._result(complaint, meta.command_id)
 
-    def execute(self, complaint_id: UUID, command: ComplaintCommand) -> CommandResult:
+    def _execute_locked(self, complaint_id: UUID, command: ComplaintCommand) -> CommandResult:
         meta = self._meta(command)
         # Commands on one complaint take turns in this process, so they can work on the
         # cached aggregate itself instead of a deep copy (a fifth of a command's cost);
@@ -149,7 +159,9 @@ class ComplaintDesk(Application):
             actor=command.actor,
             occurred_at=command.occurred_at or self.clock(),
             command_id=command_id,
-            correlation_id=command.correlation_id or command_id,
+            # The conversation: the command's own, else the HTTP request's (so one id runs
+            # from the client's request through the event to the read side's log lines).
+            correlation_id=command.correlation_id or current_correlation_id() or command_id,
         )
 
     @staticmethod
@@ -167,3 +179,26 @@ class ComplaintDesk(Application):
         complaint.previous_result(command_id, action)  # raises if the id served another action
         log.info("command %s seen before: answering with its first result", command_id)
         return self._result(complaint, command_id, replayed=True)
+
+
+def outcome_of(error: BaseException) -> str:
+    """The metrics' outcome of a command that raised (see commands.metrics)."""
+    if isinstance(error, ComplaintNotFound):
+        return "not_found"
+    if isinstance(error, (DomainError, VersionConflict)):
+        return "conflict"
+    if isinstance(error, ValidationError):
+        return "invalid"
+    return "error"
+
+
+def _measured(action: str, call: Callable[[], CommandResult]) -> CommandResult:
+    """Carry out the command, counting it by outcome and timing it (commands.metrics)."""
+    started = time.perf_counter()
+    try:
+        result = call()
+    except BaseException as error:
+        record_command(action, outcome_of(error), time.perf_counter() - started)
+        raise
+    record_command(action, "duplicate" if result.replayed else "accepted", time.perf_counter() - started)
+    return result

@@ -54,7 +54,7 @@ class Command(Schema):
         None, description="idempotency key: the same id again returns the first result"
     )
     correlation_id: Reference | None = Field(
-        None, description="groups commands of one conversation; defaults to the command id"
+        None, description="groups commands of one conversation; defaults to the request's X-Correlation-ID, else the command id"
     )
     occurred_at: AwareDatetime | None = Field(
         None, description="when it happened, for imports; defaults to the server's clock"

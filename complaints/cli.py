@@ -9,9 +9,10 @@ they put processes together.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -20,6 +21,8 @@ from complaints.logs import configure_logging
 from complaints.settings import get_settings
 from complaints.wiring import Wiring
 from consumers.cli import app as consumers_app
+
+log = logging.getLogger("complaints.cli")
 
 app = typer.Typer(
     help="Complaint management: commands, the command API, the event backbone, read models.\n\n"
@@ -90,15 +93,47 @@ def run(
     api = wiring.command_app(desk, node)
     api.include_router(wiring.read_router(lambda: node))
     wiring.include_page(api)
+    stop_demo = threading.Event()
+    demo: threading.Thread | None = None
     if demo_count and not wiring.store.recorder.max_notification_id():
         # Load in the background: the dashboards fill up live while the user watches.
         typer.echo(f"empty event store: loading {demo_count} demo complaints")
-        threading.Thread(target=load_demo, args=(desk, demo_count), kwargs={"progress": False},
-                         daemon=True, name="demo").start()
+        demo = threading.Thread(target=_load_demo, args=(load_demo, _UntilStopped(desk, stop_demo), demo_count),
+                                daemon=True, name="demo")
+        demo.start()
     host, port = host or settings.host, port or settings.port
     typer.echo(f"dashboard:   http://{host}:{port}/dashboard")
     typer.echo(f"API docs:    http://{host}:{port}/docs")
-    wiring.serve_with_node(api, node, host, port)
+    try:
+        wiring.serve_with_node(api, node, host, port)
+    finally:
+        # The demo's command in flight finishes before the desk closes; the rest is not sent.
+        stop_demo.set()
+        if demo is not None:
+            demo.join(10)
+
+
+class _DemoStopped(Exception):
+    pass
+
+
+class _UntilStopped:
+    """The desk, for the demo loader, until `stop` is set: then its next command raises."""
+
+    def __init__(self, desk: Any, stop: threading.Event) -> None:
+        self._desk, self._stop = desk, stop
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("register", "execute") and self._stop.is_set():
+            raise _DemoStopped
+        return getattr(self._desk, name)
+
+
+def _load_demo(load: Any, desk: Any, count: int) -> None:
+    try:
+        load(desk, count, progress=False)
+    except _DemoStopped:
+        log.info("stopped loading the demo complaints")
 
 
 app.add_typer(commands_app)

@@ -62,7 +62,8 @@ def serve_operations(host: str, port: int, *checks: Check) -> threading.Thread:
     app = FastAPI(title="Complaints: operations", docs_url=None, redoc_url=None)
     app.include_router(operations_router(*checks))
     # Off the main thread uvicorn leaves signals alone: the process's own handlers stop it.
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    # log_config=None: uvicorn's loggers go through the process's handler (JSON or text).
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None))
     thread = threading.Thread(target=server.run, name="operations", daemon=True)
     thread.start()
     log.info("operations on http://%s:%d (/health, /ready, /metrics)", host, port)

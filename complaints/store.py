@@ -3,22 +3,40 @@
 The desk (commands) needs the whole eventsourcing application; the relay and a read node
 following the log need only the recorder, the mapper and a tracking recorder, so they get
 those without a desk.
+
+Opening waits (tenacity) while the database is not up yet, and retries when processes
+starting together race to create the same tables in an empty PostgreSQL schema
+(`CREATE TABLE IF NOT EXISTS` is not safe against itself: one of them gets a unique
+violation on the catalogue).
 """
 
 from __future__ import annotations
+
+import logging
 
 from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import (
-    ApplicationRecorder, DatetimeAsISO, DecimalAsStr, InfrastructureFactory, JSONTranscoder, Mapper,
-    TrackingRecorder, UUIDAsHex,
+    ApplicationRecorder, DatetimeAsISO, DecimalAsStr, InfrastructureFactory, IntegrityError, InterfaceError,
+    JSONTranscoder, Mapper, OperationalError, TrackingRecorder, UUIDAsHex,
 )
 from eventsourcing.utils import Environment
+from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from aggregates.sla import load_sla_policy
 from commands.desk import Clock, ComplaintDesk, utc_now
 from complaints.settings import Settings
+
+
+log = logging.getLogger(__name__)
+
+# Not up yet, or another process creating the same tables at this moment.
+until_the_store_opens = retry(
+    retry=retry_if_exception_type((OperationalError, InterfaceError, IntegrityError)),
+    wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(60), reraise=True,
+    before_sleep=before_sleep_log(log, logging.WARNING),
+)
 
 
 @dataclass
@@ -34,6 +52,7 @@ class EventStore:
         self.factory.close()
 
 
+@until_the_store_opens
 def open_store(settings: Settings) -> EventStore:
     """The event store as the desk writes it (same tables, same transcodings), without a desk."""
     factory = InfrastructureFactory.construct(Environment(ComplaintDesk.name, settings.eventsourcing_env()))
@@ -41,10 +60,15 @@ def open_store(settings: Settings) -> EventStore:
     if isinstance(transcoder, JSONTranscoder):  # what Application.register_transcodings gives the desk
         for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
             transcoder.register(transcoding)
-    return EventStore(factory, factory.application_recorder(), factory.mapper(transcoder=transcoder),
-                      factory.tracking_recorder())
+    try:
+        return EventStore(factory, factory.application_recorder(), factory.mapper(transcoder=transcoder),
+                          factory.tracking_recorder())
+    except Exception:
+        factory.close()  # its connections, before the next attempt opens others
+        raise
 
 
+@until_the_store_opens
 def open_desk(settings: Settings, clock: Clock = utc_now) -> ComplaintDesk:
     """The command side's application on the configured store and SLA policy."""
     return ComplaintDesk(settings.eventsourcing_env(), clock=clock, sla_policy=load_sla_policy(settings.sla_policy))

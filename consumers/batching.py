@@ -16,6 +16,7 @@ projector only. The event goes to the dead letters with the projector's error.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 from consumers.bookkeeping import set_version, store_positions
 from consumers.dead_letters import insert_dead_letters, message_for
 from consumers.decoding import Decoder
+from consumers.metrics import READ_NODE_APPLY_SECONDS, record_dead_letters
 from consumers.sources import DeadLetter, Polled, Source
 from projections.base import Projector
 from projections.event_log import EventLog
@@ -104,17 +106,26 @@ class BatchApplier:
         the dead letters committed with the batch.
         """
         excluded: dict[str, set[int]] = {}  # projector -> positions it must not see
+        clock = time.perf_counter
         while True:
             db.begin()
+            timings: list[tuple[str, float]] = []  # observed once the batch commits
             try:
-                new = self.event_log.insert_new(db, batch) if store_events else batch
+                if store_events:
+                    started = clock()
+                    new = self.event_log.insert_new(db, batch)
+                    timings.append((self.event_log.name, clock() - started))
+                else:
+                    new = batch
                 for projector in projectors:
                     rows = _without(new, excluded.get(projector.name))
                     if rows.num_rows:
+                        started = clock()
                         try:
                             projector.apply(db, rows)
                         except Exception as error:
                             raise ProjectorFailed(projector, error) from error
+                        timings.append((projector.name, clock() - started))
                 if letters:
                     insert_dead_letters(db, self.source.name, letters)
                 if positions:
@@ -124,6 +135,9 @@ class BatchApplier:
                 if letters and publish:
                     self.source.publish_dead_letters(letters)  # before commit: at least once
                 commit(db, positions)
+                for name, seconds in timings:
+                    READ_NODE_APPLY_SECONDS.labels(projector=name).observe(seconds)
+                record_dead_letters(letters)
                 return (new if store_events else None), letters
             except ProjectorFailed as failure:
                 db.rollback()
@@ -177,7 +191,8 @@ class BatchApplier:
         row = candidates.slice(high - 1, 1).to_pylist()[0]
         log.error("projector %s raises on event %s v%s (position %s): %s: %s; dead-lettered, the other "
                   "projectors apply it", projector.name, row["complaint_id"], row["complaint_version"],
-                  row["position"], type(error).__name__, error)
+                  row["position"], type(error).__name__, error,
+                  extra={"correlation_id": row["correlation_id"]})  # the command's, as the API logged it
         return row["position"], DeadLetter(message_for(raw, row), projector.name,
                                            f"{type(error).__name__}: {error}", row["complaint_id"],
                                            row["complaint_version"])

@@ -127,6 +127,15 @@ def relay(
         _fail(str(error))
         return
     stop = _stop_on_signals()
+    the_relay: Any = None
+
+    def ready() -> str | None:
+        if the_relay is None:
+            return f"Kafka at {bootstrap} to create the topics"
+        return None if the_relay.trouble is None else f"the relay: {the_relay.trouble}"
+
+    # Served while waiting for the broker too: alive (/health), not ready (/ready).
+    wiring.serve_operations(ready)
     try:
         ensure_topics_when_up(bootstrap, settings.topic, settings.partitions, stop=stop.is_set)
     except Exception:
@@ -134,7 +143,6 @@ def relay(
             return
         raise
     the_relay = wiring.relay(batch_size)
-    wiring.serve_operations(lambda: None if the_relay.trouble is None else f"the relay: {the_relay.trouble}")
     if once:
         the_relay.catch_up(stop=stop.is_set)
         typer.echo(f"relayed up to position {the_relay.position()}, lag {the_relay.lag()}")

@@ -25,6 +25,7 @@ import pyarrow as pa
 from consumers.batching import BatchApplier, BatchResult
 from consumers.bookkeeping import RUNNER_SCHEMA, set_version, stored_positions, stored_versions
 from consumers.dead_letters import delete_dead_letters
+from consumers.metrics import READ_NODE_BATCH_MESSAGES, READ_NODE_EVENTS, READ_NODE_LAG, record_positions
 from consumers.retrying import Backoff, when_up
 from consumers.sources import Polled, Source, lag
 from consumers.status import ReadModelStatus, StatusFile, read_model_status
@@ -88,6 +89,7 @@ class ReadNode:
             self.db.execute(RUNNER_SCHEMA)
             self._check_schema_versions()
             self.positions = stored_positions(self._conn(), self.source.name)
+            record_positions(self.source.name, self.positions)
         if not self._source_started:
             self.source.start(self.positions)  # may fail (broker away): open() again later
             self._source_started = True
@@ -241,10 +243,12 @@ class ReadNode:
             return dict(self.positions)
 
     def lag(self) -> int:
-        """Events in the source not applied here yet."""
+        """Events in the source not applied here yet (asks the source for its ends)."""
         ends = self.source.end_positions()
         positions = self.committed_positions()
-        return lag(ends, positions, self.source.first_position)
+        behind = lag(ends, positions, self.source.first_position)
+        READ_NODE_LAG.labels(source=self.source.name).set(behind)
+        return behind
 
     def count_events(self) -> int:
         return int(self.cursor().execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
@@ -252,7 +256,10 @@ class ReadNode:
     def status(self, known_lag: int | None = None) -> ReadModelStatus:
         """read_model_status: positions, lag (asked of the source unless `known_lag`), and
         dead letters per projector."""
-        return read_model_status(self, known_lag)
+        status = read_model_status(self, known_lag)
+        if status.lag is not None:  # the lag gauge follows the status file (every few seconds)
+            READ_NODE_LAG.labels(source=self.source.name).set(status.lag)
+        return status
 
     def _write_status(self, force: bool = False, known_lag: int | None = None) -> None:
         """Leave the status next to the file: other processes cannot open a DuckDB file in use."""
@@ -273,6 +280,9 @@ class ReadNode:
             self.on_commit(new)
         self._pending = None
         self.applied += result.new_events
+        READ_NODE_EVENTS.inc(result.new_events)
+        if result.messages:
+            READ_NODE_BATCH_MESSAGES.observe(result.messages)
         return result
 
     run_once = poll_batch
@@ -285,8 +295,23 @@ class ReadNode:
             db.commit()
             if positions:
                 self.positions.update(positions)
+        if positions:
+            record_positions(self.source.name, positions)
 
     # ------------------------------------------------------------------ running
+    def open_when_up(self, should_stop: Callable[[], bool]) -> bool:
+        """`open()`, waiting with back-off while the source's server or topic is not there
+        yet; False if stopped first. A duckdb.Error is the file (in use by another
+        process, or not a read node's): nothing to wait for, raised at once."""
+        try:
+            when_up(self.open, failures=lambda error: not isinstance(error, duckdb.Error), stop=should_stop,
+                    what=f"cannot start reading {self.source.name}", log=log)
+        except Exception as error:
+            if isinstance(error, duckdb.Error) or not should_stop():
+                raise
+            return False
+        return True
+
     def run(self, stop: Stop = None, on_batch: Callable[[BatchResult], None] | None = None,
             until_caught_up: bool = False) -> None:
         """Apply batches until `stop` says so (or, with until_caught_up, until lag is 0).
@@ -295,14 +320,7 @@ class ReadNode:
         reproduce) are logged and retried with a back-off; the pending batch is kept.
         """
         should_stop = _stopper(stop, self._stop)
-        try:
-            # A duckdb.Error is the file (in use by another process, or not a read node's):
-            # nothing to wait for. Anything else is the source's server, not up yet.
-            when_up(self.open, failures=lambda error: not isinstance(error, duckdb.Error), stop=should_stop,
-                    what=f"cannot start reading {self.source.name}", log=log)
-        except Exception as error:
-            if isinstance(error, duckdb.Error) or not should_stop():
-                raise
+        if not self.open_when_up(should_stop):
             return
         backoff = Backoff(should_stop)
         first, targets = self.source.first_position, self.source.end_positions()
@@ -345,7 +363,8 @@ class ReadNode:
         `idle_timeout` seconds without any message while still behind.
         """
         should_stop = _stopper(stop, self._stop)
-        self.open()
+        if not self.open_when_up(should_stop):
+            return 0
         first = self.source.first_position
         targets = self.source.end_positions()
         applied, idle_since = 0, time.monotonic()

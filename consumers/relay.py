@@ -33,6 +33,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
 from aggregates.envelope import COMPLAINT_TOPIC_PREFIX
+from consumers.metrics import RELAY_LAG, RELAY_POSITION, RELAY_PUBLISHED
 from consumers.sources import dead_letter_topic
 from consumers.retrying import Backoff, pause, when_up
 from consumers.stored_events import NotificationRows, wire_writer
@@ -51,8 +52,11 @@ def ensure_topics(bootstrap: str, topic: str, partitions: int, timeout_ms: int =
     complaint lives in: never change it under running consumers); a different count is
     logged.
     """
+    # A short bootstrap: while the broker is not up, each attempt gives up soon and the
+    # caller's back-off (which notices SIGTERM) decides when to try again.
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="complaints-admin",
-                             request_timeout_ms=timeout_ms)
+                             request_timeout_ms=timeout_ms, bootstrap_timeout_ms=min(timeout_ms, 3_000),
+                             reconnect_backoff_max_ms=1_000)
     try:
         for name, count in ((topic, partitions), (dead_letter_topic(topic), 1)):
             try:
@@ -137,6 +141,9 @@ class Relay:
         self._in_flight: deque[tuple[int, int, list[Any]]] = deque()
         self._sent_up_to = 0
         self.max_batches_in_flight = 3
+        self.lag_every = 1.0  # seconds between refreshes of the lag gauge (one max(id) query)
+        self._lag_at = 0.0
+        self._recorded = 0  # the last position this relay recorded (for the lag gauge)
 
     def position(self) -> int:
         """The last notification id known to be in Kafka (0: none yet)."""
@@ -205,6 +212,7 @@ class Relay:
                 raise
             self._in_flight.popleft()
             self.published += len(futures)
+            RELAY_PUBLISHED.inc(len(futures))
             recorded = last
         if recorded is not None:
             if self.pause_before_tracking:
@@ -215,13 +223,29 @@ class Relay:
                 # Only if a second relay on the same topic got there first: harmless, but say so.
                 log.warning("position %d already recorded for %s: is another relay running?", recorded, self.name)
             log.debug("Kafka acknowledged everything up to position %d", recorded)
+            self._recorded = max(self._recorded, recorded)
+            RELAY_POSITION.set(self._recorded)
         return recorded if recorded is not None else self.position()
 
     def catch_up(self, stop: Callable[[], bool] = lambda: False) -> int:
         """Publish until nothing is left, batches pipelined; returns the position reached."""
         while not stop() and self.send_next_batch():
             self.complete(wait_oldest=len(self._in_flight) >= self.max_batches_in_flight)
-        return self.complete(wait=True)
+        position = self.complete(wait=True)
+        self.report_lag(force=True)
+        return position
+
+    def report_lag(self, force: bool = False) -> None:
+        """Refresh the position and lag gauges (at most every `lag_every` seconds unless forced):
+        one query of the store's last id; the position is the one this relay recorded."""
+        now = time.monotonic()
+        if not force and now - self._lag_at < self.lag_every:
+            return
+        self._lag_at = now
+        if force or not self._recorded:
+            self._recorded = max(self._recorded, self.position())
+        RELAY_POSITION.set(self._recorded)
+        RELAY_LAG.set(max(0, (self.recorder.max_notification_id() or 0) - self._recorded))
 
     def _complaint_keys(self, producer: KafkaProducer) -> Callable[[Any], tuple[bytes, int]]:
         """A stored originator id's message key (the complaint id's text) and Kafka partition,
@@ -306,6 +330,7 @@ class Relay:
         backoff, failing_since = Backoff(stop), None
         self.trouble = "starting"
         last_report, sent_at_report = time.monotonic(), self.published
+        self.report_lag(force=True)
         log.info("relay to topic %s starts after position %d (lag %d)", self.topic, self.position(), self.lag())
         try:
             while not stop():
@@ -313,6 +338,7 @@ class Relay:
                     covered = self.send_next_batch()
                     # Wait only when the pipeline is full, or when there is nothing more to send.
                     self.complete(wait=not covered, wait_oldest=len(self._in_flight) >= self.max_batches_in_flight)
+                    self.report_lag()
                 except KafkaError as error:
                     self.drop_producer()
                     failing_since = failing_since or time.monotonic()
@@ -357,4 +383,8 @@ class Relay:
                 log.warning("stopping with unacknowledged events (%s); they are sent again on restart", error)
             self.producer.close(timeout=10)
             self.producer = None
+        try:
+            self.report_lag(force=True)
+        except PersistenceError as error:  # the store is away: the gauges keep their last values
+            log.debug("lag unknown at stop: %s", error)
         log.info("relay stopped at position %d (%d events published this run)", self.position(), self.published)

@@ -95,6 +95,10 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+class TopicMissing(RuntimeError):
+    """The event topic does not exist (yet): the relay creates it."""
+
+
 def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dead-letter"
 
@@ -176,7 +180,6 @@ class KafkaSource:
     topic: str
     client_id: str = "complaints-read-node"
     fetch_max_wait_ms: int = 50
-    metadata_timeout: float = 60.0
     request_timeout_ms: int = 5_000  # lag and metadata calls: a down broker must not stall the loop
     prefetch: bool = True
     name: str = field(init=False)
@@ -235,18 +238,13 @@ class KafkaSource:
             self._thread.start()
 
     def _wait_for_partitions(self) -> list[int]:
-        deadline = time.monotonic() + self.metadata_timeout
-        while True:
-            found = self.consumer.partitions_for_topic(self.topic)
-            if found:
-                return sorted(found)
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"topic {self.topic} not found at {self.bootstrap} after {self.metadata_timeout:.0f}s:"
-                    " start the relay (it creates the topic) or check COMPLAINTS_TOPIC"
-                )
-            log.info("waiting for topic %s at %s", self.topic, self.bootstrap)
-            time.sleep(1.0)
+        # One look: a read node waits for a missing topic with the back-off of its own
+        # start (ReadNode.open_when_up), which notices a stop request.
+        found = self.consumer.partitions_for_topic(self.topic)
+        if not found:
+            raise TopicMissing(f"topic {self.topic} not found at {self.bootstrap}: start the relay "
+                               "(it creates the topic) or check COMPLAINTS_TOPIC")
+        return sorted(found)
 
     def _poll_now(self, max_records: int, timeout: float) -> Polled:
         records = self.consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)

@@ -196,3 +196,19 @@ def test_openapi_documents_every_command(client: TestClient) -> None:
                  "withdraw", "mark-duplicate"]:
         assert f"/complaints/{{complaint_id}}/{path}" in paths
     assert "/complaints" in paths
+
+
+def test_the_request_correlation_id_runs_into_the_events(client: TestClient, desk: ComplaintDesk) -> None:
+    response = client.post("/complaints", json=NEW_COMPLAINT, headers={"X-Correlation-ID": "ticket-4711"})
+    assert response.status_code == 201 and response.headers["X-Correlation-ID"] == "ticket-4711"
+    complaint_id = response.json()["complaint_id"]
+    # The command's own correlation id wins over the header; without either, a fresh one is made.
+    own = send(client, complaint_id, "triage", category="billing", severity="minor", correlation_id="conv-1")
+    made = send(client, complaint_id, "notes", text="looked at it")
+    assert own.status_code == made.status_code == 200
+    assert made.headers["X-Correlation-ID"] not in ("", "ticket-4711", "conv-1")
+    bad = client.post("/complaints", json=NEW_COMPLAINT | {"command_id": "r2"}, headers={"X-Correlation-ID": "no spaces!"})
+    assert bad.headers["X-Correlation-ID"] != "no spaces!"  # not an id: replaced
+    events = [desk.mapper.to_domain_event(n) for n in desk.recorder.select_notifications(None, 10_000)]
+    mine = [e for e in events if e.originator_id == uuid.UUID(complaint_id)]
+    assert [e.correlation_id for e in mine] == ["ticket-4711", "conv-1", made.headers["X-Correlation-ID"]]

@@ -196,7 +196,8 @@ def test_poison_messages_go_to_dead_letters_and_the_rest_is_applied(loaded: Comp
     assert_events_equal_store(tmp_path / "read.duckdb", loaded)
 
 
-def test_a_failing_projector_loses_only_its_poison_event_and_stops_no_one(loaded: ComplaintDesk, tmp_path: Path) -> None:
+def test_a_failing_projector_loses_only_its_poison_event_and_stops_no_one(
+        loaded: ComplaintDesk, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     values = wire_messages(loaded)
     victim = str(parse(values[7]).complaint_id)
     failing = Counting("failing", poison=victim)
@@ -213,6 +214,11 @@ def test_a_failing_projector_loses_only_its_poison_event_and_stops_no_one(loaded
         assert {row[1] for row in letters} == {victim}
         assert len(letters) == expected[victim]  # each of its events, found one by one
         assert all("cannot count complaint" in row[3] for row in letters)
+        # Each is logged with the correlation id of the command behind the event.
+        logged = [r for r in caplog.records if r.name == "consumers.batching" and r.levelname == "ERROR"]
+        assert len(logged) == len(letters)
+        victims = {(e.complaint_version, e.correlation_id) for e in map(parse, values) if str(e.complaint_id) == victim}
+        assert {(r.args[2], r.correlation_id) for r in logged} == victims  # type: ignore[attr-defined,index]
         status = {p.name: p.dead_letters for p in node.status().projectors}
         assert status == {"events": 0, "failing": expected[victim], "healthy": 0}
     assert_events_equal_store(tmp_path / "read.duckdb", loaded)

@@ -1,0 +1,68 @@
+"""The event backbone's Prometheus metrics, in the process's default registry.
+
+The relay:
+- `complaints_relay_position`: the last notification id Kafka acknowledged (recorded);
+- `complaints_relay_lag`: notification ids in the event store not yet acknowledged
+  (refreshed every second or so, from one `max(id)` query of the store);
+- `complaints_relay_published_total`: events Kafka acknowledged (re-sends included).
+
+A read node:
+- `complaints_read_node_position{source,partition}`: the next position it will read;
+- `complaints_read_node_lag{source}`: events in the source not applied yet (refreshed when
+  the node works out its lag anyway: its status file, every few seconds);
+- `complaints_read_node_batch_messages`: messages per applied batch;
+- `complaints_read_node_apply_seconds{projector}`: seconds each projector took to apply a
+  batch (the event log's insert as projector "events");
+- `complaints_read_node_events_total`: new events applied (duplicates from the
+  at-least-once bus not counted);
+- `complaints_dead_letters_total{stage}`: messages set aside, by stage (the projector that
+  raised on the event, or "envelope" for a message that could not be read).
+
+`complaints.operations` serves them on /metrics (COMPLAINTS_METRICS_PORT for headless
+processes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from consumers.sources import DeadLetter
+
+RELAY_POSITION = Gauge("complaints_relay_position", "Last event store position Kafka acknowledged (recorded)")
+RELAY_LAG = Gauge("complaints_relay_lag", "Event store positions not yet acknowledged by Kafka")
+RELAY_PUBLISHED = Counter("complaints_relay_published_total", "Events published to Kafka and acknowledged")
+
+READ_NODE_POSITION = Gauge(
+    "complaints_read_node_position", "Next position a read node reads, by source and partition",
+    ["source", "partition"],
+)
+READ_NODE_LAG = Gauge("complaints_read_node_lag", "Events in the source a read node has not applied yet", ["source"])
+READ_NODE_BATCH_MESSAGES = Histogram(
+    "complaints_read_node_batch_messages", "Messages per batch a read node applied",
+    buckets=(1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000),
+)
+READ_NODE_APPLY_SECONDS = Histogram(
+    "complaints_read_node_apply_seconds",
+    "Seconds a projector took to apply one batch (the event log's insert as projector 'events')",
+    ["projector"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+READ_NODE_EVENTS = Counter("complaints_read_node_events_total", "New events a read node applied")
+DEAD_LETTERS = Counter(
+    "complaints_dead_letters_total", "Messages set aside as dead letters, by stage (projector or 'envelope')",
+    ["stage"],
+)
+
+
+def record_positions(source: str, positions: dict[int, int]) -> None:
+    for partition, position in positions.items():
+        READ_NODE_POSITION.labels(source=source, partition=str(partition)).set(position)
+
+
+def record_dead_letters(letters: Sequence[DeadLetter]) -> None:
+    for letter in letters:
+        DEAD_LETTERS.labels(stage=letter.stage).inc()
