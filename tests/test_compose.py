@@ -106,12 +106,13 @@ def test_ports_and_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert "8000:8000" in services["api"]["ports"]
     assert services["api"]["command"][-4:] == ["--host", "0.0.0.0", "--port", "8000"]
-    assert "8000/health" in " ".join(services["api"]["healthcheck"]["test"])
+    assert "8000/ready" in " ".join(services["api"]["healthcheck"]["test"])
     for name in ("postgres", "kafka", "api", "relay", *READ_NODES):
         check = services[name].get("healthcheck")
         assert check and check["test"], f"{name} has no healthcheck"
-    for name in READ_NODES:
-        assert "/data/read.duckdb.status.json" in " ".join(services[name]["healthcheck"]["test"])
+    for name in ("relay", *READ_NODES):  # headless: /ready on COMPLAINTS_METRICS_PORT
+        port = env(services[name])["COMPLAINTS_METRICS_PORT"]
+        assert f"127.0.0.1:{port}/ready" in " ".join(services[name]["healthcheck"]["test"])
 
 
 def test_start_order(compose: dict[str, Any]) -> None:
