@@ -98,8 +98,10 @@ def wire_writer(mapper: Mapper[Any]) -> Writer:
     """`write(topic, complaint_id, complaint_version, position, state) -> envelope bytes`.
 
     `topic` is the stored event's topic, `complaint_id` the id's text (UTF-8, with dashes),
-    `state` the stored bytes. Splicing is about 3x cheaper than decoding and encoding
-    again, which the relay needs to keep up with Kafka's producer.
+    `state` the stored bytes. Splicing costs under a third of decoding with the mapper and
+    encoding again (stdlib json), and no more than msgspec's decoder and encoder (orjson's
+    take a third longer): `bench/stored_decoding.py`, which checks all of them give the
+    same envelope for every row.
     """
     decode_slowly = _decoding_writer(mapper)
     transcoder = mapper.transcoder
