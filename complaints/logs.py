@@ -9,6 +9,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -34,10 +35,23 @@ class _Json(JsonFormatter):
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a line is logged, not when it was made
+    (a test runner swaps and closes it around each command it invokes)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     """Every log line of the process to stderr, through one handler (uvicorn's and
     kafka-python's loggers included: they propagate to the root)."""
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler.addFilter(CorrelationFilter())
     if log_format == "json":
         handler.setFormatter(_Json(

@@ -39,7 +39,7 @@ TZ_OFFSET = timedelta(hours=8)  # Asia/Shanghai, the default time zone of the fi
 
 
 def build_read_db(desk: ComplaintDesk, db: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
-    """The desk's events through the read node's projectors, as the consumer runner applies them."""
+    """The desk's events through the read node's projectors, as a read node applies them."""
     db = db or duckdb.connect()
     log = EventLog()
     log.create_schema(db)
@@ -305,7 +305,7 @@ def test_errors(client: TestClient, history: History) -> None:
 def test_not_ready_is_503() -> None:
     with TestClient(create_read_app(duckdb.connect())) as c:
         response = c.get("/dashboards/supervisor")
-    assert response.status_code == 503 and "consumer runner" in response.json()["detail"]
+    assert response.status_code == 503 and "start the read node" in response.json()["detail"]
 
 
 # ------------------------------------------------------------------ export
