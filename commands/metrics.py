@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 OUTCOMES = ("accepted", "duplicate", "invalid", "not_found", "conflict", "error")
@@ -30,11 +33,21 @@ COMMAND_SECONDS = Histogram(
 )
 
 
+@cache
+def _counter(action: str, outcome: str) -> Any:
+    return COMMANDS.labels(action=action, outcome=outcome)
+
+
+@cache
+def _timer(action: str) -> Any:
+    return COMMAND_SECONDS.labels(action=action)
+
+
 def count_command(action: str, outcome: str) -> None:
-    COMMANDS.labels(action=action, outcome=outcome).inc()
+    _counter(action, outcome).inc()
 
 
 def record_command(action: str, outcome: str, seconds: float) -> None:
     """A command the desk carried out (or refused): its outcome and its time."""
-    COMMANDS.labels(action=action, outcome=outcome).inc()
-    COMMAND_SECONDS.labels(action=action).observe(seconds)
+    _counter(action, outcome).inc()
+    _timer(action).observe(seconds)
