@@ -267,14 +267,14 @@ def stale(path: Path) -> bool:
     return not want <= have
 
 
-def serve(db_path: Path, port: int) -> None:
+def serve(db_path: Path, port: int, cache_seconds: float) -> None:
     """The read API over `db_path` (child process of the benchmark)."""
     import uvicorn
 
     from read_api.app import create_read_app
 
     db = duckdb.connect(str(db_path))
-    uvicorn.run(create_read_app(db), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(create_read_app(db, cache_seconds=cache_seconds), host="127.0.0.1", port=port, log_level="warning")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -329,7 +329,7 @@ def main() -> None:
     args = parser.parse_args()
     path = args.db or ROOT / "var" / f"bench-read-{args.complaints}.duckdb"
     if args.serve:
-        serve(path, args.serve)
+        serve(path, args.serve, args.cache_seconds)
         return
     now = datetime.now(UTC)
     if args.rebuild or not path.exists() or stale(path):
@@ -339,9 +339,9 @@ def main() -> None:
         build(path, args.complaints, now)
         print(f"  built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bench.read_api", "--db", str(path), "--serve", str(port)],
-                              cwd=ROOT, env=os.environ | {"PYTHONUNBUFFERED": "1",
-                                                          "COMPLAINTS_READ_CACHE_SECONDS": str(args.cache_seconds)})
+    server = subprocess.Popen([sys.executable, "-m", "bench.read_api", "--db", str(path), "--serve", str(port),
+                               "--cache-seconds", str(args.cache_seconds)],
+                              cwd=ROOT, env=os.environ | {"PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
