@@ -8,7 +8,7 @@ surge of one problem. Deterministic for a given seed.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -132,13 +132,16 @@ def _life(rng: random.Random, cid: str, at: datetime, end: datetime, customer: s
 
 
 def load_demo(desk: ComplaintDesk, count: int, end: datetime | None = None, seed: int = 7,
-              progress: bool = True) -> int:
-    """Send the demo workload through `desk`; returns the number of commands."""
+              progress: bool = True, stop: Callable[[], bool] = lambda: False) -> int:
+    """Send the demo workload through `desk` until done or `stop()`; returns the number of
+    commands sent."""
     end = end or datetime.now(UTC)
     ids: dict[str, UUID] = {}
     sent = 0
     for path, fields in tqdm(list(demo_commands(count, end, seed=seed)), desc="demo commands",
                              unit="cmd", disable=not progress):
+        if stop():
+            break
         send(desk, ids, path, fields)
         sent += 1
     return sent

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -98,8 +98,8 @@ def run(
     if demo_count and not wiring.store.recorder.max_notification_id():
         # Load in the background: the dashboards fill up live while the user watches.
         typer.echo(f"empty event store: loading {demo_count} demo complaints")
-        demo = threading.Thread(target=_load_demo, args=(load_demo, _UntilStopped(desk, stop_demo), demo_count),
-                                daemon=True, name="demo")
+        demo = threading.Thread(target=load_demo, args=(desk, demo_count),
+                                kwargs={"progress": False, "stop": stop_demo.is_set}, daemon=True, name="demo")
         demo.start()
     host, port = host or settings.host, port or settings.port
     typer.echo(f"dashboard:   http://{host}:{port}/dashboard")
@@ -108,32 +108,10 @@ def run(
         wiring.serve_with_node(api, node, host, port)
     finally:
         # The demo's command in flight finishes before the desk closes; the rest is not sent.
-        stop_demo.set()
-        if demo is not None:
+        if demo is not None and demo.is_alive():
+            stop_demo.set()
             demo.join(10)
-
-
-class _DemoStopped(Exception):
-    pass
-
-
-class _UntilStopped:
-    """The desk, for the demo loader, until `stop` is set: then its next command raises."""
-
-    def __init__(self, desk: Any, stop: threading.Event) -> None:
-        self._desk, self._stop = desk, stop
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("register", "execute") and self._stop.is_set():
-            raise _DemoStopped
-        return getattr(self._desk, name)
-
-
-def _load_demo(load: Any, desk: Any, count: int) -> None:
-    try:
-        load(desk, count, progress=False)
-    except _DemoStopped:
-        log.info("stopped loading the demo complaints")
+            log.info("stopped loading the demo complaints")
 
 
 app.add_typer(commands_app)

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from aggregates.sla import SlaPolicy, load_sla_policy
 from commands.desk import ComplaintDesk
 from complaints.operations import Check, operations_router, serve_operations
 from complaints.settings import Settings
@@ -42,9 +43,7 @@ class Wiring:
         return store
 
     @cached_property
-    def sla_policy(self) -> Any:
-        from aggregates.sla import load_sla_policy
-
+    def sla_policy(self) -> SlaPolicy:
         return load_sla_policy(self.settings.sla_policy)
 
     # ------------------------------------------------------------------ the backbone
