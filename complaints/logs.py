@@ -69,7 +69,7 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # The desk's own lines are for debugging (the demo loader and imports send thousands of
-    # commands through it); the command API logs one INFO line per command (commands.api).
+    # commands through it); the command API logs each command (DEBUG) and refusal (INFO).
     logging.getLogger("commands.desk").setLevel(max(root.level, logging.WARNING))
     for noisy in ("kafka", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

@@ -48,6 +48,11 @@ class EventStore:
     mapper: Mapper[Any]
     tracking: TrackingRecorder
 
+    @classmethod
+    def of(cls, desk: ComplaintDesk) -> EventStore:
+        """The parts of an open desk (closed with it)."""
+        return cls(desk.factory, desk.recorder, desk.mapper, desk.factory.tracking_recorder())
+
     def close(self) -> None:
         self.factory.close()
 

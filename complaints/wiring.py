@@ -29,15 +29,21 @@ class Wiring:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._closers: list[Callable[[], None]] = []
+        self._desk: ComplaintDesk | None = None
 
     # ------------------------------------------------------------------ the write side
     def desk(self) -> ComplaintDesk:
         desk = open_desk(self.settings)
         self._closers.append(desk.close)
+        self._desk = self._desk or desk
         return desk
 
     @cached_property
     def store(self) -> EventStore:
+        """The event store for its readers (relay, log source); a desk already open in this
+        process lends its own connections rather than opening others."""
+        if self._desk is not None:
+            return EventStore.of(self._desk)
         store = open_store(self.settings)
         self._closers.append(store.close)
         return store
@@ -88,7 +94,7 @@ class Wiring:
 
         desk = desk or self.desk()
         app = create_app(desk)
-        app.include_router(operations_router(*self._store_ready(desk.recorder), *self._node_ready(node)))
+        app.include_router(operations_router(_store_answers(desk.recorder), *_caught_up(node)))
         return app
 
     def read_app(self, node: Any) -> FastAPI:
@@ -97,7 +103,7 @@ class Wiring:
 
         app = create_read_app(node, cache_seconds=self.settings.read_cache_seconds,
                               timezone=self.settings.timezone, policy=self.sla_policy)
-        app.include_router(operations_router(*self._node_ready(node)))
+        app.include_router(operations_router(*_caught_up(node)))
         return app
 
     def read_router(self, node: Callable[[], Any]) -> Any:
@@ -111,20 +117,6 @@ class Wiring:
 
         app.include_router(page_router())
 
-    @staticmethod
-    def _store_ready(recorder: Any) -> list[Check]:
-        def store() -> str | None:
-            recorder.max_notification_id()
-            return None
-
-        return [store]
-
-    @staticmethod
-    def _node_ready(node: Any) -> list[Check]:
-        if node is None:
-            return []
-        return [lambda: None if node.caught_up.is_set() else f"the read node to catch up with {node.source.name}"]
-
     def serve(self, app: FastAPI, host: str, port: int) -> None:
         """Serve until SIGTERM or SIGINT: requests in flight finish, then this returns."""
         import uvicorn
@@ -137,7 +129,6 @@ class Wiring:
 
     def serve_with_node(self, app: FastAPI, node: Any, host: str, port: int) -> None:
         """`app` and `node` in one process: the node consumes in a thread while the app serves."""
-        node.open()
         node.start_background()
         try:
             self.serve(app, host, port)
@@ -162,3 +153,17 @@ class Wiring:
                 self._closers.pop()()
             except Exception as error:  # closing one part must not keep the others open
                 log.debug("closing: %s", error)
+
+
+def _store_answers(recorder: Any) -> Check:
+    def check() -> str | None:
+        recorder.max_notification_id()  # raises while the store is away: not ready, and why
+        return None
+
+    return check
+
+
+def _caught_up(node: Any) -> list[Check]:
+    if node is None:
+        return []
+    return [lambda: None if node.caught_up.is_set() else f"the read node to catch up with {node.source.name}"]

@@ -1,4 +1,4 @@
-"""Raw messages to the runner's Arrow batch, set-based in DuckDB, with poison set aside.
+"""Raw messages to a read node's Arrow batch, set-based in DuckDB, with poison set aside.
 
 Parsing envelopes one by one in Python costs more than Kafka's own consumer spends per
 message, so a poll's messages go to DuckDB as one Arrow column and one query checks and

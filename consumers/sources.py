@@ -1,8 +1,8 @@
 """Where a read node's events come from: a Kafka topic, or the event store's log in-process.
 
-Both give the runner the same thing: raw envelope messages with their source position,
+Both give a read node the same thing: raw envelope messages with their source position,
 and the positions to store once the batch is applied. Positions are "the next one to
-read" per partition (Kafka's convention; the log is partition 0), kept by the runner in
+read" per partition (Kafka's convention; the log is partition 0), kept by the read node in
 DuckDB, the source of truth; Kafka's consumer-group offsets are never used.
 """
 
@@ -171,9 +171,9 @@ class LogSource:
 class KafkaSource:
     """Reads every partition of the topic by manual assignment, from positions it is given.
 
-    A thread polls the next batch while the runner applies the current one (kafka-python
+    A thread polls the next batch while the read node applies the current one (kafka-python
     unpacks records in Python; DuckDB works outside the GIL), so the two overlap. Batches
-    queue in order; the runner stores positions only with the batch they belong to.
+    queue in order; the read node stores positions only with the batch they belong to.
     """
 
     bootstrap: str
@@ -192,7 +192,7 @@ class KafkaSource:
         self.metadata: Any = None  # a consumer of its own for end offsets (clients are not thread-safe)
         self.partitions: list[Any] = []
         self.max_records = 20_000
-        # The thread polls in chunks, so the runner starts on the first while the next
+        # The thread polls in chunks, so the read node starts on the first while the next
         # arrive, and takes whatever has queued up (up to its batch size) in one batch.
         self.prefetch_chunk = 2_000
         self._queue: queue.Queue[Polled | BaseException] = queue.Queue(maxsize=32)
@@ -222,7 +222,7 @@ class KafkaSource:
             self.consumer = self._new_consumer()
         if self.metadata is None:  # for end offsets (lag): connected now, not on the first ask
             self.metadata = self._new_consumer()
-        numbers = self._wait_for_partitions()
+        numbers = self._partitions()
         self.partitions = [TopicPartition(self.topic, n) for n in numbers]
         self.consumer.assign(self.partitions)
         for tp in self.partitions:
@@ -237,7 +237,7 @@ class KafkaSource:
             self._thread = threading.Thread(target=self._prefetch, name=f"prefetch-{self.topic}", daemon=True)
             self._thread.start()
 
-    def _wait_for_partitions(self) -> list[int]:
+    def _partitions(self) -> list[int]:
         # One look: a read node waits for a missing topic with the back-off of its own
         # start (ReadNode.open_when_up), which notices a stop request.
         found = self.consumer.partitions_for_topic(self.topic)
@@ -263,7 +263,7 @@ class KafkaSource:
         while not self._stop.is_set():
             try:
                 polled = self._poll_now(min(self.max_records, self.prefetch_chunk), 0.2)
-            except BaseException as error:  # handed to the runner, which logs and retries
+            except BaseException as error:  # handed to the read node, which logs and retries
                 polled = error  # type: ignore[assignment]
                 time.sleep(0.5)
             if isinstance(polled, Polled) and not len(polled):

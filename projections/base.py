@@ -1,8 +1,8 @@
-"""What every projector is, and the shape of the batches the consumer runner hands it.
+"""What every projector is, and the shape of the batches a read node hands it.
 
 A batch is an Arrow table of envelopes (one row per event, ordered by `position`), already
 deduplicated by (complaint_id, complaint_version) against what the read node has applied.
-The runner calls `apply` inside its DuckDB transaction, together with the consumer
+A read node calls `apply` inside its DuckDB transaction, together with the consumer
 positions, so a batch is applied exactly once or not at all.
 """
 

@@ -5,7 +5,7 @@ its rows from the scope's parsed events and facts. `apply` validates the batch, 
 the touched complaints' rows and inserts them again with INSERT ... SELECT: no
 row-at-a-time writes, and redelivered or repeated events change nothing.
 
-The consumer runner calls every projector's `apply` with the same batch in one
+A read node calls every projector's `apply` with the same batch in one
 transaction. Validation, parsing and the facts are the same for all of them, so they are
 computed once per batch and connection (`batch_scope`) and shared.
 """
@@ -46,7 +46,7 @@ class _BatchScope:
         quietly(lambda: db.unregister(self.name))
 
 
-# connection id -> the last batch seen on it (the runner applies one batch at a time)
+# connection id -> the last batch seen on it (a read node applies one batch at a time)
 _LAST: dict[int, _BatchScope] = {}
 
 
@@ -89,7 +89,7 @@ class BulkProjector:
             scope.create(db, table, columns)
 
     def drop_schema(self, db: duckdb.DuckDBPyConnection) -> None:
-        """Drop this read model's tables (the runner rebuilds it on a schema version change)."""
+        """Drop this read model's tables (a read node rebuilds it on a schema version change)."""
         for table in self.tables:
             db.execute(f"DROP TABLE IF EXISTS {table}")
 

@@ -2,7 +2,7 @@
 
 The base for audit replay and for analysts' SQL. Deduplicated by (complaint_id,
 complaint_version): the bus delivers at least once, this table holds each event once.
-The consumer runner calls `insert_new` first in every batch and hands only the rows it
+A read node calls `insert_new` first in every batch and hands only the rows it
 reports as new to the other projectors.
 
 Example (analysts): events per type and week
@@ -87,7 +87,7 @@ class EventLog:
 
     @staticmethod
     def read_batches(db: duckdb.DuckDBPyConnection, chunk_rows: int = 50_000, after: int = 0) -> pa.RecordBatchReader:
-        """Stored events after a position, in position order, in the runner's shape (for rebuilds)."""
+        """Stored events after a position, in position order, in a read node's batch shape (for rebuilds)."""
         return db.sql(
             """
             SELECT position, complaint_id::VARCHAR AS complaint_id, complaint_version, event_type,
@@ -100,7 +100,7 @@ class EventLog:
 
 
 def as_batch(table: pa.Table | pa.RecordBatch) -> pa.Table:
-    """A table read back from DuckDB in exactly the runner's batch schema."""
+    """A table read back from DuckDB in exactly a read node's batch schema."""
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     return table.cast(BATCH_SCHEMA)

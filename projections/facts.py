@@ -137,7 +137,7 @@ def parsed_sql(events: str, touched: str | None = None) -> str:
 
 
 class PoisonEvent(ValueError):
-    """Events a projector cannot apply: the runner dead-letters them with this message."""
+    """Events a projector cannot apply: a read node dead-letters them with this message."""
 
     def __init__(self, projector: str, problems: list[tuple[int, str, int, str, str]]) -> None:
         self.projector = projector
@@ -155,7 +155,7 @@ def batch_problems(db: duckdb.DuckDBPyConnection, batch: str) -> list[tuple[int,
 
     The facts SQL ignores such events (so a poison event already in `events` never blocks
     later batches of its complaint); projectors raise PoisonEvent for them so that the
-    runner dead-letters them.
+    read node dead-letters them.
     """
     return db.execute(
         f"SELECT position, complaint_id, v, t, problem FROM ({parsed_sql(batch)})"

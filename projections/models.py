@@ -1,7 +1,7 @@
 """The read models this package provides, by name, and how to make their projectors.
 
 For a read node: COMPLAINTS_PROJECTORS=projections.models:ALL_SPEC (or the module:Class
-names listed in SPEC), next to the event log the runner always keeps.
+names listed in SPEC), next to the event log a read node always keeps.
 """
 
 from __future__ import annotations

@@ -173,9 +173,9 @@ def test_one_read_model_is_rebuilt_from_the_local_events_the_rest_is_kept(tmp_pa
     models = projectors()
     for p in models:
         p.create_schema(db)
-    from consumers.rebuild import _runner_schema
+    from consumers.bookkeeping import RUNNER_SCHEMA
 
-    db.execute(_runner_schema())
+    db.execute(RUNNER_SCHEMA)
     deliver(db, to_batch(envelopes), models)
     db.execute("INSERT INTO consumer_positions VALUES ('log', 0, 999, now())")
     expected = {t: rows(db, t) for t in TABLES}

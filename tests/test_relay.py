@@ -12,6 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -108,6 +109,30 @@ TRICKY_TEXTS = [
 ]
 
 
+def tricky_states(app: Any) -> list[tuple[Any, bytes]]:
+    """Each stored state of `app`, and variations of it a splice could get wrong: every
+    text replaced by a tricky one, a bumped event class, transcoded values nested in the
+    payload, numbers JSON makes awkward, an unusual member order (decoded instead)."""
+    transcoder = app.mapper.transcoder
+    states = []
+    for n in app.recorder.select_notifications(1, 10_000):
+        states.append((n, n.state))
+        state = transcoder.decode(n.state)
+        for text in TRICKY_TEXTS:  # every string of the payload and metadata
+            states.append((n, transcoder.encode({k: text if isinstance(v, str) else v for k, v in state.items()})))
+        states.append((n, transcoder.encode(state | {"class_version": 3})))
+        states.append((n, transcoder.encode(state | {
+            "extra_id": uuid.UUID(int=n.id), "amount": Decimal("12.50"), "when": state["timestamp"],
+            "nested": {"at": [state["timestamp"], {"id": uuid.UUID(int=7)}], "_type_": "x", "_data_": "y", "z": 1},
+            "typed_text": {"_type_": "not a transcoding"}, "big": 2**70, "float": 1.5e300, "neg": -0.0,
+        })))
+        reordered = {"actor": state["actor"], **{k: v for k, v in state.items() if k != "actor"}}
+        states.append((n, transcoder.encode(reordered)))
+    return states
+
+
+
+
 def test_the_spliced_envelope_is_byte_for_byte_the_decoded_one(sqlite_settings: Settings) -> None:
     """wire_writer cuts the envelope out of the stored JSON; decoding it and encoding the
     envelope gives the very same bytes, whatever the texts hold and whatever the shape
@@ -115,18 +140,8 @@ def test_the_spliced_envelope_is_byte_for_byte_the_decoded_one(sqlite_settings: 
     app = open_desk(sqlite_settings)
     try:
         send_commands(app, 40, seed=5)
-        transcoder = app.mapper.transcoder
         write, decoded_write = wire_writer(app.mapper), _decoding_writer(app.mapper)
-        states = []
-        for n in app.recorder.select_notifications(1, 10_000):
-            states.append((n, n.state))
-            state = transcoder.decode(n.state)
-            for text in TRICKY_TEXTS:  # every string of the payload and metadata
-                states.append((n, transcoder.encode({k: text if isinstance(v, str) else v for k, v in state.items()})))
-            states.append((n, transcoder.encode(state | {"class_version": 3})))  # a bumped event class
-            states.append((n, transcoder.encode(state | {"extra_id": uuid.UUID(int=n.id), "when": n.id and state["timestamp"]})))
-            reordered = {"actor": state["actor"], **{k: v for k, v in state.items() if k != "actor"}}
-            states.append((n, transcoder.encode(reordered)))  # not the usual shape: decoded instead
+        states = tricky_states(app)
         shapes = set()
         for n, state in states:
             key = str(n.originator_id).encode()

@@ -10,8 +10,6 @@ that cuts corners.
 from __future__ import annotations
 
 import json
-import uuid
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -22,26 +20,7 @@ from complaints.settings import Settings
 from complaints.store import open_desk
 from consumers.stored_events import _decoding_writer, wire_writer
 from tests.conftest import send_commands
-from tests.test_relay import TRICKY_TEXTS
-
-
-def tricky_states(app: Any) -> list[tuple[Any, bytes]]:
-    transcoder = app.mapper.transcoder
-    states = []
-    for n in app.recorder.select_notifications(1, 10_000):
-        states.append((n, n.state))
-        state = transcoder.decode(n.state)
-        for text in TRICKY_TEXTS:  # every string of the payload and metadata
-            states.append((n, transcoder.encode({k: text if isinstance(v, str) else v for k, v in state.items()})))
-        states.append((n, transcoder.encode(state | {"class_version": 3})))
-        states.append((n, transcoder.encode(state | {
-            "extra_id": uuid.UUID(int=n.id), "amount": Decimal("12.50"), "when": state["timestamp"],
-            "nested": {"at": [state["timestamp"], {"id": uuid.UUID(int=7)}], "_type_": "x", "_data_": "y", "z": 1},
-            "typed_text": {"_type_": "not a transcoding"}, "big": 2**70, "float": 1.5e300, "neg": -0.0,
-        })))
-        reordered = {"actor": state["actor"], **{k: v for k, v in state.items() if k != "actor"}}
-        states.append((n, transcoder.encode(reordered)))
-    return states
+from tests.test_relay import tricky_states
 
 
 @pytest.mark.parametrize("name", EXACT)
