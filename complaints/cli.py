@@ -85,11 +85,13 @@ def run(
     read_db: Annotated[Optional[Path], typer.Option(help="the read node's DuckDB file")] = None,
 ) -> None:
     from commands.demo import load_demo
+    from projections import models as read_models
 
     wiring = _wiring(ctx)
     settings = wiring.settings
     desk = wiring.desk()
-    node = wiring.read_node(read_db, "log")
+    # Every read model (the dashboards read them), not only the event log.
+    node = wiring.read_node(read_db, "log", read_models.make(policy=wiring.sla_policy))
     api = wiring.command_app(desk, node)
     api.include_router(wiring.read_router(lambda: node))
     wiring.include_page(api)

@@ -410,6 +410,11 @@ def test_run_is_ready_then_stops_on_sigterm(tmp_path: Path, procs: LoggedProcess
     wait_until(some_events, 30, "the in-process read node to apply demo events", run, procs)
     samples = metrics(port)
     assert value(samples, "complaints_commands_total", action="register", outcome="accepted")
+    # Every read model is there, not only the event log: the dashboards and the page answer.
+    projectors = set(labelled(samples, "complaints_read_node_apply_seconds_count", "projector"))
+    assert projectors == {"events", "facts", "sla", "workload", "trends"}, projectors
+    for path in ("/dashboards/supervisor", "/dashboards/executive", "/workload", "/dashboard"):
+        assert get(port, path).status_code == 200, path
     code, _ = procs.terminate(run)
     assert code == 0, procs.log_of(run)[-3000:]
     assert assert_opens_read_write(tmp_path / "run.duckdb") > 0
