@@ -91,14 +91,27 @@ class RuleViolation(DomainError):
     """A command that is legal in this status but breaks a business rule."""
 
 
+class CommandIdReused(DomainError):
+    """A command id already used for a different command."""
+
+    def __init__(self, command_id: str) -> None:
+        super().__init__(
+            f"command_id {command_id!r} was already used for a different command (another action,"
+            " body or principal): retry with the same body to get the first answer, or give a new"
+            " command a new command_id"
+        )
+
+
 @dataclass(frozen=True)
 class Meta:
     """Who, when and why: carried by every event."""
 
-    actor: str
+    actor: str  # the principal's subject
     occurred_at: datetime
     command_id: str
     correlation_id: str
+    acted_as: dict[str, Any] | None = None  # the principal's display name and roles
+    fingerprint: str | None = None  # of the command's body: a reused command id must match it
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -106,6 +119,8 @@ class Meta:
             "occurred_at": self.occurred_at,
             "command_id": self.command_id,
             "correlation_id": self.correlation_id,
+            "acted_as": self.acted_as,
+            "fingerprint": self.fingerprint,
         }
 
 
@@ -132,6 +147,8 @@ class Complaint(Aggregate):
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.channel = channel
         # Personal data sits in its own group so it can be encrypted per customer and
@@ -177,13 +194,15 @@ class Complaint(Aggregate):
         self.withdrawal_reason: str | None = None
         self.duplicate_of: UUID | None = None
         self.commands: dict[str, dict[str, Any]] = {}
-        self._applied("register", actor, occurred_at, command_id)
+        self._applied("register", actor, occurred_at, command_id, fingerprint)
 
-    def _applied(self, action: str, actor: str, occurred_at: datetime, command_id: str) -> None:
+    def _applied(self, action: str, actor: str, occurred_at: datetime, command_id: str,
+                 fingerprint: str | None) -> None:
         """Book-keeping shared by every event: idempotency and last change."""
         # An event body runs before eventsourcing bumps the version (except at creation).
         version = 1 if action == "register" else self.version + 1
-        self.commands[command_id] = {"action": action, "version": version, "status": self.status}
+        self.commands[command_id] = {"action": action, "version": version, "status": self.status,
+                                     "actor": actor, "fingerprint": fingerprint}
         self.updated_at = occurred_at
         self.updated_by = actor
 
@@ -193,15 +212,19 @@ class Complaint(Aggregate):
         if self.status not in ALLOWED_FROM[action]:
             raise IllegalTransition(self.status, action)
 
-    def previous_result(self, command_id: str, action: str) -> int | None:
-        """The version a command already produced, or None if it is new here."""
+    def previous_result(self, command_id: str, action: str, fingerprint: str | None = None) -> int | None:
+        """The version a command already produced, or None if it is new here.
+
+        A command id names one command: used again for another action or another body (or
+        by another principal, whose subject is in the fingerprint) it is refused, and the
+        refusal says nothing of what the first command did.
+        """
         done = self.commands.get(command_id)
         if done is None:
             return None
-        if done["action"] != action:
-            raise RuleViolation(
-                f"command id {command_id} was already used for {done['action']}, not {action}"
-            )
+        recorded = done.get("fingerprint")  # events from before fingerprints have none
+        if done["action"] != action or (recorded and fingerprint and recorded != fingerprint):
+            raise CommandIdReused(command_id)
         return int(done["version"])
 
     def sla_clock(self) -> SlaClock:
@@ -275,6 +298,8 @@ class Complaint(Aggregate):
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.category = category
         self.severity = severity
@@ -288,7 +313,7 @@ class Complaint(Aggregate):
         self.resolution_due = resolution_due
         if self.status == "received":
             self.status = "triaged"
-        self._applied("triage", actor, occurred_at, command_id)
+        self._applied("triage", actor, occurred_at, command_id, fingerprint)
 
     # ---------------------------------------------------------------- assignment
     def assign(self, team: str, agent: str | None, meta: Meta) -> None:
@@ -314,6 +339,8 @@ class Complaint(Aggregate):
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         if self.team is not None:
             self.handovers += 1
@@ -321,7 +348,7 @@ class Complaint(Aggregate):
         self.agent = agent
         if self.status == "triaged":
             self.status = "assigned"
-        self._applied("assign", actor, occurred_at, command_id)
+        self._applied("assign", actor, occurred_at, command_id, fingerprint)
 
     # ---------------------------------------------------------------- handling
     def add_note(self, text: str, meta: Meta) -> None:
@@ -330,11 +357,12 @@ class Complaint(Aggregate):
 
     @event("NoteAdded")
     def _note_added(
-        self, text: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str
+        self, text: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str,
+        acted_as: dict[str, Any] | None = None, fingerprint: str | None = None,
     ) -> None:
         # An internal note never stops an SLA clock.
         self.notes += 1
-        self._applied("add_note", actor, occurred_at, command_id)
+        self._applied("add_note", actor, occurred_at, command_id, fingerprint)
 
     def record_contact(
         self,
@@ -376,12 +404,14 @@ class Complaint(Aggregate):
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.contacts += 1
         if first_response_at is not None:
             self.first_responded_at = first_response_at
         self.next_response_due = next_response_due
-        self._applied("record_contact", actor, occurred_at, command_id)
+        self._applied("record_contact", actor, occurred_at, command_id, fingerprint)
 
     def wait_on_customer(self, reason: str, meta: Meta) -> None:
         self.check("wait_on_customer")
@@ -389,12 +419,13 @@ class Complaint(Aggregate):
 
     @event("WaitingOnCustomer")
     def _waiting_on_customer(
-        self, reason: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str
+        self, reason: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str,
+        acted_as: dict[str, Any] | None = None, fingerprint: str | None = None,
     ) -> None:
         self.status_before_wait = self.status
         self.status = "waiting_on_customer"
         self._follow(self.sla_clock().waiting(occurred_at))
-        self._applied("wait_on_customer", actor, occurred_at, command_id)
+        self._applied("wait_on_customer", actor, occurred_at, command_id, fingerprint)
 
     def customer_replied(self, summary: str, policy: SlaPolicy, meta: Meta) -> None:
         self.check("customer_replied")
@@ -418,6 +449,8 @@ class Complaint(Aggregate):
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         assert self.waiting_since is not None and self.status_before_wait is not None
         self._follow(self.sla_clock().resumed(occurred_at))  # the wait becomes a pause
@@ -425,7 +458,7 @@ class Complaint(Aggregate):
         self.resolution_due = resolution_due
         self.status = self.status_before_wait
         self.status_before_wait = None
-        self._applied("customer_replied", actor, occurred_at, command_id)
+        self._applied("customer_replied", actor, occurred_at, command_id, fingerprint)
 
     def propose_resolution(self, proposal: str, meta: Meta) -> None:
         self.check("propose_resolution")
@@ -444,13 +477,15 @@ class Complaint(Aggregate):
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.proposed_resolution = proposal
         self._follow(self.sla_clock().answered())  # the proposal answers the customer
         if first_response_at is not None:
             self.first_responded_at = first_response_at
         self.status = "resolution_proposed"
-        self._applied("propose_resolution", actor, occurred_at, command_id)
+        self._applied("propose_resolution", actor, occurred_at, command_id, fingerprint)
 
     def resolve(self, resolution: str, meta: Meta) -> None:
         self.check("resolve")
@@ -469,6 +504,8 @@ class Complaint(Aggregate):
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.resolution = resolution
         self.resolved_at = occurred_at
@@ -476,7 +513,7 @@ class Complaint(Aggregate):
         if first_response_at is not None:
             self.first_responded_at = first_response_at
         self.status = "resolved"
-        self._applied("resolve", actor, occurred_at, command_id)
+        self._applied("resolve", actor, occurred_at, command_id, fingerprint)
 
     # ---------------------------------------------------------------- verification
     def verify(
@@ -507,10 +544,12 @@ class Complaint(Aggregate):
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.verification = {"csat": csat, "nps": nps, "effort": effort, "comment": comment}
         self.status = "verified"
-        self._applied("verify", actor, occurred_at, command_id)
+        self._applied("verify", actor, occurred_at, command_id, fingerprint)
 
     def close(self, meta: Meta) -> None:
         self.check("close")
@@ -518,11 +557,12 @@ class Complaint(Aggregate):
 
     @event("Closed")
     def _closed(
-        self, actor: str, occurred_at: datetime, command_id: str, correlation_id: str
+        self, actor: str, occurred_at: datetime, command_id: str, correlation_id: str,
+        acted_as: dict[str, Any] | None = None, fingerprint: str | None = None,
     ) -> None:
         self.closed_at = occurred_at
         self.status = "closed"
-        self._applied("close", actor, occurred_at, command_id)
+        self._applied("close", actor, occurred_at, command_id, fingerprint)
 
     def reopen(self, reason: str, meta: Meta) -> None:
         self.check("reopen")
@@ -530,7 +570,8 @@ class Complaint(Aggregate):
 
     @event("Reopened")
     def _reopened(
-        self, reason: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str
+        self, reason: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str,
+        acted_as: dict[str, Any] | None = None, fingerprint: str | None = None,
     ) -> None:
         self.reopen_count += 1
         self.resolution = None
@@ -538,7 +579,7 @@ class Complaint(Aggregate):
         self.closed_at = None
         self.verification = None
         self.status = "assigned"
-        self._applied("reopen", actor, occurred_at, command_id)
+        self._applied("reopen", actor, occurred_at, command_id, fingerprint)
 
     # ---------------------------------------------------------------- escalation, exits
     def escalate(self, level: int, reason: str, meta: Meta) -> None:
@@ -559,9 +600,11 @@ class Complaint(Aggregate):
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.escalation_level = level
-        self._applied("escalate", actor, occurred_at, command_id)
+        self._applied("escalate", actor, occurred_at, command_id, fingerprint)
 
     def withdraw(self, reason: str, meta: Meta) -> None:
         self.check("withdraw")
@@ -569,11 +612,12 @@ class Complaint(Aggregate):
 
     @event("Withdrawn")
     def _withdrawn(
-        self, reason: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str
+        self, reason: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str,
+        acted_as: dict[str, Any] | None = None, fingerprint: str | None = None,
     ) -> None:
         self.withdrawal_reason = reason
         self.status = "withdrawn"
-        self._applied("withdraw", actor, occurred_at, command_id)
+        self._applied("withdraw", actor, occurred_at, command_id, fingerprint)
 
     def mark_duplicate(self, duplicate_of: UUID, meta: Meta) -> None:
         self.check("mark_duplicate")
@@ -589,10 +633,12 @@ class Complaint(Aggregate):
         occurred_at: datetime,
         command_id: str,
         correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.duplicate_of = duplicate_of
         self.status = "duplicate"
-        self._applied("mark_duplicate", actor, occurred_at, command_id)
+        self._applied("mark_duplicate", actor, occurred_at, command_id, fingerprint)
 
     # ---------------------------------------------------------------- views
     def state(self) -> dict[str, Any]:

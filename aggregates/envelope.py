@@ -23,6 +23,13 @@ ENVELOPE_VERSION = 1
 COMPLAINT_TOPIC_PREFIX = "aggregates.complaint:Complaint."
 
 
+class ActedAs(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    roles: list[str]
+
+
 class EventEnvelope(BaseModel):
     """What consumers receive. `(complaint_id, complaint_version)` identifies an event."""
 
@@ -36,7 +43,9 @@ class EventEnvelope(BaseModel):
     position: int = Field(ge=1, description="global position in the event store's log")
     occurred_at: datetime = Field(description="when it happened (the command's clock)")
     recorded_at: datetime = Field(description="when the event store recorded it")
-    actor: str = Field(description="who did it")
+    actor: str = Field(description="who did it: the subject of the token the command came with")
+    acted_as: ActedAs | None = Field(None, description="the actor's display name and the roles it acted under"
+                                     " (None on events from before identity)")
     command_id: str = Field(description="the command that caused it")
     correlation_id: str = Field(description="the conversation it belongs to")
     payload: dict[str, Any] = Field(description="the event's own fields, below")

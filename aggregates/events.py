@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aggregates.complaint import Channel, Direction, Visibility
 from aggregates.priority import Impact, Priority, Severity, Tier
 
-META_FIELDS = ("actor", "occurred_at", "command_id", "correlation_id")
+META_FIELDS = ("actor", "occurred_at", "command_id", "correlation_id", "acted_as", "fingerprint")
 
 
 class Payload(BaseModel):

@@ -133,6 +133,7 @@ def _dict_writer(name: str, mapper: Any, loads: Callable[[bytes], Any], dumps: C
                 "occurred_at": _untranscoded(decoded["occurred_at"]),
                 "recorded_at": _untranscoded(decoded["timestamp"]),
                 "actor": actor,
+                "acted_as": _unwrap(decoded["acted_as"]) if "acted_as" in decoded else None,
                 "command_id": command_id,
                 "correlation_id": correlation_id,
                 "payload": {k: _unwrap(v) if type(v) is dict or type(v) is list else v
@@ -224,6 +225,7 @@ def msgspec_raw_writer(mapper: Any) -> Writer:
                 "occurred_at": datetime_text(decoded["occurred_at"]),
                 "recorded_at": datetime_text(decoded["timestamp"]),
                 "actor": decoded["actor"],
+                "acted_as": decoded.get("acted_as", Raw(b"null")),
                 "command_id": decoded["command_id"],
                 "correlation_id": decoded["correlation_id"],
                 # A transcoded value always has the text `"_type_"`, which JSON cannot hold inside a

@@ -37,6 +37,9 @@ from projections.base import BATCH_SCHEMA, to_batch
 warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning, __name__)
 
 FIELDS = list(EventEnvelope.model_fields)
+# The envelope's `acted_as` as the relay writes it: null, or the actor's name and roles.
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_ACTED_AS = rf'null|\{{"name":{_JSON_STRING},"roles":\[(?:{_JSON_STRING}(?:,{_JSON_STRING})*)?\]\}}'
 _AT = {name: i + 1 for i, name in enumerate(FIELDS)}  # 1-based, as DuckDB lists are
 # Messages go to DuckDB in Arrow chunks of this many rows: its threads scan chunks in parallel.
 CHUNK_ROWS = 4096
@@ -369,6 +372,7 @@ def _fast_path_sql(payloads: dict[str, type[BaseModel]]) -> tuple[str, str, froz
         f"regexp_full_match({f['complaint_id']}, {_quote(_UUID_CANONICAL)})",
         *(f"regexp_full_match({f[n]}, {_quote(q + _RE_DATETIME + q)})" for n in ("occurred_at", "recorded_at")),
         *(f"starts_with({f[n]}, '{q}')" for n in ("actor", "command_id", "correlation_id")),
+        f"regexp_full_match({f['acted_as']}, {_quote(_ACTED_AS)})",
     ])
     payload_matched = "CASE " + f["event_type"] + " " + " ".join(
         f"WHEN {_fragment(t)} THEN regexp_full_match({f['payload']}, {_quote(p)})" for t, p in patterns.items()
@@ -387,6 +391,7 @@ def _fast_path_sql(payloads: dict[str, type[BaseModel]]) -> tuple[str, str, froz
         *(f"regexp_full_match({f[n]}, {_quote(_ISO)})" for n in ("occurred_at", "recorded_at")),
         *(f"TRY_CAST(trim({f[n]}, '{q}') AS TIMESTAMPTZ) IS NOT NULL" for n in ("occurred_at", "recorded_at")),
         *(f"starts_with({f[n]}, '{q}')" for n in ("actor", "command_id", "correlation_id")),
+        f"regexp_full_match({f['acted_as']}, {_quote(_ACTED_AS)})",  # other forms: parse() decides
         f"starts_with({f['payload']}, '{{')",
         # DuckDB reads trailing commas that Python's json does not: such a message is read by parse().
         "NOT regexp_matches(s, ',[ \\t\\n\\r]*[\\]}]')",

@@ -75,16 +75,19 @@ class NotificationRows:
 # The JSON the store's JSONTranscoder writes (compact separators, no ASCII escaping), as
 # regular expressions: a string, a transcoded value, and the parts of a stored state
 # around its payload: `{"timestamp":T[,"originator_topic":S]<payload members>,"actor":S,
-# "occurred_at":T,"command_id":S,"correlation_id":S[,"class_version":N]}`.
+# "occurred_at":T,"command_id":S,"correlation_id":S[,"acted_as":O,"fingerprint":S]
+# [,"class_version":N]}` (events from before identity have no acted_as nor fingerprint).
 _STR = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
 _DATETIME = rb'\{"_type_":"datetime_iso","_data_":("[^"\\]*")\}'
 _HEAD = re.compile(rb'\{"timestamp":' + _DATETIME + rb'(?:,"originator_topic":' + _STR + rb')?')
+_ACTED_AS = rb'null|\{"name":' + _STR + rb',"roles":\[(?:' + _STR + rb'(?:,' + _STR + rb')*)?\]\}'
 _TAIL = re.compile(rb',"actor":(' + _STR + rb'),"occurred_at":' + _DATETIME + rb',"command_id":(' + _STR
-                   + rb'),"correlation_id":(' + _STR + rb')(?:,"class_version":([1-9][0-9]*))?\}')
+                   + rb'),"correlation_id":(' + _STR + rb')(?:,"acted_as":(' + _ACTED_AS + rb'),"fingerprint":(?:null|'
+                   + _STR + rb'))?(?:,"class_version":([1-9][0-9]*))?\}')
 _TRANSCODED = re.compile(rb'\{"_type_":"(datetime_iso|uuid_hex|decimal_str)","_data_":("[^"\\]*")\}')
 _STORE_KEYS = re.compile(rb'"(?:timestamp|originator_topic|class_version|_type_)":')
 _ENVELOPE = (b'{"envelope_version":%d,"event_type":%s,"event_version":%s,"complaint_id":"%s",'
-             b'"complaint_version":%d,"position":%d,"occurred_at":%s,"recorded_at":%s,"actor":%s,'
+             b'"complaint_version":%d,"position":%d,"occurred_at":%s,"recorded_at":%s,"actor":%s,"acted_as":%s,'
              b'"command_id":%s,"correlation_id":%s,"payload":{%s}}')
 
 
@@ -132,8 +135,8 @@ def wire_writer(mapper: Mapper[Any]) -> Writer:
                 body = _TRANSCODED.sub(_untranscode, body)
                 if _STORE_KEYS.search(body):  # a store field or an unknown transcoding among the payload's
                     return decode_slowly(topic, complaint_id, complaint_version, position, state)
-        return template % (ENVELOPE_VERSION, event_type, end[5] or b"1", complaint_id, complaint_version,
-                           position, end[2], start[1], end[1], end[3], end[4], body)
+        return template % (ENVELOPE_VERSION, event_type, end[6] or b"1", complaint_id, complaint_version,
+                           position, end[2], start[1], end[1], end[5] or b"null", end[3], end[4], body)
 
     return write
 
@@ -164,6 +167,7 @@ def _decoding_writer(mapper: Mapper[Any]) -> Writer:
             "occurred_at": decoded["occurred_at"],
             "recorded_at": decoded["timestamp"],
             "actor": decoded["actor"],
+            "acted_as": decoded.get("acted_as"),
             "command_id": decoded["command_id"],
             "correlation_id": decoded["correlation_id"],
             "payload": {k: v for k, v in decoded.items() if k not in _STORE_FIELDS},

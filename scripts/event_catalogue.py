@@ -32,6 +32,8 @@ def catalogue() -> str:
         f"Every Complaint event is stored by eventsourcing with its payload fields plus the",
         f"meta fields {', '.join(f'`{f}`' for f in META_FIELDS)}, and travels in the",
         f"envelope (version {ENVELOPE_VERSION}) below. All payloads are at version 1.",
+        "`fingerprint` (a hash of the command's canonical body, for idempotency) stays in",
+        "the store; `acted_as` travels as the envelope's own field.",
         "",
         "## Envelope",
         "",

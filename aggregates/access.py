@@ -1,0 +1,144 @@
+"""Who may do what: the roles, the permission matrix and the row-level rule.
+
+Pure domain: a `Principal` is whoever a verified token (or the process itself) says is
+acting; this module decides what that principal may do. The matrix is the one table of
+the product's access rules; `docs/security.md` is generated from it
+(`complaints roles --markdown`) and `tests/test_access.py` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+Role = Literal[
+    "intake", "agent", "supervisor", "department_head", "quality", "executive", "auditor",
+    "analyst", "admin", "automation", "importer",
+]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+ROLE_NAMES: dict[Role, tuple[str, str]] = {  # (en, zh-CN)
+    "intake": ("intake agent (phone, counter, forms)", "受理专员"),
+    "agent": ("complaint handler", "处理专员"),
+    "supervisor": ("team lead", "组长"),
+    "department_head": ("department head", "部门负责人"),
+    "quality": ("product and quality", "产品与质量"),
+    "executive": ("executive", "管理层"),
+    "auditor": ("auditor", "审计"),
+    "analyst": ("analyst", "分析师"),
+    "admin": ("administrator", "系统管理员"),
+    "automation": ("automation (service)", "自动化规则（服务）"),
+    "importer": ("importer (service)", "数据导入（服务）"),
+}
+
+# Commands: one permission per action, named as the action.
+HANDLING = frozenset({
+    "add_note", "record_contact", "wait_on_customer", "customer_replied", "propose_resolution",
+    "resolve", "verify", "close", "escalate", "withdraw", "mark_duplicate",
+})
+COMMANDS = HANDLING | {"register", "triage", "assign", "reopen"}
+
+# What is read, and how.
+READ_COMPLAINT = "read:complaint"  # one complaint as it stands (command API)
+READ_AUDIT = "read:audit"  # a complaint's history, states, timeline, clocks; search
+READ_SUPERVISOR = "read:dashboard:supervisor"
+READ_PRODUCT = "read:dashboard:product"
+READ_EXECUTIVE = "read:dashboard:executive"
+READ_MODELS = "read:models"  # /sla, /workload, /trends, /dimensions
+EXPORT = "export"
+PERSONAL_DATA = "personal_data"  # customers' names and contacts unmasked
+ACCESS_LOG = "read:access_log"  # who viewed whose personal data
+BACKDATE = "backdate"  # state `occurred_at` (imports of past events)
+READS = frozenset({READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_PRODUCT, READ_EXECUTIVE,
+                   READ_MODELS, EXPORT, PERSONAL_DATA, ACCESS_LOG})
+PERMISSIONS: tuple[str, ...] = (*sorted(COMMANDS), *sorted(READS), BACKDATE)
+
+DASHBOARDS = frozenset({READ_SUPERVISOR, READ_PRODUCT, READ_EXECUTIVE})
+
+# The matrix: each role's permissions.
+MATRIX: dict[Role, frozenset[str]] = {
+    "intake": frozenset({"register", "add_note", "record_contact", "customer_replied", "withdraw",
+                         READ_COMPLAINT, PERSONAL_DATA}),
+    "agent": (HANDLING | {"register"}) - {"mark_duplicate"}
+    | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS, PERSONAL_DATA},
+    "supervisor": COMMANDS | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS, EXPORT,
+                              PERSONAL_DATA},
+    "department_head": COMMANDS | DASHBOARDS | {READ_COMPLAINT, READ_AUDIT, READ_MODELS, EXPORT,
+                                                PERSONAL_DATA},
+    "quality": frozenset({"add_note", READ_COMPLAINT, READ_AUDIT, READ_PRODUCT, READ_MODELS, EXPORT}),
+    "executive": DASHBOARDS | {READ_MODELS, EXPORT},
+    "auditor": READS,
+    "analyst": DASHBOARDS | {READ_AUDIT, READ_MODELS, EXPORT},
+    "admin": DASHBOARDS | {READ_MODELS},
+    "automation": frozenset({"triage", "assign", "escalate", "add_note", READ_COMPLAINT}),
+    "importer": COMMANDS | {BACKDATE, READ_COMPLAINT},
+}
+# Row level: these roles work only on complaints of their own team (a supervisor may also
+# take a complaint no team has yet, to triage and assign it); their dashboards, read
+# models and exports show their team only.
+TEAM_BOUND: frozenset[Role] = frozenset({"agent", "supervisor"})
+TAKES_UNASSIGNED: frozenset[Role] = frozenset({"supervisor"})
+
+MASK = "[masked]"
+
+
+class AccessDenied(Exception):
+    """The principal may not do this (HTTP 403)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who acts: a verified token's subject, display name, roles and team."""
+
+    subject: str
+    name: str
+    roles: frozenset[str]
+    team: str | None = None
+    permissions: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        granted = frozenset().union(*(MATRIX.get(role, frozenset()) for role in self.roles))  # type: ignore[call-overload]
+        object.__setattr__(self, "permissions", granted)
+
+    @property
+    def team_bound(self) -> bool:
+        """Whether this principal sees and acts on its own team only (a role without the
+        row-level rule, held as well, lifts it)."""
+        return bool(self.roles) and self.roles <= TEAM_BOUND
+
+    def may(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    def require(self, permission: str) -> None:
+        if permission not in self.permissions:
+            roles = ", ".join(sorted(self.roles)) or "none"
+            raise AccessDenied(f"{self.subject} (roles: {roles}) may not {permission.replace('_', ' ')}")
+
+    def may_work_on(self, team: str | None) -> bool:
+        """Whether the row-level rule lets this principal act on a complaint of `team`."""
+        if not self.team_bound:
+            return True
+        if team is None:
+            return bool(self.roles & TAKES_UNASSIGNED)
+        return team == self.team
+
+    def require_team(self, team: str | None) -> None:
+        if not self.may_work_on(team):
+            whose = "no team's yet" if team is None else f"team {team}'s"
+            raise AccessDenied(f"{self.subject} works on team {self.team or '(none)'}'s complaints only;"
+                               f" this one is {whose}")
+
+    def acted_as(self) -> dict[str, object]:
+        """What an event records of the principal besides its subject."""
+        return {"name": self.name, "roles": sorted(self.roles)}
+
+
+def matrix_markdown() -> str:
+    """The matrix as the Markdown table of `docs/security.md`."""
+    head = "| permission | " + " | ".join(ROLES) + " |"
+    rule = "|---|" + "---|" * len(ROLES)
+    rows = [f"| `{p}` | " + " | ".join("✓" if p in MATRIX[r] else "" for r in ROLES) + " |"
+            for p in PERMISSIONS]
+    names = [f"- `{role}`: {en} ({zh})" + (" — row level: own team only" if role in TEAM_BOUND else "")
+             for role, (en, zh) in ROLE_NAMES.items()]
+    return "\n".join(["## Roles", "", *names, "", "## Permissions", "", head, rule, *rows, ""])
