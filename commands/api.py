@@ -14,7 +14,8 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from aggregates.complaint import IllegalTransition, RuleViolation
+from aggregates.access import ACCESS_LOG, AccessDenied, Principal
+from aggregates.complaint import CommandIdReused, IllegalTransition, RuleViolation
 from commands.correlation import CorrelationMiddleware
 from commands.desk import ComplaintDesk, ComplaintNotFound, VersionConflict
 from commands.metrics import count_command
@@ -23,12 +24,16 @@ from commands.models import (
     CommandResult,
     ComplaintCommand,
     ComplaintState,
+    InvalidCommand,
+    PersonalDataView,
     RegisterComplaint,
 )
 
 log = logging.getLogger(__name__)
 
-OUTCOME = {404: "not_found", 409: "conflict"}
+OUTCOME = {403: "forbidden", 404: "not_found", 409: "conflict", 422: "invalid"}
+# The composition root's dependency: the request's verified principal (401 without one).
+Authenticate = Callable[..., Principal]
 
 
 async def get_desk(request: Request) -> ComplaintDesk:
@@ -39,19 +44,24 @@ async def get_desk(request: Request) -> ComplaintDesk:
 Desk = Annotated[ComplaintDesk, Depends(get_desk)]
 
 
-def create_app(desk: ComplaintDesk) -> FastAPI:
+def create_app(desk: ComplaintDesk, authenticate: Authenticate) -> FastAPI:
     app = FastAPI(
         title="Complaints: command API",
         version="1.0",
         summary="Register and handle customer complaints; every command becomes an event.",
         description=(
-            "Each command is idempotent by `command_id` and may carry `expected_version` "
-            "for optimistic concurrency. Errors: 422 invalid input (with the field path), "
-            "404 unknown complaint, 409 illegal transition or version conflict."
+            "Every request carries a bearer token (OAuth 2 / OpenID Connect): its subject is the "
+            "actor of the command, its roles decide what it may do (docs/security.md). "
+            "Each command is idempotent by `command_id` (the same id with another body is a 409) "
+            "and may carry `expected_version` for optimistic concurrency. Errors: 401 no valid "
+            "token, 403 not allowed for the role or team, 422 invalid input (with the field "
+            "path), 404 unknown complaint, 409 illegal transition, version conflict or reused "
+            "command id, 429 too many requests."
         ),
     )
     app.state.desk = desk
     app.add_middleware(CorrelationMiddleware)
+    Actor = Annotated[Principal, Depends(authenticate)]
     # The command each POST route carries (route path -> action), for the errors and the log.
     actions: dict[str, str] = {"/complaints": RegisterComplaint.action}
     actions |= {f"/complaints/{{complaint_id}}/{path}": c.action for path, c in COMPLAINT_COMMANDS.items()}
@@ -64,8 +74,8 @@ def create_app(desk: ComplaintDesk) -> FastAPI:
         tags=["complaints"],
         summary="Register a complaint",
     )
-    async def register(command: RegisterComplaint, desk: Desk) -> CommandResult:
-        return _done(RegisterComplaint.action, desk.register(command))
+    async def register(command: RegisterComplaint, desk: Desk, actor: Actor) -> CommandResult:
+        return _done(RegisterComplaint.action, desk.register(command, actor))
 
     @app.get(
         "/complaints/{complaint_id}",
@@ -76,9 +86,22 @@ def create_app(desk: ComplaintDesk) -> FastAPI:
     def get_complaint(
         complaint_id: UUID,
         desk: Desk,
-        version: Annotated[int | None, Query(ge=1)] = None,
+        actor: Actor,
+        version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     ) -> dict[str, Any]:
-        return desk.get_complaint(complaint_id, version).state()
+        return desk.complaint_for(actor, complaint_id, version)
+
+    @app.get(
+        "/complaints/{complaint_id}/personal-data-views",
+        response_model=list[PersonalDataView],
+        tags=["audit"],
+        summary="Who saw this complaint's personal data, and when (auditors)",
+    )
+    def personal_data_views(complaint_id: UUID, desk: Desk, actor: Actor) -> list[dict[str, Any]]:
+        actor.require(ACCESS_LOG)
+        if desk.access_log is None:
+            return []
+        return desk.access_log.views(complaint_id)
 
     for path, command_class in COMPLAINT_COMMANDS.items():
         app.post(
@@ -87,16 +110,17 @@ def create_app(desk: ComplaintDesk) -> FastAPI:
             tags=["complaints"],
             summary=(command_class.__doc__ or command_class.__name__).strip().splitlines()[0],
             name=command_class.action,
-        )(_endpoint_for(command_class))
+        )(_endpoint_for(command_class, Actor))
     return app
 
 
-def _endpoint_for(command_class: type[ComplaintCommand]) -> Callable[..., Any]:
+def _endpoint_for(command_class: type[ComplaintCommand], actor_type: Any) -> Callable[..., Any]:
     # Commands run on the event loop, not in the thread pool: writes to one event store
     # take turns anyway (SQLite's write lock, PostgreSQL's table lock), and skipping the
     # thread hop doubled the throughput (docs/benchmarks.md).
-    async def endpoint(complaint_id: UUID, command: command_class, desk: Desk) -> CommandResult:  # type: ignore[valid-type]
-        return _done(command_class.action, desk.execute(complaint_id, command))
+    async def endpoint(complaint_id: UUID, command: command_class, desk: Desk,  # type: ignore[valid-type]
+                       actor: actor_type) -> CommandResult:  # type: ignore[valid-type]
+        return _done(command_class.action, desk.execute(complaint_id, command, actor))
 
     endpoint.__name__ = command_class.action
     return endpoint
@@ -148,3 +172,19 @@ def _add_error_handlers(app: FastAPI, actions: dict[str, str]) -> None:
     @app.exception_handler(RuleViolation)
     def rule(request: Request, error: RuleViolation) -> JSONResponse:
         return problem(409, str(error), request)
+
+    @app.exception_handler(CommandIdReused)
+    def reused(request: Request, error: CommandIdReused) -> JSONResponse:
+        return problem(409, str(error), request)
+
+    @app.exception_handler(AccessDenied)
+    def forbidden(request: Request, error: AccessDenied) -> JSONResponse:
+        return problem(403, str(error), request)
+
+    @app.exception_handler(InvalidCommand)
+    def invalid_here(request: Request, error: InvalidCommand) -> JSONResponse:
+        # Shaped like FastAPI's own 422, so clients read one error format.
+        detail = [{"loc": ["body", error.field], "msg": error.message, "type": "value_error"}]
+        if action := action_of(request):
+            log.info("%s refused (422): %s", action, error, extra={"action": action, "outcome": "invalid"})
+        return JSONResponse({"detail": detail}, status_code=422)

@@ -47,17 +47,23 @@ from eventsourcing.persistence import IntegrityError
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from aggregates.access import Principal
 from aggregates.complaint import Complaint, Meta, complaint_id_for
 from aggregates.sla import SlaPolicy
 from commands.desk import ComplaintDesk
 from commands.models import (
     AssignComplaint, CloseComplaint, RegisterComplaint, ResolveComplaint,
-    TriageComplaint,
+    TriageComplaint, fingerprint,
 )
 
 log = logging.getLogger(__name__)
 
-ACTOR = "cfpb-import"
+# The importer acts as itself, except where the data says the company did (its response).
+IMPORTER = Principal("cfpb-import", "CFPB importer", frozenset({"importer"}))
+
+
+def _company(name: str) -> Principal:
+    return Principal(name, name, frozenset({"importer"}))
 IN_PROGRESS = "In progress"
 WINDOW_DAYS = 15
 CHANNELS = {"web": "web", "phone": "phone", "email": "email"}
@@ -105,8 +111,8 @@ def _text(value: str | None, limit: int) -> str | None:
     return value[:limit] if value else None
 
 
-def commands_for(row: dict[str, str]) -> list[tuple[str, Any]]:
-    """The commands telling one CSV row's story, in order: ("register" | path, command)."""
+def commands_for(row: dict[str, str]) -> list[tuple[str, Any, Principal]]:
+    """The commands telling one CSV row's story, in order: ("register" | path, command, by whom)."""
     cid = row["Complaint ID"].strip()
     if not cid:
         raise ValueError("no Complaint ID")
@@ -117,36 +123,37 @@ def commands_for(row: dict[str, str]) -> list[tuple[str, Any]]:
     details = [d for d in (_text(row.get("Sub-issue"), 300), _text(row.get("Consumer complaint narrative"), MAX_TEXT)) if d]
     key = f"cfpb-{cid}"
     zip_code = _text(row.get("ZIP code"), 100)
-    out: list[tuple[str, Any]] = [("register", RegisterComplaint(
-        actor=ACTOR, command_id=key, occurred_at=_noon(received),
+    out: list[tuple[str, Any, Principal]] = [("register", RegisterComplaint(
+        command_id=key, occurred_at=_noon(received),
         channel=CHANNELS.get((row.get("Submitted via") or "").strip().lower(), "other"),
         customer={"id": key, "tier": "regular"},
         customer_personal={"name": "CFPB consumer", "contact": f"ZIP {zip_code}" if zip_code else "unknown"},
         title=issue, description=("\n\n".join([issue, *details]))[:MAX_TEXT],
         product=_text(row.get("Product"), 100), region=_text(row.get("State"), 100),
-    ))]
+    ), IMPORTER)]
     out.append(("triage", TriageComplaint(
-        actor=ACTOR, command_id=f"{key}-triage", occurred_at=_noon(received), correlation_id=key,
-        category=issue, severity="normal", impact="one_user")))
+        command_id=f"{key}-triage", occurred_at=_noon(received), correlation_id=key,
+        category=issue, severity="normal", impact="one_user"), IMPORTER))
     out.append(("assign", AssignComplaint(
-        actor=ACTOR, command_id=f"{key}-assign", occurred_at=_noon(sent), correlation_id=key,
-        team=company, agent=None)))
+        command_id=f"{key}-assign", occurred_at=_noon(sent), correlation_id=key,
+        team=company, agent=None), IMPORTER))
     response = (row.get("Company response to consumer") or "").strip()
     if response and response != IN_PROGRESS:
         timely = (row.get("Timely response?") or "").strip().lower() in ("yes", "true")
         late = max(_noon(sent), _noon(received) + timedelta(days=WINDOW_DAYS + 1))
         at = _noon(sent) if timely else late
         out.append(("resolve", ResolveComplaint(
-            actor=company, command_id=f"{key}-resolve", occurred_at=at, correlation_id=key,
-            resolution=response)))
+            command_id=f"{key}-resolve", occurred_at=at, correlation_id=key,
+            resolution=response), _company(company)))
         out.append(("close", CloseComplaint(
-            actor=ACTOR, command_id=f"{key}-close", occurred_at=at, correlation_id=key)))
+            command_id=f"{key}-close", occurred_at=at, correlation_id=key), IMPORTER))
     return out
 
 
-def _meta(command: Any) -> Meta:
-    return Meta(command.actor, command.occurred_at, command.command_id,
-                command.correlation_id or command.command_id)
+def _meta(command: Any, principal: Principal) -> Meta:
+    return Meta(principal.subject, command.occurred_at, command.command_id,
+                command.correlation_id or command.command_id, acted_as=principal.acted_as(),
+                fingerprint=fingerprint(command, principal.subject))
 
 
 def rows(path: str | Path) -> Iterator[dict[str, str]]:
@@ -168,7 +175,7 @@ def import_cfpb(
     report = ImportReport()
     policy, desk.sla_policy = desk.sla_policy, CFPB_POLICY  # the CFPB's window for these complaints
     try:
-        pending: list[list[tuple[str, Any]]] = []
+        pending: list[list[tuple[str, Any, Principal]]] = []
         with tqdm(desc="CFPB rows", unit="row", disable=not progress) as bar:
             for n, row in enumerate(rows(path)):
                 if limit is not None and n >= limit:
@@ -197,17 +204,17 @@ def _exists(desk: ComplaintDesk, command_id: str) -> bool:
     return bool(desk.recorder.select_events(complaint_id_for(command_id), limit=1))
 
 
-def _send(desk: ComplaintDesk, lives: list[list[tuple[str, Any]]], report: ImportReport) -> None:
+def _send(desk: ComplaintDesk, lives: list[list[tuple[str, Any, Principal]]], report: ImportReport) -> None:
     """New complaints in one transaction; known ones command by command (idempotent)."""
     fresh, known = [], []
     for life in lives:
         (known if _exists(desk, life[0][1].command_id) else fresh).append(life)
     built = []
     for life in fresh:
-        register = life[0][1]
-        complaint = Complaint(**register.event_fields(), **_meta(register).fields())
-        for _, command in life[1:]:
-            command.carry_out(complaint, _meta(command), desk.sla_policy)
+        _, register, registrar = life[0]
+        complaint = Complaint(**register.event_fields(), **_meta(register, registrar).fields())
+        for _, command, principal in life[1:]:
+            command.carry_out(complaint, _meta(command, principal), desk.sla_policy)
         built.append(complaint)
     if built:
         try:
@@ -218,9 +225,9 @@ def _send(desk: ComplaintDesk, lives: list[list[tuple[str, Any]]], report: Impor
             known += fresh
     for life in known:
         report.existing += 1
-        register = life[0][1]
-        first = desk.register(register)
+        _, register, registrar = life[0]
+        first = desk.register(register, registrar)
         report.commands += not first.replayed
-        for _, command in life[1:]:
-            result = desk.execute(first.complaint_id, command)
+        for _, command, principal in life[1:]:
+            result = desk.execute(first.complaint_id, command, principal)
             report.commands += not result.replayed

@@ -13,9 +13,10 @@ from uuid import UUID
 import typer
 from pydantic import BaseModel, ValidationError
 
+from aggregates.access import ROLES, AccessDenied, Principal
 from aggregates.complaint import DomainError
 from commands.desk import ComplaintDesk, ComplaintNotFound, VersionConflict
-from commands.models import COMPLAINT_COMMANDS, Command, RegisterComplaint
+from commands.models import COMPLAINT_COMMANDS, Command, InvalidCommand, RegisterComplaint
 
 # Mounted by the composition root (`complaints.cli`), which puts a `Wiring` in the context.
 app = typer.Typer(pretty_exceptions_enable=False)
@@ -24,7 +25,19 @@ Fields = Annotated[
     Optional[list[str]], typer.Argument(help="command fields as field=value (dots for nesting)")
 ]
 JsonBody = Annotated[Optional[str], typer.Option("--json", help="command fields as a JSON object")]
-Actor = Annotated[str, typer.Option(help="who issues the command")]
+Actor = Annotated[str, typer.Option(help="who issues the command (recorded as the events' actor)")]
+Roles = Annotated[Optional[list[str]], typer.Option(
+    "--role", help="the role(s) it acts under (docs/security.md); importer to state occurred_at")]
+# The command line reaches the event store directly: whoever runs it is an operator, and
+# acts as a department head unless told otherwise.
+DEFAULT_ROLES = ["department_head"]
+
+
+def principal(actor: str, roles: list[str] | None) -> Principal:
+    unknown = set(roles or []) - set(ROLES)
+    if unknown:
+        raise typer.BadParameter(f"unknown role(s) {', '.join(sorted(unknown))}: the roles are {', '.join(ROLES)}")
+    return Principal(actor, actor, frozenset(roles or DEFAULT_ROLES))
 
 
 def parse_fields(pairs: list[str] | None, body: str | None) -> dict[str, Any]:
@@ -77,6 +90,12 @@ def report(call: Any) -> None:
             where = ".".join(str(p) for p in problem["loc"])
             typer.echo(f"invalid {where}: {problem['msg']}", err=True)
         raise typer.Exit(2) from None
+    except InvalidCommand as error:
+        typer.echo(f"invalid {error}", err=True)
+        raise typer.Exit(2) from None
+    except AccessDenied as error:
+        typer.echo(f"forbidden: {error}", err=True)
+        raise typer.Exit(3) from None
     except ComplaintNotFound as error:
         typer.echo(f"not found: {error}", err=True)
         raise typer.Exit(4) from None
@@ -86,8 +105,8 @@ def report(call: Any) -> None:
     typer.echo(json.dumps(result, default=str, indent=2))
 
 
-def build(model: type[Command], actor: str, fields: list[str] | None, body: str | None) -> Any:
-    return model.model_validate({"actor": actor, **parse_fields(fields, body)})
+def build(model: type[Command], fields: list[str] | None, body: str | None) -> Any:
+    return model.model_validate(parse_fields(fields, body))
 
 
 @app.command(
@@ -95,8 +114,10 @@ def build(model: type[Command], actor: str, fields: list[str] | None, body: str 
     epilog="Example: complaints register channel=web customer.id=C1 customer_personal.name=Li"
     " customer_personal.contact=li@example.com title='Broken' description='It broke'",
 )
-def register(ctx: typer.Context, fields: Fields = None, json_body: JsonBody = None, actor: Actor = "cli") -> None:
-    report(lambda: desk(ctx).register(build(RegisterComplaint, actor, fields, json_body)).model_dump(mode="json"))
+def register(ctx: typer.Context, fields: Fields = None, json_body: JsonBody = None, actor: Actor = "cli",
+             role: Roles = None) -> None:
+    report(lambda: desk(ctx).register(build(RegisterComplaint, fields, json_body), principal(actor, role))
+           .model_dump(mode="json"))
 
 
 def _add_command(path: str, model: type[Command]) -> None:
@@ -106,10 +127,11 @@ def _add_command(path: str, model: type[Command]) -> None:
         fields: Fields = None,
         json_body: JsonBody = None,
         actor: Actor = "cli",
+        role: Roles = None,
     ) -> None:
         report(
             lambda: desk(ctx)
-            .execute(complaint_id, build(model, actor, fields, json_body))
+            .execute(complaint_id, build(model, fields, json_body), principal(actor, role))
             .model_dump(mode="json")
         )
 

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from tqdm import tqdm
 
+from aggregates.access import Principal
 from commands.desk import ComplaintDesk
 from commands.models import COMPLAINT_COMMANDS, RegisterComplaint
 
@@ -135,7 +136,7 @@ def load_demo(desk: ComplaintDesk, count: int, end: datetime | None = None, seed
               progress: bool = True, stop: Callable[[], bool] = lambda: False) -> int:
     """Send the demo workload through `desk` until done or `stop()`; returns the number of
     commands sent."""
-    end = end or datetime.now(UTC)
+    end = end or desk.clock()
     ids: dict[str, UUID] = {}
     sent = 0
     for path, fields in tqdm(list(demo_commands(count, end, seed=seed)), desc="demo commands",
@@ -148,9 +149,16 @@ def load_demo(desk: ComplaintDesk, count: int, end: datetime | None = None, seed
 
 
 def send(desk: ComplaintDesk, ids: dict[str, UUID], path: str, fields: dict[str, Any]) -> None:
-    """Send one demo command; `ids` maps register command ids to the complaints they made."""
+    """Send one demo command; `ids` maps register command ids to the complaints they made.
+
+    The demo imports a past month, so its people act as importers: only an importer may
+    state when a command happened.
+    """
+    fields = dict(fields)
+    actor = fields.pop("actor")
+    principal = Principal(actor, actor, frozenset({"importer"}))
     if path == "register":
-        ids[fields["command_id"]] = desk.register(RegisterComplaint.model_validate(fields)).complaint_id
+        ids[fields["command_id"]] = desk.register(RegisterComplaint.model_validate(fields), principal).complaint_id
     else:
         complaint_id = ids[fields.pop("complaint_command_id")]
-        desk.execute(complaint_id, COMPLAINT_COMMANDS[path].model_validate(fields))
+        desk.execute(complaint_id, COMPLAINT_COMMANDS[path].model_validate(fields), principal)

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -20,15 +20,20 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from pydantic import ValidationError
 
-from aggregates.complaint import Complaint, DomainError, Meta, RuleViolation, complaint_id_for
+from aggregates.access import BACKDATE, MASK, PERSONAL_DATA, READ_COMPLAINT, AccessDenied, Principal
+from aggregates.complaint import Complaint, DomainError, Meta, complaint_id_for
 from aggregates.sla import SlaPolicy, load_sla_policy
+from commands.access_log import AccessLog
 from commands.correlation import current_correlation_id
 from commands.metrics import record_command
-from commands.models import Command, CommandResult, ComplaintCommand, MarkDuplicate, RegisterComplaint
+from commands.models import (
+    Command, CommandResult, ComplaintCommand, InvalidCommand, MarkDuplicate, RegisterComplaint, fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def utc_now() -> datetime:
@@ -63,53 +68,67 @@ class ComplaintDesk(Application):
         *,
         clock: Clock = utc_now,
         sla_policy: SlaPolicy | None = None,
+        max_clock_skew: timedelta = timedelta(minutes=2),
+        access_log: AccessLog | None = None,
     ) -> None:
         super().__init__(env)
         self.clock = clock
         self.sla_policy = sla_policy or load_sla_policy()
+        self.max_clock_skew = max_clock_skew
+        self.access_log = access_log
         self._locks = [threading.Lock() for _ in range(64)]
 
+    def close(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()
+        super().close()
+
     # ------------------------------------------------------------------ commands
-    def register(self, command: RegisterComplaint) -> CommandResult:
-        return _measured(command.action, lambda: self._register(command))
+    def register(self, command: RegisterComplaint, principal: Principal) -> CommandResult:
+        return _measured(command.action, lambda: self._register(command, principal))
 
-    def execute(self, complaint_id: UUID, command: ComplaintCommand) -> CommandResult:
-        return _measured(command.action, lambda: self._execute_locked(complaint_id, command))
+    def execute(self, complaint_id: UUID, command: ComplaintCommand, principal: Principal) -> CommandResult:
+        return _measured(command.action, lambda: self._execute_locked(complaint_id, command, principal))
 
-    def _register(self, command: RegisterComplaint) -> CommandResult:
-        meta = self._meta(command)
+    def _register(self, command: RegisterComplaint, principal: Principal) -> CommandResult:
+        principal.require(command.action)
+        meta = self._meta(command, principal)
         complaint_id = complaint_id_for(meta.command_id)
         complaint = Complaint(**command.event_fields(), **meta.fields())
         try:
             self.save(complaint)
         except IntegrityError:
-            # Registered before under this command id: answer as the first time.
-            return self._replay(self.get_complaint(complaint_id), meta.command_id, command.action)
+            # Registered before under this command id: the same command again is answered
+            # as the first time; anything else (another body or principal) learns nothing.
+            return self._replay(self.get_complaint(complaint_id), meta, command.action)
         log.info("registered complaint %s via %s", complaint_id, command.channel)
         return self._result(complaint, meta.command_id)
 
-    def _execute_locked(self, complaint_id: UUID, command: ComplaintCommand) -> CommandResult:
-        meta = self._meta(command)
+    def _execute_locked(self, complaint_id: UUID, command: ComplaintCommand, principal: Principal) -> CommandResult:
+        principal.require(command.action)
+        meta = self._meta(command, principal)
         # Commands on one complaint take turns in this process, so they can work on the
         # cached aggregate itself instead of a deep copy (a fifth of a command's cost);
         # any failure evicts it, so a half-applied command never stays in the cache.
         with self._locks[hash(complaint_id) % len(self._locks)]:
             try:
-                return self._execute(complaint_id, command, meta)
+                return self._execute(complaint_id, command, meta, principal)
             except BaseException:
                 self._evict(complaint_id)
                 raise
 
-    def _execute(self, complaint_id: UUID, command: ComplaintCommand, meta: Meta) -> CommandResult:
+    def _execute(self, complaint_id: UUID, command: ComplaintCommand, meta: Meta,
+                 principal: Principal) -> CommandResult:
         complaint = self.get_complaint(complaint_id, for_update=True)
-        if complaint.previous_result(meta.command_id, command.action) is not None:
-            return self._replay(complaint, meta.command_id, command.action)
+        principal.require_team(complaint.team)
+        if complaint.previous_result(meta.command_id, command.action, meta.fingerprint) is not None:
+            return self._replay(complaint, meta, command.action)
         if command.expected_version is not None and command.expected_version != complaint.version:
             raise VersionConflict(complaint, command.expected_version)
         if meta.occurred_at < complaint.updated_at:
-            raise RuleViolation(
-                f"occurred_at {meta.occurred_at.isoformat()} is before the complaint's last"
-                f" change at {complaint.updated_at.isoformat()}"
+            raise InvalidCommand(
+                "occurred_at", f"{meta.occurred_at.isoformat()} is before the complaint's last"
+                f" change at {complaint.updated_at.isoformat()}: events of one complaint are in order"
             )
         if isinstance(command, MarkDuplicate):
             self.get_complaint(command.duplicate_of)  # the original must exist
@@ -119,8 +138,8 @@ class ComplaintDesk(Application):
         except IntegrityError:
             self._evict(complaint_id)
             current = self.get_complaint(complaint_id)
-            if current.previous_result(meta.command_id, command.action) is not None:
-                return self._replay(current, meta.command_id, command.action)
+            if current.previous_result(meta.command_id, command.action, meta.fingerprint) is not None:
+                return self._replay(current, meta, command.action)
             raise VersionConflict(current, command.expected_version) from None
         log.info(
             "%s complaint %s -> v%d %s by %s",
@@ -133,6 +152,19 @@ class ComplaintDesk(Application):
         return self._result(complaint, meta.command_id)
 
     # ------------------------------------------------------------------ queries
+    def complaint_for(self, principal: Principal, complaint_id: UUID, version: int | None = None) -> dict[str, Any]:
+        """The complaint's state as `principal` may see it: within its team, its customer's
+        personal data masked unless the principal may see it, and then the view recorded."""
+        principal.require(READ_COMPLAINT)
+        complaint = self.get_complaint(complaint_id, version)
+        principal.require_team(complaint.team)
+        state: dict[str, Any] = complaint.state()
+        if principal.may(PERSONAL_DATA) and self.access_log is not None:
+            self.access_log.record(principal, [complaint_id], via="complaint", at=self.clock())
+        else:  # shown only where the view is on record
+            state["customer_personal"] = {key: MASK for key in state.get("customer_personal") or {}}
+        return state
+
     def get_complaint(
         self, complaint_id: UUID, version: int | None = None, *, for_update: bool = False
     ) -> Complaint:
@@ -153,16 +185,34 @@ class ComplaintDesk(Application):
             except KeyError:
                 pass
 
-    def _meta(self, command: Command) -> Meta:
+    def _meta(self, command: Command, principal: Principal) -> Meta:
         command_id = command.command_id or str(uuid4())
         return Meta(
-            actor=command.actor,
-            occurred_at=command.occurred_at or self.clock(),
+            actor=principal.subject,
+            occurred_at=self._occurred_at(command, principal),
             command_id=command_id,
             # The conversation: the command's own, else the HTTP request's (so one id runs
             # from the client's request through the event to the read side's log lines).
             correlation_id=command.correlation_id or current_correlation_id() or command_id,
+            acted_as=principal.acted_as(),
+            fingerprint=fingerprint(command, principal.subject),
         )
+
+    def _occurred_at(self, command: Command, principal: Principal) -> datetime:
+        """The server owns time: only an importer states when a command happened, and never
+        later than now (give or take the clocks' skew) nor before 1970."""
+        now = self.clock()
+        if command.occurred_at is None:
+            return now
+        if not principal.may(BACKDATE):
+            raise InvalidCommand("occurred_at", "only an importer may state occurred_at: leave it"
+                                 " out and the server's clock is used")
+        if command.occurred_at > now + self.max_clock_skew:
+            raise InvalidCommand("occurred_at", f"{command.occurred_at.isoformat()} is in the future"
+                                 f" (the server's clock says {now.isoformat()})")
+        if command.occurred_at < EARLIEST:
+            raise InvalidCommand("occurred_at", f"{command.occurred_at.isoformat()} is before 1970")
+        return command.occurred_at
 
     @staticmethod
     def _result(complaint: Complaint, command_id: str, replayed: bool = False) -> CommandResult:
@@ -175,19 +225,21 @@ class ComplaintDesk(Application):
             replayed=replayed,
         )
 
-    def _replay(self, complaint: Complaint, command_id: str, action: str) -> CommandResult:
-        complaint.previous_result(command_id, action)  # raises if the id served another action
-        log.info("command %s seen before: answering with its first result", command_id)
-        return self._result(complaint, command_id, replayed=True)
+    def _replay(self, complaint: Complaint, meta: Meta, action: str) -> CommandResult:
+        complaint.previous_result(meta.command_id, action, meta.fingerprint)  # raises unless the same command
+        log.info("command %s seen before: answering with its first result", meta.command_id)
+        return self._result(complaint, meta.command_id, replayed=True)
 
 
 def outcome_of(error: BaseException) -> str:
     """The metrics' outcome of a command that raised (see commands.metrics)."""
+    if isinstance(error, AccessDenied):
+        return "forbidden"
     if isinstance(error, ComplaintNotFound):
         return "not_found"
     if isinstance(error, (DomainError, VersionConflict)):
         return "conflict"
-    if isinstance(error, ValidationError):
+    if isinstance(error, (ValidationError, InvalidCommand)):
         return "invalid"
     return "error"
 

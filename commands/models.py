@@ -6,6 +6,8 @@ Each command knows which aggregate method carries it out (`carry_out`); the hand
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
@@ -45,11 +47,11 @@ class Attachment(Schema):
 
 
 class Command(Schema):
-    """What every command carries besides its own fields."""
+    """What every command carries besides its own fields. Who issues it is not among them:
+    the actor is the bearer token's subject."""
 
     action: ClassVar[str]
 
-    actor: Name = Field(description="who issues the command (agent, system, customer)")
     command_id: Reference | None = Field(
         None, description="idempotency key: the same id again returns the first result"
     )
@@ -57,11 +59,30 @@ class Command(Schema):
         None, description="groups commands of one conversation; defaults to the request's X-Correlation-ID, else the command id"
     )
     occurred_at: AwareDatetime | None = Field(
-        None, description="when it happened, for imports; defaults to the server's clock"
+        None, description="when it happened: the server's clock, unless an importer states it"
+        " (never in the future, never before the complaint's last change)"
     )
     expected_version: int | None = Field(
         None, ge=1, description="fail with 409 unless the complaint is at this version"
     )
+
+
+class InvalidCommand(ValueError):
+    """A command whose field is valid on its own but not here (HTTP 422, naming the field)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def fingerprint(command: Command, subject: str) -> str:
+    """What makes a command the same command again: its action, its principal and its
+    canonical body (without the ids that name it)."""
+    body = command.model_dump(mode="json", exclude={"command_id", "correlation_id"})
+    canonical = json.dumps([command.action, subject, body], sort_keys=True, ensure_ascii=False,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 class ComplaintCommand(Command):
@@ -293,3 +314,13 @@ class ComplaintState(BaseModel):
     version: int
     status: Status
     registered_at: datetime
+
+
+class PersonalDataView(Schema):
+    """One recorded view of a complaint's personal data."""
+
+    viewer: str = Field(description="the subject of the token that saw it")
+    name: str
+    roles: list[str]
+    via: str = Field(description="what showed it: complaint, audit, search, export")
+    at: datetime

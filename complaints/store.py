@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from eventsourcing.persistence import (
@@ -25,6 +26,7 @@ from eventsourcing.utils import Environment
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from aggregates.sla import load_sla_policy
+from commands.access_log import AccessLog
 from commands.desk import Clock, ComplaintDesk, utc_now
 from complaints.settings import Settings
 
@@ -75,5 +77,17 @@ def open_store(settings: Settings) -> EventStore:
 
 @until_the_store_opens
 def open_desk(settings: Settings, clock: Clock = utc_now) -> ComplaintDesk:
-    """The command side's application on the configured store and SLA policy."""
-    return ComplaintDesk(settings.eventsourcing_env(), clock=clock, sla_policy=load_sla_policy(settings.sla_policy))
+    """The command side's application on the configured store and SLA policy, with the log
+    of views of personal data beside it."""
+    return ComplaintDesk(settings.eventsourcing_env(), clock=clock, sla_policy=load_sla_policy(settings.sla_policy),
+                         max_clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+                         access_log=open_access_log(settings))
+
+
+def open_access_log(settings: Settings) -> AccessLog:
+    """The log of views of personal data: its own table in the event store's database (a
+    file beside it, on SQLite, whose tables are not named by application)."""
+    env = settings.eventsourcing_env()
+    if settings.store == "sqlite":
+        env["SQLITE_DBNAME"] = str(settings.sqlite_path.with_suffix(".access" + settings.sqlite_path.suffix))
+    return AccessLog(env)
