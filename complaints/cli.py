@@ -116,6 +116,49 @@ def run(
             log.info("stopped loading the demo complaints")
 
 
+@app.command(help="Print a bearer token of a demo user, from the development issuer (not in production):"
+             " curl -H \"Authorization: Bearer $(complaints token --role supervisor)\" ...")
+def token(
+    ctx: typer.Context,
+    role: Annotated[Optional[str], typer.Option(help="the demo user with this role")] = "supervisor",
+    user: Annotated[Optional[str], typer.Option(help="the demo user by name (see --list)")] = None,
+    list_users: Annotated[bool, typer.Option("--list", help="list the demo users and their roles")] = False,
+    lifetime: Annotated[int, typer.Option(help="seconds the token is valid", min=60, max=7 * 86400)] = 8 * 3600,
+) -> None:
+    from complaints.identity import DEV_USERS, dev_user
+
+    wiring = _wiring(ctx)
+    try:
+        issuer = wiring.dev_issuer
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    if issuer is None:
+        typer.echo(f"tokens come from the identity provider {wiring.settings.auth_issuer} here", err=True)
+        raise typer.Exit(2)
+    if list_users:
+        for u in DEV_USERS:
+            typer.echo(f"{u.username:14} {'/'.join(u.roles):16} {u.team or '':12} {u.name}")
+        return
+    try:
+        chosen = dev_user(role, user)
+    except KeyError as error:
+        typer.echo(error.args[0], err=True)
+        raise typer.Exit(2) from None
+    typer.echo(issuer.token(chosen, lifetime))
+
+
+@app.command(help="Print the roles and the permission matrix (--markdown: the tables of docs/security.md).")
+def roles(markdown: Annotated[bool, typer.Option(help="as the Markdown of docs/security.md")] = False) -> None:
+    from aggregates.access import MATRIX, ROLES, matrix_markdown
+
+    if markdown:
+        typer.echo(matrix_markdown(), nl=False)
+        return
+    for role in ROLES:
+        typer.echo(f"{role}: {', '.join(sorted(MATRIX[role]))}")
+
+
 app.add_typer(commands_app)
 app.add_typer(consumers_app)
 

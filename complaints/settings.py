@@ -40,6 +40,24 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="port the API listens on")
     read_cache_seconds: float = Field(5.0, ge=0, description="how long the read API caches a dashboard; 0 = never")
 
+    # ------------------------------------------------------------------ identity
+    env: Literal["development", "production"] = Field(
+        "development", description="production refuses the development issuer: set COMPLAINTS_AUTH_ISSUER"
+    )
+    auth_issuer: str | None = Field(
+        None, description="OpenID Connect issuer URL (e.g. a Keycloak realm); unset = the development issuer"
+    )
+    auth_jwks_url: str | None = Field(None, description="the issuer's JWKS URL; unset = from its discovery document")
+    auth_audience: str = Field("complaints-api", description="the audience (aud) tokens must name")
+    auth_client_id: str = Field("complaints-web", description="the OIDC client the page signs in with")
+    auth_roles_claim: str = Field("realm_access.roles", description="dotted path of the roles claim in a token")
+    auth_team_claim: str = Field("team", description="the claim naming the principal's team")
+    dev_issuer_key: Path = Field(Path("var/dev-issuer.pem"), description="the development issuer's private key (made when missing)")
+    clock_skew_seconds: float = Field(120, ge=0, description="how far in the future an importer's occurred_at may be")
+    rate_limit_commands: str = Field("100/second", description="commands per principal (limits' notation)")
+    rate_limit_reads: str = Field("100/second", description="reads per principal")
+    rate_limit_costly: str = Field("60/minute", description="exports and as_of views per principal")
+
     # ------------------------------------------------------------------ backbone
     kafka_bootstrap: str | None = Field(
         None, description="host:port[,host:port] of Kafka; unset = no Kafka, read nodes follow the event store"

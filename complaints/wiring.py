@@ -17,10 +17,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from aggregates.sla import SlaPolicy, load_sla_policy
+from commands.access_log import AccessLog
 from commands.desk import ComplaintDesk
+from complaints.identity import (
+    DEV_ISSUER, LocalIssuer, ProviderKeys, RateLimits, TokenVerifier, authenticator, config_router, dev_router,
+)
 from complaints.operations import Check, operations_router, serve_operations
 from complaints.settings import Settings
-from complaints.store import EventStore, open_desk, open_store
+from complaints.store import EventStore, open_access_log, open_desk, open_store
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,47 @@ class Wiring:
     @cached_property
     def sla_policy(self) -> SlaPolicy:
         return load_sla_policy(self.settings.sla_policy)
+
+    # ------------------------------------------------------------------ identity
+    @cached_property
+    def dev_issuer(self) -> LocalIssuer | None:
+        """The development issuer, when no identity provider is configured (never in production)."""
+        settings = self.settings
+        if settings.auth_issuer:
+            return None
+        if settings.env == "production":
+            raise ValueError("COMPLAINTS_ENV=production needs an identity provider: set COMPLAINTS_AUTH_ISSUER"
+                             " (the development issuer signs tokens for anyone who asks)")
+        return LocalIssuer(settings.dev_issuer_key, settings.auth_audience)
+
+    @cached_property
+    def verifier(self) -> TokenVerifier:
+        settings = self.settings
+        keys: LocalIssuer | ProviderKeys
+        if self.dev_issuer is not None:
+            keys, issuer = self.dev_issuer, DEV_ISSUER
+        else:
+            assert settings.auth_issuer
+            keys, issuer = ProviderKeys(settings.auth_issuer, settings.auth_jwks_url), settings.auth_issuer
+        return TokenVerifier(keys, issuer, settings.auth_audience, roles_claim=settings.auth_roles_claim,
+                             team_claim=settings.auth_team_claim)
+
+    @cached_property
+    def authenticate(self) -> Callable[..., Any]:
+        """The APIs' dependency: the request's principal (401 without a valid token, 429 past its limits)."""
+        settings = self.settings
+        limits = RateLimits(settings.rate_limit_commands, settings.rate_limit_reads, settings.rate_limit_costly)
+        return authenticator(self.verifier, limits)
+
+    def sign_in_routes(self, app: FastAPI) -> None:
+        """How the page signs in: the development sign-in, or the configured provider's."""
+        claims = {"roles_claim": self.settings.auth_roles_claim, "team_claim": self.settings.auth_team_claim}
+        if self.dev_issuer is not None:
+            app.include_router(dev_router(self.dev_issuer))
+            app.include_router(config_router("development", DEV_ISSUER, None, **claims))
+        else:
+            assert self.settings.auth_issuer
+            app.include_router(config_router("oidc", self.settings.auth_issuer, self.settings.auth_client_id, **claims))
 
     # ------------------------------------------------------------------ the backbone
     def relay(self, batch_size: int | None = None) -> Any:
@@ -93,24 +138,36 @@ class Wiring:
         from commands.api import create_app
 
         desk = desk or self.desk()
-        app = create_app(desk)
+        app = create_app(desk, self.authenticate)
         app.include_router(operations_router(_store_answers(desk.recorder), *_caught_up(node)))
+        self.sign_in_routes(app)
         return app
 
     def read_app(self, node: Any) -> FastAPI:
         """The read API and dashboards over a read node, with /health, /ready and /metrics."""
         from read_api.app import create_read_app
 
-        app = create_read_app(node, cache_seconds=self.settings.read_cache_seconds,
-                              timezone=self.settings.timezone, policy=self.sla_policy)
+        app = create_read_app(node, self.authenticate, cache_seconds=self.settings.read_cache_seconds,
+                              timezone=self.settings.timezone, policy=self.sla_policy,
+                              access_log=self.access_log)
         app.include_router(operations_router(*_caught_up(node)))
+        self.sign_in_routes(app)
         return app
 
     def read_router(self, node: Callable[[], Any]) -> Any:
         from read_api.app import read_router
 
-        return read_router(node, cache_seconds=self.settings.read_cache_seconds,
-                           timezone=self.settings.timezone, policy=self.sla_policy)
+        return read_router(node, self.authenticate, cache_seconds=self.settings.read_cache_seconds,
+                           timezone=self.settings.timezone, policy=self.sla_policy, access_log=self.access_log)
+
+    @cached_property
+    def access_log(self) -> AccessLog:
+        """Where views of personal data are recorded: the desk's, when this process has one."""
+        if self._desk is not None and self._desk.access_log is not None:
+            return self._desk.access_log
+        log_ = open_access_log(self.settings)
+        self._closers.append(log_.close)
+        return log_
 
     def include_page(self, app: FastAPI) -> None:
         from read_api.page import page_router

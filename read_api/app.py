@@ -26,6 +26,10 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Req
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, Field, create_model
 
+from aggregates.access import (
+    EXPORT, MASK, PERSONAL_DATA, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT,
+    READ_SUPERVISOR, AccessDenied, Principal,
+)
 from aggregates.sla import SlaPolicy, load_sla_policy
 from projections.queries import DEFAULT_TIMEZONE
 from read_api import audit, export, figures
@@ -43,6 +47,17 @@ from read_api.timeline import timeline
 
 class CursorSource(Protocol):
     def cursor(self) -> duckdb.DuckDBPyConnection: ...
+
+
+class AccessLog(Protocol):
+    """Where views of personal data are recorded (the write side's log, given by the root)."""
+
+    def record(self, principal: Principal, complaint_ids: Any, *, via: str, at: datetime) -> None: ...
+
+
+# The composition root's dependency: the request's verified principal (401 without one).
+Authenticate = Callable[..., Any]
+EVERY_COMPLAINT = "*"  # the access log's name for views of many complaints at once (exports)
 
 
 NOT_FOUND = {404: {"model": Problem, "description": "no such complaint"}}
@@ -104,10 +119,33 @@ def filters_model(timezone: str) -> type[Filters]:
                         tz=(str, Field(timezone, description=described)))
 
 
-def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datetime] = utc_now,
+def masked(value: Any) -> Any:
+    """`value` with every personal field's contents replaced by the mask."""
+    if isinstance(value, dict):
+        return {k: _mask_all(v) if k == "customer_personal" else masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return value
+
+
+def _mask_all(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_all(v) for v in value]
+    return None if value is None else MASK
+
+
+def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, *,
+                clock: Callable[[], datetime] = utc_now,
                 cache_seconds: float = DEFAULT_CACHE_SECONDS, timezone: str = DEFAULT_TIMEZONE,
-                policy: SlaPolicy | None = None) -> APIRouter:
+                policy: SlaPolicy | None = None, access_log: AccessLog | None = None) -> APIRouter:
     """All read endpoints, reading through cursors of `get_db()`; `clock` says what "now" is.
+
+    - `authenticate`: the dependency giving the request's principal; each endpoint asks
+      for its permission (`aggregates.access`), team-bound principals see their team only,
+      and personal data is masked unless the principal may see it and `access_log` records
+      the view;
 
     - `cache_seconds`: JSON answers are reused that long (0 turns it off) unless new
       events arrive: see `read_api.cache`;
@@ -115,13 +153,53 @@ def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datet
     - `policy`: the SLA policy the clocks are judged with (warning time, calendars); the
       one the read node's SLA projector uses (default: the packaged one).
     """
-    router = APIRouter()
+    router = APIRouter(responses={401: {"model": Problem, "description": "no valid bearer token"},
+                                  403: {"model": Problem, "description": "not allowed for the role or team"}})
     cache = ResponseCache(cache_seconds)
     policy = policy or load_sla_policy(None)
     RequestFilters = filters_model(timezone)
 
-    def cached(request: Request, db: duckdb.DuckDBPyConnection, compute: Callable[[], Any]) -> Any:
-        key = (request.url.path, tuple(sorted(request.query_params.multi_items())))
+    def allowed(permission: str) -> Any:
+        async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+            if not principal.may(permission):
+                raise HTTPException(403, f"{principal.subject} (roles: {', '.join(sorted(principal.roles)) or 'none'})"
+                                         f" may not {permission.replace('_', ' ')}")
+            return principal
+
+        return Annotated[Principal, Depends(check)]
+
+    def scoped(filters: Filters, principal: Principal) -> Filters:
+        """A team-bound principal's filters: its own team, whatever it asked for."""
+        if not principal.team_bound:
+            return filters
+        if filters.team not in (None, principal.team):
+            raise HTTPException(403, f"{principal.subject} sees team {principal.team}'s complaints only")
+        if principal.team is None:
+            raise HTTPException(403, f"{principal.subject} belongs to no team: its token has no team claim")
+        return filters.model_copy(update={"team": principal.team})
+
+    def shows_personal(principal: Principal, complaint_ids: Any, via: str) -> bool:
+        """Whether the principal sees these complaints' personal data: only when it may, and
+        once the view is on record."""
+        if principal.may(PERSONAL_DATA) and access_log is not None:
+            access_log.record(principal, complaint_ids, via=via, at=clock())
+            return True
+        return False
+
+    def personal(principal: Principal, complaint_ids: Any, via: str, answer: Any) -> Any:
+        return answer if shows_personal(principal, complaint_ids, via) else masked(answer)
+
+    def require_team(db: duckdb.DuckDBPyConnection, principal: Principal, complaint_id: UUID) -> None:
+        if principal.team_bound:
+            try:
+                principal.require_team(audit.team_of(db, complaint_id))
+            except AccessDenied as error:
+                raise HTTPException(403, str(error)) from None
+
+    def cached(request: Request, db: duckdb.DuckDBPyConnection, compute: Callable[[], Any],
+               filters: Filters | None = None) -> Any:
+        team = filters.team if filters is not None else None
+        key = (request.url.path, tuple(sorted(request.query_params.multi_items())), team)
         return cache.get(key, db, compute)
 
     def open_cursor() -> duckdb.DuckDBPyConnection:
@@ -143,6 +221,8 @@ def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datet
             db.close()
 
     Db = Annotated[duckdb.DuckDBPyConnection, Depends(cursor)]
+    Auditing = allowed(READ_AUDIT)
+    Models = allowed(READ_MODELS)
     Filtered = Annotated[RequestFilters, Query()]
     ComplaintId = Annotated[UUID, Path(description="the complaint's id")]
 
@@ -150,16 +230,17 @@ def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datet
     @router.get("/audit/complaints/{complaint_id}/history", response_model=History, tags=["audit"],
                 responses=NOT_FOUND | NOT_READY,
                 summary="Every event of a complaint in order, with who, when, and what it changed")
-    def history(complaint_id: ComplaintId, db: Db) -> dict[str, Any]:
+    def history(complaint_id: ComplaintId, db: Db, principal: Auditing) -> dict[str, Any]:
         entries = audit.history(db, complaint_id)
         if not entries:
             raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
-        return {"complaint_id": complaint_id, "events": entries}
+        require_team(db, principal, complaint_id)
+        return personal(principal, [complaint_id], "audit", {"complaint_id": complaint_id, "events": entries})
 
     @router.get("/audit/complaints/{complaint_id}/state", response_model=StateAt, tags=["audit"],
                 responses=NOT_FOUND | NOT_READY,
                 summary="The complaint as it was at a version or an instant (default: now)")
-    def state(complaint_id: ComplaintId, db: Db,
+    def state(complaint_id: ComplaintId, db: Db, principal: Auditing,
               version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
               at: Annotated[AwareDatetime | None, Query(description="an instant (with time zone)")] = None,
               ) -> dict[str, Any]:
@@ -170,67 +251,76 @@ def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datet
             if audit.state_at(db, complaint_id) is None:
                 raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
             raise HTTPException(404, f"complaint {complaint_id} did not exist yet at that version or instant")
-        return {"complaint_id": complaint_id, "version": found["version"], "state": found}
+        require_team(db, principal, complaint_id)
+        return personal(principal, [complaint_id], "audit",
+                        {"complaint_id": complaint_id, "version": found["version"], "state": found})
 
     @router.get("/audit/complaints/{complaint_id}/timeline", response_model=Timeline, tags=["audit"],
                 responses=NOT_FOUND | NOT_READY, summary="The complaint's life, one line per event")
-    def complaint_timeline(complaint_id: ComplaintId, db: Db) -> dict[str, Any]:
+    def complaint_timeline(complaint_id: ComplaintId, db: Db, principal: Auditing) -> dict[str, Any]:
         entries = audit.history(db, complaint_id)
         if not entries:
             raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
-        return timeline(complaint_id, entries)
+        require_team(db, principal, complaint_id)
+        return masked(timeline(complaint_id, entries))
 
     @router.get("/audit/complaints/{complaint_id}/sla", response_model=ComplaintClocks, tags=["audit"],
                 responses=NOT_FOUND | NOT_READY,
                 summary="The complaint's SLA clocks now, each with its life so far: "
                         "activated, paused, resumed, warned, breached, fulfilled, cancelled")
-    def complaint_clocks(complaint_id: ComplaintId, db: Db) -> dict[str, Any]:
+    def complaint_clocks(complaint_id: ComplaintId, db: Db, principal: Auditing) -> dict[str, Any]:
         at = clock()
         found = audit.clocks(db, complaint_id, at, policy=policy, tz=timezone)
         if not found:
             raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
+        require_team(db, principal, complaint_id)
         return {"complaint_id": complaint_id, "now": at, "clocks": found}
 
     @router.get("/audit/search", response_model=SearchResults, tags=["audit"], responses=NOT_READY,
                 summary="Complaints by customer, order, product and text (title or description)")
-    def search(db: Db,
+    def search(db: Db, principal: Auditing,
                customer: Annotated[str | None, Query(max_length=200)] = None,
                order: Annotated[str | None, Query(max_length=200)] = None,
                product: Annotated[str | None, Query(max_length=200)] = None,
                text: Annotated[str | None, Query(max_length=200)] = None,
                limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> dict[str, Any]:
+        team = principal.team or "" if principal.team_bound else None
         items = audit.search(db, customer=customer, order=order, product=product, text=text,
-                             limit=limit, offset=offset)
+                             team=team, limit=limit, offset=offset)
         return {"items": items, "limit": limit, "offset": offset}
 
     # ---------------------------------------------------------------- dashboards
     @router.get("/dashboards/supervisor", response_model=SupervisorDashboard, tags=["dashboards"],
                 responses=NOT_READY, summary="Today's flow, backlog, agents' load, SLA attainment, at-risk and breached")
-    def supervisor(request: Request, db: Db, filters: Filtered,
+    def supervisor(request: Request, db: Db, filters: Filtered, principal: allowed(READ_SUPERVISOR),  # type: ignore[valid-type]
                    list_limit: Annotated[int, Query(ge=1, le=200, description="rows of the at-risk and breached lists")] = 20,
                    ) -> dict[str, Any]:
+        filters = scoped(filters, principal)
         return cached(request, db, lambda: figures.supervisor(
-            db, filters, list_limit=list_limit, now=clock(), policy=policy))
+            db, filters, list_limit=list_limit, now=clock(), policy=policy), filters)
 
     @router.get("/dashboards/product", response_model=ProductDashboard, tags=["dashboards"],
                 responses=NOT_READY, summary="Product lines ranked, top categories, week-over-week growth, defects around a release")
-    def product(request: Request, db: Db, filters: Filtered,
+    def product(request: Request, db: Db, filters: Filtered, principal: allowed(READ_PRODUCT),  # type: ignore[valid-type]
                 release: Annotated[date | None, Query(description="a release date: defect trend around it")] = None,
                 release_days: Annotated[int, Query(ge=1, le=90)] = 14) -> dict[str, Any]:
         if release is not None and not date(1971, 1, 1) <= release <= date(9000, 1, 1):
             raise _validation("release", "release must be a date between 1971 and 9000")
+        filters = scoped(filters, principal)
         return cached(request, db, lambda: figures.product(
-            db, filters, release=release, release_days=release_days, now=clock(), policy=policy))
+            db, filters, release=release, release_days=release_days, now=clock(), policy=policy), filters)
 
     @router.get("/dashboards/executive", response_model=ExecutiveDashboard, tags=["dashboards"],
                 responses=NOT_READY, summary="CSAT/NPS trend, monthly high-priority volume, handling time, reopen and repeat rates")
-    def executive(request: Request, db: Db, filters: Filtered, granularity: Granularity = "week") -> dict[str, Any]:
+    def executive(request: Request, db: Db, filters: Filtered, principal: allowed(READ_EXECUTIVE),  # type: ignore[valid-type]
+                  granularity: Granularity = "week") -> dict[str, Any]:
+        filters = scoped(filters, principal)
         return cached(request, db, lambda: figures.executive(
-            db, filters, granularity=granularity, now=clock(), policy=policy))
+            db, filters, granularity=granularity, now=clock(), policy=policy), filters)
 
     @router.get("/dimensions", response_model=DimensionValues, tags=["dashboards"], responses=NOT_READY,
                 summary="The teams, products, categories and regions in the read model (for filters)")
-    def dimensions(request: Request, db: Db) -> dict[str, list[str]]:
+    def dimensions(request: Request, db: Db, principal: Models) -> dict[str, list[str]]:
         def compute() -> dict[str, list[str]]:
             with figures.request(db, RequestFilters(), clock(), policy) as r:
                 return figures.dimension_values(r)
@@ -241,8 +331,10 @@ def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datet
     @router.get("/sla", response_model=Page[SlaRow], tags=["read models"], responses=NOT_READY,
                 summary="The SLA clocks of every complaint registered in the period (first response, resolution, "
                         "one next response per customer message), judged at as_of (or now)")
-    def sla(request: Request, db: Db, filters: Filtered, sort: SlaSort = "registered_at", order: Order = "asc",
-            limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    def sla(request: Request, db: Db, filters: Filtered, principal: Models, sort: SlaSort = "registered_at",
+            order: Order = "asc", limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        filters = scoped(filters, principal)
+
         def compute() -> dict[str, Any]:
             with figures.request(db, filters, clock(), policy) as r:
                 rows, total = figures.paged(figures.sla_rows(r), sort, order, limit, offset,
@@ -250,7 +342,7 @@ def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datet
                 return {"items": rows.rows(r.db), "total": total.rows(r.db)[0]["total"], "limit": limit,
                         "offset": offset, "sort": sort, "order": order}
 
-        return cached(request, db, compute)
+        return cached(request, db, compute, filters)
 
     def page(rows: list[dict[str, Any]], sort: str, order: str, limit: int, offset: int,
              key: tuple[str, ...]) -> dict[str, Any]:
@@ -259,24 +351,28 @@ def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datet
 
     @router.get("/workload", response_model=Page[WorkloadRow], tags=["read models"], responses=NOT_READY,
                 summary="Per agent: open, waiting and overdue complaints now; resolved today and in 7 days")
-    def workload(request: Request, db: Db, filters: Filtered, sort: WorkloadSort = "open", order: Order = "desc",
-                 limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    def workload(request: Request, db: Db, filters: Filtered, principal: Models, sort: WorkloadSort = "open",
+                 order: Order = "desc", limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        filters = scoped(filters, principal)
+
         def compute() -> dict[str, Any]:
             with figures.request(db, filters, clock(), policy) as r:
                 return page(figures.workload_rows(r), sort, order, limit, offset, ("team", "agent"))
 
-        return cached(request, db, compute)
+        return cached(request, db, compute, filters)
 
     @router.get("/trends", response_model=Page[TrendRow], tags=["read models"], responses=NOT_READY,
                 summary="New complaints per time bucket and value of a dimension, registered in the period")
-    def trends(request: Request, db: Db, filters: Filtered, dimension: Dimension = "product",
+    def trends(request: Request, db: Db, filters: Filtered, principal: Models, dimension: Dimension = "product",
                granularity: Granularity = "day", sort: TrendSort = "bucket", order: Order = "asc",
                limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        filters = scoped(filters, principal)
+
         def compute() -> dict[str, Any]:
             with figures.request(db, filters, clock(), policy) as r:
                 return page(figures.trend_rows(r, dimension, granularity), sort, order, limit, offset, ("bucket", "key"))
 
-        return cached(request, db, compute)
+        return cached(request, db, compute, filters)
 
     # ---------------------------------------------------------------- export
     @router.get("/export/{dataset}", tags=["export"], responses={
@@ -284,14 +380,19 @@ def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datet
               "description": "the rows, streamed"}} | NOT_READY,
         response_class=StreamingResponse,
         summary="Any read model or dashboard section as CSV or Parquet, streamed")
-    def export_dataset(dataset: Dataset, filters: Filtered, fmt: Fmt = "csv",
-                       dimension: Dimension = "product", granularity: Granularity = "day") -> StreamingResponse:
+    def export_dataset(dataset: Dataset, filters: Filtered, principal: allowed(EXPORT),  # type: ignore[valid-type]
+                       fmt: Fmt = "csv", dimension: Dimension = "product",
+                       granularity: Granularity = "day") -> StreamingResponse:
+        filters = scoped(filters, principal)
+        # Only the event log holds personal data: shown to those who may see it, on record.
+        unmasked = dataset == "events" and shows_personal(principal, [EVERY_COMPLAINT], "export")
         # Its own cursor and view, closed by the stream: they must outlive this function.
         db = open_cursor()
         opened = figures.request(db, filters, clock(), policy)
         try:
             r = opened.__enter__()
-            made = DATASETS[dataset](r, dimension=dimension, granularity=granularity)
+            made = (figures.events_rows(r, masked=not unmasked) if dataset == "events"
+                    else DATASETS[dataset](r, dimension=dimension, granularity=granularity))
             reader = (r.db.sql(made.sql, params=made.params).to_arrow_reader(export.BATCH_ROWS)
                       if isinstance(made, Sql) else export.rows_reader(made))
         except BaseException:
@@ -311,9 +412,9 @@ def read_router(get_db: Callable[[], CursorSource], *, clock: Callable[[], datet
     return router
 
 
-def create_read_app(db: CursorSource, *, clock: Callable[[], datetime] = utc_now,
+def create_read_app(db: CursorSource, authenticate: Authenticate, *, clock: Callable[[], datetime] = utc_now,
                     cache_seconds: float = DEFAULT_CACHE_SECONDS, timezone: str = DEFAULT_TIMEZONE,
-                    policy: SlaPolicy | None = None) -> FastAPI:
+                    policy: SlaPolicy | None = None, access_log: AccessLog | None = None) -> FastAPI:
     """The read API with the dashboard page, as an app of its own, over `db` (settings:
     see `read_router`)."""
     app = FastAPI(
@@ -323,11 +424,14 @@ def create_read_app(db: CursorSource, *, clock: Callable[[], datetime] = utc_now
         description=(
             "Answers from the read models and the event history only. Filters: period, team, "
             "product, channel, severity, tier, and `as_of` to see the figures as they stood at "
-            "an instant. Errors: 422 invalid parameter (with its `loc`), 404 unknown complaint, "
-            "503 read node not ready. The dashboard page is at /dashboard."
+            "an instant. Every request carries a bearer token; each role sees its own view "
+            "(docs/security.md): team leads and agents their team, and personal data only for the "
+            "roles allowed to see it, every view on record. Errors: 401 no valid token, 403 not "
+            "allowed, 422 invalid parameter (with its `loc`), 404 unknown complaint, 429 too many "
+            "requests, 503 read node not ready. The dashboard page is at /dashboard."
         ),
     )
-    app.include_router(read_router(lambda: db, clock=clock, cache_seconds=cache_seconds,
-                                   timezone=timezone, policy=policy))
+    app.include_router(read_router(lambda: db, authenticate, clock=clock, cache_seconds=cache_seconds,
+                                   timezone=timezone, policy=policy, access_log=access_log))
     app.include_router(page_router())
     return app

@@ -34,7 +34,7 @@ def _event(complaint_id: UUID, row: Sequence[Any]) -> Any:
     return getattr(Complaint, event_type)(
         originator_id=complaint_id, originator_version=version, timestamp=recorded_at,
         actor=actor, occurred_at=occurred_at, command_id=command_id,
-        correlation_id=correlation_id, **fields, **extra,
+        correlation_id=correlation_id, acted_as=None, fingerprint=None, **fields, **extra,
     )
 
 
@@ -85,10 +85,26 @@ def history(db: duckdb.DuckDBPyConnection, complaint_id: UUID) -> list[dict[str,
     return entries
 
 
+def team_of(db: duckdb.DuckDBPyConnection, complaint_id: UUID) -> str | None:
+    """The team the complaint is assigned to now (None: not assigned yet)."""
+    row = db.execute(
+        "SELECT json_extract_string(payload, '$.team') FROM events WHERE complaint_id = ?"
+        " AND event_type = 'Assigned' ORDER BY complaint_version DESC LIMIT 1", [str(complaint_id)],
+    ).fetchone()
+    return row[0] if row else None
+
+
 def search(db: duckdb.DuckDBPyConnection, *, customer: str | None = None, order: str | None = None,
-           product: str | None = None, text: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-    """Complaints whose registration matches every given filter (text: title or description)."""
+           product: str | None = None, text: str | None = None, team: str | None = None,
+           limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """Complaints whose registration matches every given filter (text: title or description;
+    team: assigned to that team now)."""
     conditions, params = ["event_type = 'Registered'"], []
+    if team is not None:
+        conditions.append("complaint_id IN (SELECT complaint_id FROM events WHERE event_type = 'Assigned'"
+                          " GROUP BY complaint_id HAVING arg_max(json_extract_string(payload, '$.team'),"
+                          " complaint_version) = ?)")
+        params.append(team)
     for path, value in (("$.customer.id", customer), ("$.order_ref", order), ("$.product", product)):
         if value is not None:
             conditions.append(f"json_extract_string(payload, '{path}') = ?")

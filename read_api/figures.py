@@ -454,12 +454,20 @@ def complaints_rows(r: Request) -> Query:
                  " ORDER BY registered_at, complaint_id", r.params())
 
 
-def events_rows(r: Request) -> Query:
-    """The event log in the period (for export), as of `now`."""
+# A registration's personal fields, masked (`aggregates.access.MASK`).
+MASKED_PERSONAL = '{"customer_personal": {"name": "[masked]", "contact": "[masked]"}}'
+
+
+def events_rows(r: Request, masked: bool = True) -> Query:
+    """The event log in the period (for export), as of `now`; the customers' personal data
+    masked unless `masked` is false."""
+    payload = ("CASE WHEN json_type(payload, '$.customer_personal') = 'OBJECT'"
+               f" THEN json_merge_patch(payload, '{MASKED_PERSONAL}')::VARCHAR ELSE payload::VARCHAR END"
+               if masked else "payload::VARCHAR")
     return Query(
         "SELECT position, complaint_id::VARCHAR AS complaint_id, complaint_version, event_type,"
         " event_version, occurred_at, recorded_at, actor, command_id, correlation_id,"
-        " payload::VARCHAR AS payload FROM events"
+        f" {payload} AS payload FROM events"
         " WHERE occurred_at >= $start AND occurred_at < $end AND occurred_at <= $now ORDER BY position",
         r.params())
 
