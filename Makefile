@@ -30,4 +30,5 @@ bench: $(STAMP)
 clean:
 	-scripts/kafka stop
 	-scripts/postgres stop
+	-scripts/keycloak stop
 	rm -rf $(VENV) .run var .pytest_cache .hypothesis
