@@ -25,6 +25,7 @@ from commands.api import create_app
 from complaints.store import open_desk
 from commands.desk import ComplaintDesk
 from complaints.settings import Settings
+from tests.identity import AUTHENTICATE, ISSUER_KEY, bearer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +103,7 @@ def desk(store_settings: Settings, clock: FakeClock) -> Iterator[ComplaintDesk]:
 
 @pytest.fixture
 def client(desk: ComplaintDesk, store_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(desk)) as test_client:
+    with TestClient(create_app(desk, AUTHENTICATE), headers=bearer()) as test_client:
         yield test_client
 
 
@@ -241,6 +242,7 @@ def backbone_env(store: Path, read_db: Path, topic: str, bootstrap: str | None =
         COMPLAINTS_READ_DB=str(read_db),
         COMPLAINTS_TOPIC=topic,
         COMPLAINTS_PARTITIONS="3",
+        COMPLAINTS_DEV_ISSUER_KEY=str(ISSUER_KEY),
         PYTHONUNBUFFERED="1",
     )
     if bootstrap:
@@ -257,7 +259,7 @@ def send_commands(desk: ComplaintDesk, count: int, seed: int = 7, pause: float =
     """
     from commands.demo import demo_commands, send
 
-    sent, end = 0, datetime.now(UTC)
+    sent, end = 0, desk.clock()
     while True:
         ids: dict[str, uuid.UUID] = {}
         for path, fields in demo_commands(count, end, seed=seed):
@@ -304,3 +306,18 @@ def assert_events_equal_store(read_db: Path, app: ComplaintDesk) -> int:
     for complaint_id, version in list(latest.items())[:50]:
         assert app.get_complaint(uuid.UUID(complaint_id)).version == version
     return len(rows)
+
+
+@pytest.fixture(scope="session")
+def keycloak():
+    """The real Keycloak of the realm `complaints` (tests/keycloak.py): COMPLAINTS_TEST_KEYCLOAK,
+    or scripts/keycloak started for the session. A server that cannot start fails the test."""
+    from tests.keycloak import Keycloak, keycloak_url
+
+    try:
+        url = keycloak_url()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    server = Keycloak(url)
+    yield server
+    server.close()

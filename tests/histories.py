@@ -21,6 +21,7 @@ from commands.desk import ComplaintDesk
 from commands.models import COMPLAINT_COMMANDS, RegisterComplaint
 from aggregates.envelope import EventEnvelope
 from consumers.stored_events import envelopes as envelopes_of
+from tests.identity import OPERATOR
 
 # Thursday 2027-02-04 09:30 in Shanghai: the Spring Festival closes 02-06..02-12.
 START = datetime(2027, 2, 4, 1, 30, tzinfo=UTC)
@@ -104,12 +105,12 @@ def drive(desk: ComplaintDesk, clock: Clock, plan: list[tuple[int, int, timedelt
             tier = rng.choice(["regular", "regular", "vip"])
             customer = rng.choice(["C1", "C2", "C3"])
             result = desk.register(RegisterComplaint(
-                actor="intake", command_id=f"reg-{n}", channel=rng.choice(["web", "phone", "email"]),
+                command_id=f"reg-{n}-{seed}-{which}", channel=rng.choice(["web", "phone", "email"]),
                 customer={"id": customer, "tier": tier},
                 customer_personal={"name": "N", "contact": "n@example.com"},
                 title=rng.choice(["Broken", "Fraud on my bill"]), description="d",
                 product=rng.choice(["app", "router", None]), region=rng.choice(["Beijing", None]),
-            ))
+            ), OPERATOR)
             ids.append(result.complaint_id)
             accepted += 1
             continue
@@ -123,9 +124,9 @@ def drive(desk: ComplaintDesk, clock: Clock, plan: list[tuple[int, int, timedelt
         fields = _fields(path, rng, complaint, ids)
         if fields is None:
             continue
-        command = COMPLAINT_COMMANDS[path].model_validate({"actor": "agent", **fields})
+        command = COMPLAINT_COMMANDS[path].model_validate({**fields})
         try:
-            desk.execute(complaint.id, command)
+            desk.execute(complaint.id, command, OPERATOR)
             accepted += 1
         except DomainError:
             pass  # e.g. assigning to the same team and agent again

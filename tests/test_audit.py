@@ -17,6 +17,7 @@ from consumers.stored_events import envelopes
 from projections.base import to_batch
 from read_api.audit import history, search, state_at
 from tests.conftest import FakeClock
+from tests.identity import OPERATOR, acting
 
 
 def events_db(desk: ComplaintDesk) -> duckdb.DuckDBPyConnection:
@@ -34,24 +35,24 @@ def as_json(value: object) -> object:
 def test_past_states_and_history(sqlite_settings, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
     desk = open_desk(sqlite_settings, clock=clock)
     cid = desk.register(RegisterComplaint(
-        actor="intake", channel="wechat", customer={"id": "C-42", "tier": "vip"},
+        channel="wechat", customer={"id": "C-42", "tier": "vip"},
         customer_personal={"name": "Zhang", "contact": "wx-zhang"}, title="Router 严重 overheating",
         description="Smells of smoke", product="router-x2", order_ref="ORD-9",
-    )).complaint_id
+    ), OPERATOR).complaint_id
     commands = [
-        TriageComplaint(actor="lead", category="product_defect", severity="major"),
-        AssignComplaint(actor="lead", team="hardware", agent="ann"),
-        AddNote(actor="ann", text="asked for photos"),
-        WaitOnCustomer(actor="ann", reason="photos"),
-        CustomerReplied(actor="zhang", summary="photos sent"),
-        AssignComplaint(actor="lead", team="hardware", agent="bob"),
-        ResolveComplaint(actor="bob", resolution="replaced"),
+        ("lead", TriageComplaint(category="product_defect", severity="major")),
+        ("lead", AssignComplaint(team="hardware", agent="ann")),
+        ("ann", AddNote(text="asked for photos")),
+        ("ann", WaitOnCustomer(reason="photos")),
+        ("zhang", CustomerReplied(summary="photos sent")),
+        ("lead", AssignComplaint(team="hardware", agent="bob")),
+        ("bob", ResolveComplaint(resolution="replaced")),
     ]
     instants = [clock.now]
-    for command in commands:
+    for actor, command in commands:
         clock.advance(hours=5)
         instants.append(clock.now)
-        desk.execute(cid, command)
+        desk.execute(cid, command, acting(actor))
     db = events_db(desk)
     for version in range(1, len(commands) + 2):
         assert state_at(db, cid, version=version) == as_json(desk.get_complaint(cid, version).state())
@@ -78,10 +79,10 @@ def test_search_by_customer_order_product_and_text(sqlite_settings) -> None:  # 
         [("C-1", "tv-box", "No picture"), ("C-2", "tv-box", "Remote broken"), ("C-1", "router", "Slow wifi")]
     ):
         desk.register(RegisterComplaint(
-            actor="intake", channel="web", customer={"id": customer},
+            channel="web", customer={"id": customer},
             customer_personal={"name": "N", "contact": "c"}, title=title, description="...",
             product=product, order_ref=f"ORD-{n}",
-        ))
+        ), OPERATOR)
     db = events_db(desk)
     assert {r["title"] for r in search(db, customer="C-1")} == {"No picture", "Slow wifi"}
     assert [r["title"] for r in search(db, order="ORD-1")] == ["Remote broken"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from commands.models import COMPLAINT_COMMANDS
 from scripts.serving import free_port
+from tests.identity import ISSUER_KEY, bearer
 
 
 def complaints(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -63,6 +64,7 @@ def test_a_read_node_consumes_and_serves_the_read_api(tmp_path: Path) -> None:
     env = os.environ | {
         "COMPLAINTS_STORE": "sqlite", "COMPLAINTS_SQLITE_PATH": str(tmp_path / "e.sqlite"),
         "COMPLAINTS_PROJECTORS": "projections.models:make", "COMPLAINTS_SOURCE": "log",
+        "COMPLAINTS_DEV_ISSUER_KEY": str(ISSUER_KEY),
     }
     node = subprocess.Popen(
         [sys.executable, "-m", "complaints.cli", "read-node", "--db", str(tmp_path / "read.duckdb"),
@@ -72,7 +74,8 @@ def test_a_read_node_consumes_and_serves_the_read_api(tmp_path: Path) -> None:
         total = None
         for _ in range(150):
             try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/dashboards/executive?period=365d", timeout=2)
+                answer = httpx.get(f"http://127.0.0.1:{port}/dashboards/executive?period=365d", timeout=2,
+                                   headers=bearer())
                 if answer.status_code == 200 and answer.json()["total"] == 20:
                     total = 20
                     break

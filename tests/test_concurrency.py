@@ -18,6 +18,7 @@ from complaints.store import open_desk
 from commands.desk import ComplaintDesk, VersionConflict
 from commands.models import AddNote, RegisterComplaint
 from complaints.settings import Settings
+from tests.identity import OPERATOR
 
 WRITERS = 4
 
@@ -40,7 +41,7 @@ class RacingDesk(ComplaintDesk):
 def write_note(settings: Settings, barrier: Any, complaint_id: UUID, writer: int) -> str:
     desk = RacingDesk(settings, barrier)
     try:
-        desk.execute(complaint_id, AddNote(actor=f"writer-{writer}", text=f"note {writer}"))
+        desk.execute(complaint_id, AddNote(text=f"note {writer}"), OPERATOR)
         return "won"
     except VersionConflict as conflict:
         assert conflict.current_version == 2
@@ -57,10 +58,10 @@ def registered(settings: Settings) -> UUID:
     desk = open_desk(settings)
     try:
         return desk.register(RegisterComplaint(
-            actor="intake", channel="phone", customer={"id": "C-9"},
+            channel="phone", customer={"id": "C-9"},
             customer_personal={"name": "N", "contact": "n@example.com"},
             title="Race", description="Two agents at once",
-        )).complaint_id
+        ), OPERATOR).complaint_id
     finally:
         desk.close()
 
@@ -117,7 +118,7 @@ def test_the_same_command_racing_with_itself_is_written_once(store_settings: Set
     def send() -> None:
         desk = RacingDesk(store_settings, barrier)
         try:
-            answers.append(desk.execute(complaint_id, AddNote(actor="a", text="t", command_id="same")))
+            answers.append(desk.execute(complaint_id, AddNote(text="t", command_id="same"), OPERATOR))
         finally:
             desk.close()
 

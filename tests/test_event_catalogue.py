@@ -12,6 +12,7 @@ from commands.models import AssignComplaint, RegisterComplaint, TriageComplaint
 from aggregates.envelope import parse
 from consumers.stored_events import envelopes as envelopes_of
 from scripts.event_catalogue import TARGET, catalogue
+from tests.identity import OPERATOR, acting
 
 BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
@@ -40,11 +41,11 @@ def test_the_catalogue_in_docs_is_current() -> None:
 def test_envelopes_from_the_store_validate_and_round_trip(sqlite_settings) -> None:  # type: ignore[no-untyped-def]
     desk = open_desk(sqlite_settings)
     done = desk.register(RegisterComplaint(
-        actor="a", channel="email", customer={"id": "C", "tier": "regular"},
+        channel="email", customer={"id": "C", "tier": "regular"},
         customer_personal={"name": "N", "contact": "n@example.com"}, title="t", description="d",
-    ))
-    desk.execute(done.complaint_id, TriageComplaint(actor="b", category="billing", severity="minor"))
-    desk.execute(done.complaint_id, AssignComplaint(actor="b", team="billing", agent="x"))
+    ), OPERATOR)
+    desk.execute(done.complaint_id, TriageComplaint(category="billing", severity="minor"), acting("b"))
+    desk.execute(done.complaint_id, AssignComplaint(team="billing", agent="x"), OPERATOR)
     envelopes = envelopes_of(desk.mapper, desk.recorder.select_notifications(1, 10))
     assert [e.event_type for e in envelopes] == ["Registered", "Triaged", "Assigned"]
     assert [e.complaint_version for e in envelopes] == [1, 2, 3]

@@ -29,6 +29,7 @@ from complaints.settings import Settings
 from complaints.store import open_desk
 from scripts.serving import free_port
 from tests.conftest import ROOT, Processes, backbone_env, send_commands, store_events
+from tests.identity import bearer
 
 HOST = "127.0.0.1"
 STOP_WITHIN = 10.0  # seconds a process may take to stop on SIGTERM
@@ -168,7 +169,7 @@ def assert_opens_read_write(db: Path) -> int:
 
 # ---------------------------------------------------------------------------- the command API
 REGISTER = {
-    "actor": "agent-7", "channel": "web", "customer": {"id": "C-1"},
+    "channel": "web", "customer": {"id": "C-1"},
     "customer_personal": {"name": "Li Wei", "contact": "li@example.com"},
     "title": "Parcel lost", "description": "The parcel never arrived.",
 }
@@ -185,7 +186,7 @@ def test_command_api_health_metrics_json_logs_and_sigterm(tmp_path: Path, procs:
     assert (ready.status_code, ready.json()) == (200, {"ready": True})
 
     base = f"http://{HOST}:{port}"
-    with httpx.Client(base_url=base, timeout=10) as client:
+    with httpx.Client(base_url=base, timeout=10, headers=bearer()) as client:
         registered = client.post("/complaints", json=REGISTER | {"command_id": "ops-1"},
                                  headers={"X-Correlation-ID": "ops-test-42"})
         assert registered.status_code == 201, registered.text
@@ -193,15 +194,15 @@ def test_command_api_health_metrics_json_logs_and_sigterm(tmp_path: Path, procs:
         complaint = registered.json()["complaint_id"]
         again = client.post("/complaints", json=REGISTER | {"command_id": "ops-1"})
         assert (again.status_code, again.json()["replayed"]) == (201, True)
-        invalid = client.post("/complaints", json={"actor": "agent-7", "channel": "web"})
+        invalid = client.post("/complaints", json={"channel": "web"})
         assert invalid.status_code == 422
-        noted = client.post(f"/complaints/{complaint}/notes", json={"actor": "a", "text": "called back"})
+        noted = client.post(f"/complaints/{complaint}/notes", json={"text": "called back"})
         assert noted.status_code == 200, noted.text
-        illegal = client.post(f"/complaints/{complaint}/close", json={"actor": "a"})
+        illegal = client.post(f"/complaints/{complaint}/close", json={})
         assert illegal.status_code == 409, illegal.text
-        missing = client.post(f"/complaints/{uuid.uuid4()}/notes", json={"actor": "a", "text": "hello?"})
+        missing = client.post(f"/complaints/{uuid.uuid4()}/notes", json={"text": "hello?"})
         assert missing.status_code == 404, missing.text
-        bad_path = client.post("/complaints/not-a-uuid/notes", json={"actor": "a", "text": "x"})
+        bad_path = client.post("/complaints/not-a-uuid/notes", json={"text": "x"})
         assert bad_path.status_code == 422
         assert bad_path.headers["X-Correlation-ID"]  # one is made when the client sends none
     send_garbage(port)
@@ -414,7 +415,8 @@ def test_run_is_ready_then_stops_on_sigterm(tmp_path: Path, procs: LoggedProcess
     projectors = set(labelled(samples, "complaints_read_node_apply_seconds_count", "projector"))
     assert projectors == {"events", "facts", "sla", "workload", "trends"}, projectors
     for path in ("/dashboards/supervisor", "/dashboards/executive", "/workload", "/dashboard"):
-        assert get(port, path).status_code == 200, path
+        assert get(port, path, headers=bearer()).status_code == 200, path
+    assert get(port, "/workload").status_code == 401
     code, _ = procs.terminate(run)
     assert code == 0, procs.log_of(run)[-3000:]
     assert assert_opens_read_write(tmp_path / "run.duckdb") > 0

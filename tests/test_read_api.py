@@ -34,6 +34,7 @@ from projections.event_log import EventLog
 from projections.models import make as make_projectors
 from read_api.app import create_read_app
 from tests.conftest import FakeClock
+from tests.identity import AUTHENTICATE, OPERATOR, bearer
 
 TZ_OFFSET = timedelta(hours=8)  # Asia/Shanghai, the default time zone of the filters
 
@@ -69,57 +70,57 @@ class History:
         self.snapshot: dict[str, str] = {}
         run = self.run
         run("P", "C-1", "vip", "web", "router", [
-            TriageComplaint(actor="lead", category="product_defect", severity="major"),
-            AssignComplaint(actor="lead", team="hardware", agent="ann"),
-            RecordContact(actor="ann", direction="outbound", channel="phone", summary="called"),
-            ResolveComplaint(actor="ann", resolution="replaced"),
-            VerifyResolution(actor="C-1", csat=4, nps=9),
-            CloseComplaint(actor="ann"),
+            TriageComplaint(category="product_defect", severity="major"),
+            AssignComplaint(team="hardware", agent="ann"),
+            RecordContact(direction="outbound", channel="phone", summary="called"),
+            ResolveComplaint(resolution="replaced"),
+            VerifyResolution(csat=4, nps=9),
+            CloseComplaint(),
         ])
         self.clock.now = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 local
         run("A", "C-1", "vip", "web", "router", [
-            TriageComplaint(actor="lead", category="product_defect", severity="major"),
-            AssignComplaint(actor="lead", team="hardware", agent="ann"),
-            RecordContact(actor="ann", direction="outbound", channel="phone", summary="called"),
-            ResolveComplaint(actor="ann", resolution="patched"),
-            VerifyResolution(actor="C-1", csat=5, nps=10),
+            TriageComplaint(category="product_defect", severity="major"),
+            AssignComplaint(team="hardware", agent="ann"),
+            RecordContact(direction="outbound", channel="phone", summary="called"),
+            ResolveComplaint(resolution="patched"),
+            VerifyResolution(csat=5, nps=10),
         ])
         run("B", "C-2", "regular", "phone", "tv", [
-            TriageComplaint(actor="lead", category="billing", severity="normal"),
-            AssignComplaint(actor="lead", team="billing", agent="bob"),
+            TriageComplaint(category="billing", severity="normal"),
+            AssignComplaint(team="billing", agent="bob"),
         ])
         run("D", "C-4", "regular", "app", "tv", [])
         self.as_of = self.clock.now
         self.snapshot = {name: self.desk.get_complaint(cid).status for name, cid in self.ids.items()}
         self.clock.advance(minutes=7)
         run("C", "C-3", "regular", "wechat", "router", [
-            TriageComplaint(actor="lead", category="product_defect", severity="minor"),
-            AssignComplaint(actor="lead", team="hardware", agent="ann"),
-            RecordContact(actor="ann", direction="outbound", channel="wechat", summary="asked for photos"),
-            WaitOnCustomer(actor="ann", reason="photos"),
+            TriageComplaint(category="product_defect", severity="minor"),
+            AssignComplaint(team="hardware", agent="ann"),
+            RecordContact(direction="outbound", channel="wechat", summary="asked for photos"),
+            WaitOnCustomer(reason="photos"),
         ])
-        self.desk.execute(self.ids["D"], WithdrawComplaint(actor="C-4", reason="solved myself"))
+        self.desk.execute(self.ids["D"], WithdrawComplaint(reason="solved myself"), OPERATOR)
         run("E", "C-5", "regular", "email", "tv", [
-            TriageComplaint(actor="lead", category="logistics", severity="normal"),
-            AssignComplaint(actor="lead", team="logistics", agent="cat"),
-            RecordContact(actor="cat", direction="outbound", channel="email", summary="tracking sent"),
-            ResolveComplaint(actor="cat", resolution="delivered"),
-            ReopenComplaint(actor="C-5", reason="wrong item"),
-            ResolveComplaint(actor="cat", resolution="exchanged"),
-            VerifyResolution(actor="C-5", csat=2, nps=3),
+            TriageComplaint(category="logistics", severity="normal"),
+            AssignComplaint(team="logistics", agent="cat"),
+            RecordContact(direction="outbound", channel="email", summary="tracking sent"),
+            ResolveComplaint(resolution="delivered"),
+            ReopenComplaint(reason="wrong item"),
+            ResolveComplaint(resolution="exchanged"),
+            VerifyResolution(csat=2, nps=3),
         ])
         self.now = self.clock.now + timedelta(hours=1)  # 17:xx local, the same day
 
     def run(self, name: str, customer: str, tier: str, channel: str, product: str, commands: list[Any]) -> None:
         self.ids[name] = self.desk.register(RegisterComplaint(
-            actor="intake", channel=channel, customer={"id": customer, "tier": tier},
+            channel=channel, customer={"id": customer, "tier": tier},
             customer_personal={"name": name, "contact": f"{name}@example.com"},
             title=f"complaint {name}", description=f"about {product}", product=product,
             order_ref=f"ORD-{name}",
-        )).complaint_id
+        ), OPERATOR).complaint_id
         for command in commands:
             self.clock.advance(minutes=10)
-            self.desk.execute(self.ids[name], command)
+            self.desk.execute(self.ids[name], command, OPERATOR)
         self.clock.advance(minutes=5)
 
     def states(self) -> dict[str, dict[str, Any]]:
@@ -137,7 +138,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
 @pytest.fixture(scope="module")
 def client(history: History) -> Iterator[TestClient]:
     db = build_read_db(history.desk)
-    with TestClient(create_read_app(db, clock=lambda: history.now)) as c:
+    with TestClient(create_read_app(db, AUTHENTICATE, clock=lambda: history.now), headers=bearer()) as c:
         yield c
     db.close()
 
@@ -268,7 +269,7 @@ def test_audit_history_state_and_timeline(client: TestClient, history: History) 
     assert [e["event_type"] for e in h["events"]] == [
         "Registered", "Triaged", "Assigned", "ContactRecorded", "Resolved", "Reopened", "Resolved", "Verified"]
     reopened = h["events"][5]
-    assert reopened["actor"] == "C-5" and reopened["changes"]["status"] == {"before": "resolved", "after": "assigned"}
+    assert reopened["actor"] == OPERATOR.subject and reopened["changes"]["status"] == {"before": "resolved", "after": "assigned"}
     s = client.get(f"/audit/complaints/{cid}/state", params={"version": 3}).json()
     assert s["version"] == 3 and s["state"]["agent"] == "cat" and s["state"]["status"] == "assigned"
     assert s["state"] == client.get(f"/audit/complaints/{cid}/state", params={"at": h["events"][2]["occurred_at"]}).json()["state"]
@@ -303,7 +304,7 @@ def test_errors(client: TestClient, history: History) -> None:
 
 
 def test_not_ready_is_503() -> None:
-    with TestClient(create_read_app(duckdb.connect())) as c:
+    with TestClient(create_read_app(duckdb.connect(), AUTHENTICATE), headers=bearer()) as c:
         response = c.get("/dashboards/supervisor")
     assert response.status_code == 503 and "start the read node" in response.json()["detail"]
 
@@ -361,8 +362,8 @@ def test_mounts_into_another_app(history: History) -> None:
 
     db = build_read_db(history.desk)
     app = FastAPI()
-    app.include_router(read_router(lambda: db, clock=lambda: history.now))
-    with TestClient(app) as c:
+    app.include_router(read_router(lambda: db, AUTHENTICATE, clock=lambda: history.now))
+    with TestClient(app, headers=bearer()) as c:
         assert c.get("/dashboards/supervisor").json()["counts"]["pending"] == 2
     db.close()
 

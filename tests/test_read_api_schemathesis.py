@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from complaints.settings import Settings
 from read_api.app import create_read_app
 from tests.test_read_api import History, build_read_db
+from tests.identity import AUTHENTICATE, bearer
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
@@ -40,7 +41,8 @@ class LateDb:
 
 LATE = LateDb()
 NOW: list[Any] = []
-APP = create_read_app(LATE, clock=lambda: NOW[0])
+APP = create_read_app(LATE, AUTHENTICATE, clock=lambda: NOW[0])
+AUTH = bearer()  # an operator: every read
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
 OPERATIONS = {op.label: op for op in (result.ok() for result in SCHEMA.get_all_operations())}
 
@@ -65,6 +67,6 @@ def test_operation_conforms_to_its_openapi(label: str) -> None:
     @settings(max_examples=15, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     def run(case: schemathesis.Case) -> None:
-        case.call_and_validate(checks=CHECKS)
+        case.call_and_validate(checks=CHECKS, headers=AUTH)
 
     run()

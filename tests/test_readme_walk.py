@@ -20,7 +20,9 @@ def test_the_readme_curl_walk_works_as_written(tmp_path: Path) -> None:
     assert walk, "the README's curl walk is missing"
     port = free_port()
     script = walk.group(1).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-    env = os.environ | {"COMPLAINTS_SQLITE_PATH": str(tmp_path / "e.sqlite")}
+    # The walk's `complaints token` and the server share the development issuer's key.
+    env = os.environ | {"COMPLAINTS_SQLITE_PATH": str(tmp_path / "e.sqlite"),
+                        "COMPLAINTS_DEV_ISSUER_KEY": str(tmp_path / "issuer.pem")}
     server = subprocess.Popen(
         [sys.executable, "-m", "complaints.cli", "serve", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -28,7 +30,7 @@ def test_the_readme_curl_walk_works_as_written(tmp_path: Path) -> None:
     try:
         wait_until_serving(f"http://127.0.0.1:{port}/health")
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, env=env, cwd=ROOT)
     finally:
         server.terminate()
         server.wait(10)
@@ -36,5 +38,5 @@ def test_the_readme_curl_walk_works_as_written(tmp_path: Path) -> None:
     *answers, now, then = [json.loads(line) for line in done.stdout.splitlines() if line]
     assert [a["status"] for a in answers] == ["triaged", "assigned", "assigned", "resolved", "verified", "closed"]
     assert [a["version"] for a in answers] == [2, 3, 4, 5, 6, 7]
-    assert (now["status"], now["version"], now["priority"]) == ("closed", 7, "urgent")
-    assert then == {"status": "assigned", "team": "mobile", "agent": "agent-7"}
+    assert (now["status"], now["version"], now["priority"], now["updated_by"]) == ("closed", 7, "urgent", "billing-1")
+    assert then == {"status": "assigned", "team": "billing", "agent": "billing-1"}

@@ -40,6 +40,7 @@ from projections.event_log import EventLog
 from projections.models import make as make_projectors
 from read_api.app import create_read_app
 from tests.histories import history
+from tests.identity import AUTHENTICATE, bearer
 
 PACKAGED = load_sla_policy()
 BATCH = 25
@@ -207,12 +208,12 @@ def calls(spec: dict[str, Any], f: ReadFile) -> Iterator[Call]:
 
 def sweep(db: duckdb.DuckDBPyConnection, f: ReadFile, **settings: Any) -> int:
     """Every call of every GET endpoint through the app over `db`; returns how many."""
-    app = create_read_app(db, clock=lambda: f.now, **settings)
+    app = create_read_app(db, AUTHENTICATE, clock=lambda: f.now, **settings)
     spec = app.openapi()
     seen: set[str] = set()
     failures: list[str] = []
     made = 0
-    with TestClient(app) as client:
+    with TestClient(app, headers=bearer()) as client:
         for call in calls(spec, f):
             response = client.get(call.url, params=list(call.params))
             made += 1

@@ -32,6 +32,7 @@ from consumers.sources import LogSource
 from tests.histories import Clock, START, history, steps
 from tests.oracle import Oracle, canonical
 from tests.test_read_models import POLICY, assert_same, deliver, last_instant, projectors, read_db, rich_plan
+from tests.identity import OPERATOR
 
 TABLES = ("complaint_facts", "sla_clocks", "workload_complaints", "workload_open_intervals",
           "workload_resolutions", "workload_handovers", "trend_complaints", "trend_ratings")
@@ -53,7 +54,7 @@ def with_a_duplicate(desk: ComplaintDesk) -> None:
     for candidate in reversed(registered):
         complaint = desk.get_complaint(candidate)
         if complaint.status in ("received", "triaged", "assigned", "waiting_on_customer", "resolution_proposed"):
-            desk.execute(candidate, MarkDuplicate(actor="lead", duplicate_of=registered[0]))
+            desk.execute(candidate, MarkDuplicate(duplicate_of=registered[0]), OPERATOR)
             return
 
 

@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 from complaints.store import open_desk
 from commands.desk import ComplaintDesk
 from commands.models import RegisterComplaint
+from tests.identity import OPERATOR
 from complaints.settings import Settings
 from aggregates.envelope import COMPLAINT_TOPIC_PREFIX, EventEnvelope, parse
 from consumers.stored_events import _decoding_writer, wire_encoder, wire_writer
@@ -65,7 +66,7 @@ def app(store_settings: Settings, clock: FakeClock) -> Iterator[ComplaintDesk]:
 
 
 STORE_FIELDS = {"originator_id", "originator_version", "originator_topic", "timestamp", "occurred_at", "actor", "command_id",
-                "correlation_id"}
+                "correlation_id", "acted_as", "fingerprint"}
 
 
 def _plain(value: Any) -> Any:
@@ -81,7 +82,7 @@ def domain_envelope(mapper: Any, notification: Any) -> EventEnvelope:
         event_type=notification.topic.removeprefix(COMPLAINT_TOPIC_PREFIX),
         event_version=getattr(type(event), "class_version", 1), complaint_id=event.originator_id,
         complaint_version=event.originator_version, position=notification.id, occurred_at=state["occurred_at"],
-        recorded_at=event.timestamp, actor=state["actor"], command_id=state["command_id"],
+        recorded_at=event.timestamp, actor=state["actor"], acted_as=state.get("acted_as"), command_id=state["command_id"],
         correlation_id=state["correlation_id"], payload=payload,
     )
 
@@ -275,12 +276,12 @@ def test_relay_reads_past_gaps_in_postgres_notification_ids(
 
     app = open_desk(postgres_settings(postgres_address))
     try:
-        command = {"actor": "t", "channel": "web", "customer": {"id": "C-1"}, "title": "x", "description": "y",
+        command = {"channel": "web", "customer": {"id": "C-1"}, "title": "x", "description": "y",
                    "customer_personal": {"name": "Li", "contact": "li@example.com"}}
         for n in range(6):
             register = RegisterComplaint.model_validate(command | {"command_id": f"gap-{n}"})
-            app.register(register)
-            app.register(register)  # a repeat collides in the insert: its sequence value is lost
+            app.register(register, OPERATOR)
+            app.register(register, OPERATOR)  # a repeat collides in the insert: its sequence value is lost
         ids = [p for _, _, p in store_events(app)]
         assert ids[-1] > len(ids), f"expected gaps in {ids}"
         relay = relay_for(app, kafka_bootstrap, topic, batch_size=2)

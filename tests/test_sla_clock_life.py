@@ -20,6 +20,7 @@ from projections import queries
 from projections.base import to_batch
 from tests.histories import START, Clock, envelopes
 from tests.test_read_models import POLICY, deliver, projectors, read_db
+from tests.identity import AUTHENTICATE, OPERATOR, bearer
 
 
 def at(minute: int) -> datetime:
@@ -28,16 +29,16 @@ def at(minute: int) -> datetime:
 
 def send(desk: ComplaintDesk, clock: Clock, minute: int, complaint: UUID, path: str, **fields: Any) -> None:
     clock.now = at(minute)
-    desk.execute(complaint, COMPLAINT_COMMANDS[path].model_validate({"actor": "agent", **fields}))
+    desk.execute(complaint, COMPLAINT_COMMANDS[path].model_validate({**fields}), OPERATOR)
 
 
 def register(desk: ComplaintDesk, clock: Clock, minute: int, name: str) -> UUID:
     clock.now = at(minute)
     return desk.register(RegisterComplaint(
-        actor="intake", command_id=name, channel="web", customer={"id": name, "tier": "regular"},
+        command_id=name, channel="web", customer={"id": name, "tier": "regular"},
         customer_personal={"name": "N", "contact": "n@example.com"}, title="Service down",
         description="d", product="app", region=None,
-    )).complaint_id
+    ), OPERATOR).complaint_id
 
 
 def contact(direction: str) -> dict[str, str]:
@@ -156,7 +157,7 @@ def test_the_audit_api_shows_each_clock_and_its_life(lived) -> None:
     from read_api.app import create_read_app
 
     db, one, two, _ = lived
-    with TestClient(create_read_app(db, clock=lambda: at(345))) as client:
+    with TestClient(create_read_app(db, AUTHENTICATE, clock=lambda: at(345)), headers=bearer()) as client:
         got = client.get(f"/audit/complaints/{one}/sla")
         assert got.status_code == 200, got.text
         clocks = {(k["metric"], k["cycle"]): k for k in got.json()["clocks"]}
@@ -182,7 +183,7 @@ def test_sla_pages_tell_each_next_response_clock_apart(lived) -> None:
     from read_api.app import create_read_app
 
     db, one, *_ = lived
-    with TestClient(create_read_app(db, clock=lambda: at(345), cache_seconds=0)) as client:
+    with TestClient(create_read_app(db, AUTHENTICATE, clock=lambda: at(345), cache_seconds=0), headers=bearer()) as client:
         pages = [client.get("/sla", params={"limit": 2, "offset": offset, "sort": "complaint_id"}).json()
                  for offset in range(0, 12, 2)]
     rows = [row for page in pages for row in page["items"]]

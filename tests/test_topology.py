@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from complaints.store import EventStore, open_store
 from consumers.stored_events import envelopes
 from scripts.serving import free_port, wait_until_serving
 from tests.conftest import ROOT, Processes, postgres_settings
+from tests.identity import ISSUER_KEY, bearer
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.postgres]
 
@@ -129,6 +130,7 @@ def topology_env(store: Settings, bootstrap: str, topic: str, **extra: str) -> d
         COMPLAINTS_PARTITIONS="3",
         COMPLAINTS_SOURCE="kafka",
         COMPLAINTS_PROJECTORS="projections.models:make",  # every read model, as compose.yaml runs them
+        COMPLAINTS_DEV_ISSUER_KEY=str(ISSUER_KEY),  # the tests' tokens are good here
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -164,7 +166,7 @@ class Load:
     def client(self, api: int) -> httpx.Client:
         clients = getattr(self.local, "clients", None)
         if clients is None:
-            clients = self.local.clients = [httpx.Client(base_url=u, timeout=30) for u in self.urls]
+            clients = self.local.clients = [httpx.Client(base_url=u, timeout=30, headers=bearer()) for u in self.urls]
             with self.lock:
                 self.clients += clients
         return clients[api]
@@ -185,6 +187,7 @@ class Load:
         complaint_id = None
         for i, (path, fields) in enumerate(steps):
             api = (n + i) % 2
+            fields = {k: v for k, v in fields.items() if k != "actor"}  # the token's subject acts
             if path == "register":
                 response = self.post(api, "/complaints", fields)
                 assert response.status_code == 201, f"register via API {api}: {response.status_code} {response.text}"
@@ -198,7 +201,7 @@ class Load:
         """Register a complaint, then ROUNDS times send one note from each API at once, both
         expecting the version the last winner left: exactly one may be accepted."""
         response = self.post(n % 2, "/complaints", {
-            "actor": "intake", "command_id": f"race-{n}", "channel": "web",
+            "command_id": f"race-{n}", "channel": "web",
             "customer": {"id": f"R-{n:03d}"}, "customer_personal": {"name": f"Racer {n}", "contact": f"r{n}@example.com"},
             "title": "Charged twice", "description": "Two debits for one order.", "product": "billing-portal",
         })
@@ -207,7 +210,7 @@ class Load:
         barrier = threading.Barrier(2)
 
         def send(api: int, round_: int) -> httpx.Response:
-            body = {"actor": f"agent-{api}", "command_id": f"race-{n}-{round_}-api{api}",
+            body = {"command_id": f"race-{n}-{round_}-api{api}",
                     "text": f"round {round_} from API {api}", "expected_version": version}
             barrier.wait(timeout=30)
             return self.post(api, f"/complaints/{complaint_id}/notes", body)
@@ -231,7 +234,7 @@ class Load:
 
     def run(self) -> None:
         plans: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-        for path, fields in demo_commands(DEMO_COMPLAINTS, datetime.now(UTC), seed=11):
+        for path, fields in demo_commands(DEMO_COMPLAINTS, datetime.now(UTC) - timedelta(minutes=1), seed=11):
             plans[fields["command_id"] if path == "register" else fields["complaint_command_id"]].append((path, fields))
         lives = list(plans.values())
         try:
@@ -282,7 +285,7 @@ def test_scaled_out_topology(
     # Each API answers every complaint as it stands, whichever process wrote it last.
     for complaint_id, version in list(load.raced.items())[:8]:
         for url in api_urls:
-            state = httpx.get(f"{url}/complaints/{complaint_id}", timeout=10).json()
+            state = httpx.get(f"{url}/complaints/{complaint_id}", timeout=10, headers=bearer()).json()
             assert state["version"] == version, (url, state)
 
     # ------------------------------------------------------------------ the store
@@ -324,7 +327,8 @@ def test_scaled_out_topology(
 
     # ------------------------------------------------------------------ the read APIs agree, with the store
     def exported_events(url: str) -> list[tuple[Any, ...]]:
-        response = httpx.get(f"{url}/export/events", params={"format": "parquet", **ALL_TIME}, timeout=30)
+        response = httpx.get(f"{url}/export/events", params={"format": "parquet", **ALL_TIME}, timeout=30,
+                             headers=bearer())
         assert response.status_code == 200, response.text
         table = pq.read_table(io.BytesIO(response.content))
         return sorted(zip(*(table.column(c).to_pylist() for c in (
@@ -344,10 +348,10 @@ def test_scaled_out_topology(
         ("/trends", {**ALL_TIME, "limit": 1000}),
         ("/dimensions", {}),
     ]:
-        answers = [httpx.get(f"{url}{path}", params=params, timeout=30) for url in node_urls]
+        answers = [httpx.get(f"{url}{path}", params=params, timeout=30, headers=bearer()) for url in node_urls]
         assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
         assert answers[0].json() == answers[1].json(), f"the read nodes answer {path} differently"
-    supervisor = httpx.get(f"{node_urls[0]}/dashboards/supervisor", params={"as_of": as_of, "period": "90d"},
+    supervisor = httpx.get(f"{node_urls[0]}/dashboards/supervisor", params={"as_of": as_of, "period": "90d"}, headers=bearer(),
                            timeout=30).json()
     assert sum(c["count"] for c in supervisor["by_status"]) == DEMO_COMPLAINTS + RACED_COMPLAINTS, supervisor["by_status"]
 
