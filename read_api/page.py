@@ -3,6 +3,11 @@
 The page is our own HTML, CSS and JavaScript (`read_api/static/`); Plotly's browser
 bundle is served from the installed `plotly` Python package, so nothing third-party is
 copied into the repository and nothing is fetched from a CDN at run time.
+
+The page signs in (`/auth/config`, then the development sign-in or the provider's) and
+shows each role its own views: which ones, it reads from `/static/access.json`, made
+from the permission matrix (`aggregates.access`), so the page and the API never
+disagree. The shell is public; every figure behind it needs a bearer token.
 """
 
 from __future__ import annotations
@@ -12,11 +17,30 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+
+from aggregates.access import (
+    EXPORT, MATRIX, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT, READ_SUPERVISOR, ROLE_NAMES,
+    TEAM_BOUND,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 OWN_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 CACHE = {"cache-control": "public, max-age=86400"}
+# The page's views, each with the permissions its requests need (the read API asks the same):
+# the executive view draws two of its charts from /trends.
+VIEWS = {"supervisor": (READ_SUPERVISOR,), "product": (READ_PRODUCT,), "executive": (READ_EXECUTIVE, READ_MODELS),
+         "audit": (READ_AUDIT,)}
+
+
+def access_rules() -> dict[str, dict[str, object]]:
+    """Per role, in the matrix's order: its names, the views it may open, whether it may
+    read the read models (the filters' drop-downs) and export, and whether it is team-bound."""
+    return {
+        role: {"en": en, "zh": zh, "views": [view for view, needs in VIEWS.items() if set(needs) <= MATRIX[role]],
+               "models": READ_MODELS in MATRIX[role], "export": EXPORT in MATRIX[role], "team_bound": role in TEAM_BOUND}
+        for role, (en, zh) in ROLE_NAMES.items()
+    }
 
 
 @lru_cache
@@ -44,6 +68,10 @@ def page_router() -> APIRouter:
     @router.get("/dashboard")
     def dashboard() -> FileResponse:
         return FileResponse(STATIC / "dashboard.html", media_type="text/html", headers={"cache-control": "no-cache"})
+
+    @router.get("/static/access.json")
+    def access() -> Response:
+        return JSONResponse(access_rules(), headers={"cache-control": "no-cache"})
 
     @router.get("/static/vendor/plotly.min.js")
     def plotly() -> FileResponse:

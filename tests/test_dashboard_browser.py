@@ -1,30 +1,47 @@
 """The dashboard page in a real browser: headless Chromium (Debian's), driven by Playwright.
 
-Starts the read API over demo data on a free local port, opens each role view, checks
-that its figures and charts are drawn, clicks through to one complaint's audit view, and
-saves screenshots under test-output/. `scripts/browser` installs Chromium; when it cannot
-start, the test fails under CI=true and is skipped elsewhere.
+Starts the read API over demo data on a free local port, with the development sign-in
+(the tests' own issuer). Each test signs in THROUGH THE PAGE, clicking a demo user in
+its sign-in view, then: opens each view the role may see, checks that its figures and
+charts are drawn, clicks through to one complaint's audit view, and saves screenshots
+under test-output/; checks that each role sees the views the permission matrix gives it,
+that a team lead's team filter is fixed to its team, that a 403 shows a message in the
+panel, that a 401 and signing out bring back the sign-in view, and that every request
+to the API carries the bearer token. In OIDC mode, the page signs in by the
+authorization-code flow with PKCE against a fake provider on the same origin. `scripts/browser` installs Chromium; when it cannot
+start, the tests fail under CI=true and are skipped elsewhere.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import pytest
 import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from aggregates.access import MATRIX, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT, READ_SUPERVISOR
 from commands.demo import load_demo
-from complaints.store import open_desk
-from commands.desk import ComplaintDesk
+from complaints.identity import DEV_ISSUER, DEV_USERS, DevUser, config_router, dev_router, dev_user
 from complaints.settings import Settings
+from complaints.store import open_desk
 from read_api.app import create_read_app
+from tests.identity import AUTHENTICATE, ISSUER, bearer
 from tests.test_read_api import build_read_db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +51,11 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LAPTOP = {"width": 1366, "height": 768}
+# The page's views and the permissions their requests need: what each role should be shown.
+VIEW_NEEDS = {"supervisor": {READ_SUPERVISOR}, "product": {READ_PRODUCT},
+              "executive": {READ_EXECUTIVE, READ_MODELS}, "audit": {READ_AUDIT}}
+# Requests to the API (everything but the page's shell and the sign-in endpoints).
+API_PATHS = ("/dashboards/", "/dimensions", "/sla", "/workload", "/trends", "/audit/", "/export/")
 
 
 def unavailable(reason: str) -> None:
@@ -43,27 +65,109 @@ def unavailable(reason: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    desk = open_desk(
-        Settings(store="sqlite", sqlite_path=tmp_path_factory.mktemp("browser") / "events.sqlite"))
-    load_demo(desk, 400, end=datetime.now(UTC), progress=False)
-    db = build_read_db(desk)
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_read_app(db), host="127.0.0.1", port=port, log_level="warning"))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(app: FastAPI, port: int) -> Iterator[str]:
+    """`app` on a local port, in a thread: its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         assert time.monotonic() < deadline, "the read API did not start within 20 s"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def read_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    desk = open_desk(
+        Settings(store="sqlite", sqlite_path=tmp_path_factory.mktemp("browser") / "events.sqlite"))
+    load_demo(desk, 400, end=datetime.now(UTC), progress=False)
+    db = build_read_db(desk)
+    yield db
     db.close()
     desk.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(read_db: Any) -> Iterator[str]:
+    """The read API with the development sign-in the page uses, over the tests' issuer
+    (whose tokens AUTHENTICATE accepts)."""
+    app = create_read_app(read_db, AUTHENTICATE)
+    app.include_router(dev_router(ISSUER))
+    app.include_router(config_router("development", DEV_ISSUER, None))
+    with serving(app, free_port()) as url:
+        yield url
+
+
+class FakeProvider:
+    """Just enough of an OpenID Connect provider (Keycloak's endpoint paths) to check the
+    page's authorization-code flow with PKCE: it signs every user in as `user` (no login
+    form), checks the code verifier against the S256 challenge, and issues the tests'
+    issuer's tokens (which the read API accepts)."""
+
+    PATH = "/idp"
+    CLIENT_ID = "complaints-web"
+
+    def __init__(self, user: DevUser) -> None:
+        self.user = user
+        self.codes: dict[str, dict[str, str]] = {}
+        self.exchanged: list[dict[str, str]] = []
+        self.logouts: list[dict[str, str]] = []
+
+    def router(self) -> APIRouter:
+        router = APIRouter(prefix=f"{self.PATH}/protocol/openid-connect")
+
+        @router.get("/auth")
+        def authorize(request: Request) -> Response:
+            asked = dict(request.query_params)
+            assert asked["response_type"] == "code" and asked["client_id"] == self.CLIENT_ID, asked
+            assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43, asked
+            code = uuid.uuid4().hex
+            self.codes[code] = asked
+            return RedirectResponse(f"{asked['redirect_uri']}?{urlencode({'state': asked['state'], 'code': code})}")
+
+        @router.post("/token")
+        async def token(request: Request) -> Response:
+            form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+            asked = self.codes.pop(form.get("code", ""), None)
+            challenge = base64.urlsafe_b64encode(
+                hashlib.sha256(form.get("code_verifier", "").encode()).digest()).rstrip(b"=").decode()
+            if (asked is None or form.get("grant_type") != "authorization_code" or challenge != asked["code_challenge"]
+                    or form.get("redirect_uri") != asked["redirect_uri"] or form.get("client_id") != self.CLIENT_ID):
+                return JSONResponse({"error": "invalid_grant", "error_description": f"refused: {form}"}, 400)
+            self.exchanged.append(form)
+            return JSONResponse({"access_token": ISSUER.token(self.user), "token_type": "Bearer", "expires_in": 300,
+                                 "id_token": "an-id-token"})
+
+        @router.get("/logout")
+        def logout(request: Request) -> Response:
+            self.logouts.append(dict(request.query_params))
+            return RedirectResponse(request.query_params["post_logout_redirect_uri"])
+
+        return router
+
+
+@pytest.fixture(scope="module")
+def oidc(read_db: Any) -> Iterator[tuple[str, FakeProvider]]:
+    """The read API in OIDC mode, with a fake provider on the same origin."""
+    provider = FakeProvider(dev_user(username="quality"))
+    port = free_port()
+    app = create_read_app(read_db, AUTHENTICATE)
+    app.include_router(provider.router())
+    app.include_router(config_router("oidc", f"http://127.0.0.1:{port}{FakeProvider.PATH}", FakeProvider.CLIENT_ID))
+    with serving(app, port) as url:
+        yield url, provider
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +187,73 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
+def views_of(role: str) -> list[str]:
+    """The tabs the matrix lets `role` see, in the page's order."""
+    return [view for view, needs in VIEW_NEEDS.items() if needs <= MATRIX[role]]  # type: ignore[index]
+
+
+class Watch:
+    """A page's script errors, and its requests to the API: any without the bearer token,
+    and the answers' statuses."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        self.untokened: list[str] = []
+        self.statuses: list[tuple[int, str]] = []
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("request", self.request)
+        page.on("response", lambda r: self.statuses.append((r.status, r.url)) if self.to_api(r.url) else None)
+
+    @staticmethod
+    def to_api(url: str) -> bool:
+        return urlsplit(url).path.startswith(API_PATHS)
+
+    def request(self, request: Any) -> None:
+        if self.to_api(request.url) and not request.headers.get("authorization", "").startswith("Bearer "):
+            self.untokened.append(request.url)
+
+    def refused(self, *codes: int) -> list[tuple[int, str]]:
+        return [(status, url) for status, url in self.statuses if status in codes]
+
+
+def sign_in(page: Any, base_url: str, username: str, path: str = "/") -> None:
+    """Through the page: open it, click the demo user in the development sign-in."""
+    page.goto(f"{base_url}{path}")
+    page.click(f"#signin .dev-user[data-username={username}]")
+    page.wait_for_selector("#who", state="visible")
+    assert page.locator("#signin").is_hidden()
+
+
+def visible_tabs(page: Any) -> list[str]:
+    return [tab.get_attribute("data-view") for tab in page.locator(".tabs button:visible").all()]
+
+
 def test_dashboard_views_and_audit(base_url: str, browser: object) -> None:
     OUTPUT.mkdir(exist_ok=True)
     page = browser.new_page(viewport=LAPTOP)  # type: ignore[attr-defined]
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    watch = Watch(page)
     page.goto(f"{base_url}/")
-    assert page.url.endswith("/dashboard#supervisor")  # / redirects, the first view is the supervisor's
+    # Before signing in: the sign-in view, marked as the development one, and no dashboard.
+    page.wait_for_selector("#signin .dev-user[data-username=head]")
+    assert page.url.endswith("/dashboard")  # / redirects
+    sign_in_text = page.locator("#signin").inner_text()
+    assert "not for production" in sign_in_text and "开发环境登录，仅供开发使用" in sign_in_text
+    # The demo users grouped by role, each with its name, role and team.
+    for user in DEV_USERS:
+        button = page.locator(f"#dev-users [data-role={user.roles[0]}] .dev-user[data-username={user.username}]")
+        assert user.name in button.inner_text() and (user.team or "") in button.inner_text()
+    assert "team lead / 组长" in page.locator(".dev-user[data-username=billing-lead]").inner_text()
+    for hidden in ("#signed-in", "#tabs", "main", "#filters", "#view-supervisor", "#who"):
+        assert page.locator(hidden).is_hidden(), f"{hidden} is shown before signing in"
+    assert page.locator(".kpi").count() == 0 and not watch.statuses  # not even asked for
+    page.screenshot(path=str(OUTPUT / "dashboard-sign-in.png"))
+
+    page.click("#signin .dev-user[data-username=head]")  # the department head: every view
+    page.wait_for_selector("#who", state="visible")
+    assert page.url.endswith("/dashboard#supervisor")  # the first view is the supervisor's
+    who = page.locator("#who").inner_text()
+    assert "陈静 Chen Jing" in who and "department head / 部门负责人" in who and "Sign out" in who
+    assert visible_tabs(page) == views_of("department_head") == ["supervisor", "product", "executive", "audit"]
 
     views = {
         "supervisor": ("#sup-kpis", 7, ["#sup-daily", "#sup-status", "#sup-load", "#sup-sla"]),
@@ -108,6 +272,13 @@ def test_dashboard_views_and_audit(base_url: str, browser: object) -> None:
         assert len(values) == tiles and all(v.strip() not in ("", "NaN", "NaN%") for v in values), values
         assert any(ch.isdigit() for v in values for ch in v), f"{view}: no figures in {values}"
         page.screenshot(path=str(OUTPUT / f"dashboard-{view}.png"))
+
+    # Export: fetched with the token and saved from a Blob (a plain link would send none).
+    with page.expect_download() as download:
+        page.click("#export")
+    assert download.value.suggested_filename == "complaints.csv"  # the executive view's table
+    with open(download.value.path(), encoding="utf-8") as exported:
+        assert "complaint_id" in exported.readline() and exported.readline()
 
     # Live: the page polls the read API by itself.
     status = page.locator("#status")
@@ -136,13 +307,18 @@ def test_dashboard_views_and_audit(base_url: str, browser: object) -> None:
     clocks = page.locator("#clocks").inner_text()
     assert "first response" in clocks and "resolution" in clocks and "activated" in clocks
     page.screenshot(path=str(OUTPUT / "dashboard-audit.png"))
-    assert not errors, errors
+    assert not watch.errors, watch.errors
+    assert not watch.untokened, f"requests to the API without the token: {watch.untokened}"
+    assert not watch.refused(401, 403), watch.refused(401, 403)
     page.close()
 
 
 def test_filters_narrow_the_figures(base_url: str, browser: object) -> None:
     page = browser.new_page(viewport=LAPTOP)  # type: ignore[attr-defined]
-    page.goto(f"{base_url}/dashboard#product")
+    watch = Watch(page)
+    sign_in(page, base_url, "quality")  # product and quality: its own dashboard, and the audit
+    assert visible_tabs(page) == views_of("quality") == ["product", "audit"]
+    assert page.url.endswith("/dashboard#product")
     page.wait_for_selector("#prod-kpis .kpi")
     total = page.locator("[data-kpi=total] .value").inner_text()
     page.wait_for_selector("#filters select[name=product] option:nth-child(2)", state="attached")
@@ -151,4 +327,116 @@ def test_filters_narrow_the_figures(base_url: str, browser: object) -> None:
     page.wait_for_function(
         f"document.querySelector('[data-kpi=total] .value').textContent !== {total!r}", timeout=10_000)
     assert int(page.locator("[data-kpi=total] .value").inner_text().replace(",", "")) < int(total.replace(",", ""))
+    assert not watch.errors and not watch.untokened and not watch.refused(401, 403)
+    page.close()
+
+
+def test_the_executive_sees_the_views_the_matrix_gives(base_url: str, browser: object) -> None:
+    page = browser.new_page(viewport=LAPTOP)  # type: ignore[attr-defined]
+    watch = Watch(page)
+    sign_in(page, base_url, "executive")
+    # Its own dashboard first; the tabs are the matrix's (every dashboard, no audit).
+    assert page.url.endswith("/dashboard#executive")
+    expected = views_of("executive")
+    assert visible_tabs(page) == expected and "audit" not in expected
+    assert page.locator(".tabs button[data-view=supervisor]").is_visible() == ("supervisor" in expected)
+    page.wait_for_selector("#exec-kpis .kpi", timeout=15_000)
+    page.wait_for_selector("#exec-sat .main-svg", timeout=15_000)
+    assert "赵敏 Zhao Min" in page.locator("#who").inner_text()
+    assert page.locator("#filters select[name=team]").is_enabled()
+    # The supervisor's lists do not lead to an audit view the executive may not open.
+    page.click(".tabs button[data-view=supervisor]")
+    page.wait_for_selector("#sup-kpis .kpi", timeout=15_000)
+    assert page.locator("#sup-breached tr.click, #sup-risk tr.click").count() == 0
+
+    # A role with no view here (intake): a message, no tabs, no filters, no figures.
+    assert views_of("intake") == []
+    page.click("#sign-out")
+    page.click("#signin .dev-user[data-username=intake]")
+    page.wait_for_selector("#no-views", state="visible")
+    assert visible_tabs(page) == [] and page.locator("#filters").is_hidden() and page.locator(".kpi").count() == 0
+    assert not watch.errors and not watch.untokened and not watch.refused(401, 403)
+    page.close()
+
+
+def test_a_team_lead_sees_its_team_and_signs_out(base_url: str, browser: object) -> None:
+    # A complaint of another team, to open by its address.
+    operator = httpx.get(f"{base_url}/sla", params={"limit": 1000}, headers=bearer(), timeout=30)
+    assert operator.status_code == 200, operator.text
+    other = next(row["complaint_id"] for row in operator.json()["items"] if row["team"] not in (None, "billing"))
+
+    page = browser.new_page(viewport=LAPTOP)  # type: ignore[attr-defined]
+    watch = Watch(page)
+    sign_in(page, base_url, "billing-lead")
+    assert visible_tabs(page) == views_of("supervisor") == ["supervisor", "audit"]
+    assert page.url.endswith("/dashboard#supervisor")
+    who = page.locator("#who").inner_text()
+    assert "刘洋 Liu Yang" in who and "team billing" in who
+    # The team filter: billing, fixed.
+    team = page.locator("#filters select[name=team]")
+    page.wait_for_selector("#sup-kpis .kpi", timeout=15_000)
+    page.wait_for_selector("#filters select[name=product] option:nth-child(2)", state="attached")  # /dimensions came
+    assert team.input_value() == "billing" and team.is_disabled()
+    page.click("#reset")
+    assert team.input_value() == "billing"
+    asked = [parse_qs(urlsplit(url).query).get("team") for _, url in watch.statuses if "/dashboards/" in url]
+    assert asked and all(t == ["billing"] for t in asked), asked
+    page.screenshot(path=str(OUTPUT / "dashboard-team-lead.png"))
+
+    # Another team's complaint: the server says 403, the panel says so (and the page lives on).
+    page.goto(f"{base_url}/dashboard#audit/{other}")
+    page.reload()  # the session outlives a reload (sessionStorage)
+    denied = page.locator("#view-audit .denied")
+    denied.wait_for(state="visible", timeout=15_000)
+    assert "Your role may not see this" in denied.inner_text() and "您的角色无权查看此内容" in denied.inner_text()
+    assert page.locator("#who").is_visible() and watch.refused(403)
+    page.screenshot(path=str(OUTPUT / "dashboard-denied.png"))
+
+    # Signing out: back to the sign-in view, the token gone, nothing of the figures left.
+    page.click("#sign-out")
+    page.wait_for_selector("#signin .dev-user", state="visible")
+    assert page.locator("#signed-in").is_hidden() and page.locator("#who").is_hidden()
+    assert page.evaluate("sessionStorage.getItem('complaints.session')") is None
+    assert page.evaluate("localStorage.length") == 0
+    assert page.locator(".kpi").count() == 0 and page.locator("#results tr").count() == 0
+    page.reload()
+    page.wait_for_selector("#signin .dev-user", state="visible")
+
+    # A token the API refuses (401): back to the sign-in view, saying why.
+    page.evaluate("""sessionStorage.setItem('complaints.session', JSON.stringify({mode: 'development',
+        token: 'not-a-token', user: {username: 'x', name: 'x', roles: ['executive'], team: null}}))""")
+    page.reload()
+    page.wait_for_selector("#signin-note", state="visible", timeout=15_000)
+    assert "sign in again" in page.locator("#signin-note").inner_text()
+    assert page.locator("#signed-in").is_hidden() and watch.refused(401)
+    assert page.evaluate("sessionStorage.getItem('complaints.session')") is None
+    assert not watch.errors, watch.errors
+    assert not watch.untokened, watch.untokened
+    page.close()
+
+
+def test_signing_in_at_an_identity_provider(oidc: tuple[str, FakeProvider], browser: object) -> None:
+    """OIDC mode: the authorization-code flow with PKCE, against a fake provider."""
+    url, provider = oidc
+    page = browser.new_page(viewport=LAPTOP)  # type: ignore[attr-defined]
+    watch = Watch(page)
+    page.goto(f"{url}/dashboard#product")
+    page.wait_for_selector("#oidc-sign-in", state="visible")
+    assert page.locator("#signin-dev").is_hidden() and page.locator("#signed-in").is_hidden()
+    assert f"{url}{FakeProvider.PATH}" in page.locator("#signin-oidc").inner_text()
+    page.click("#oidc-sign-in")  # to the provider, back with a code, exchanged with the verifier
+    page.wait_for_selector("#who", state="visible", timeout=15_000)
+    assert len(provider.exchanged) == 1 and provider.exchanged[0]["redirect_uri"] == f"{url}/dashboard"
+    assert page.url == f"{url}/dashboard#product"  # the code is gone from the address; back where it was
+    assert "杨磊 Yang Lei" in page.locator("#who").inner_text()
+    assert visible_tabs(page) == views_of("quality")
+    page.wait_for_selector("#prod-kpis .kpi", timeout=15_000)
+    assert page.evaluate("JSON.parse(sessionStorage.getItem('complaints.session')).mode") == "oidc"
+    # Signing out ends the provider's session too, and comes back to the sign-in view.
+    page.click("#sign-out")
+    page.wait_for_selector("#oidc-sign-in", state="visible", timeout=15_000)
+    assert provider.logouts and provider.logouts[0]["client_id"] == FakeProvider.CLIENT_ID
+    assert provider.logouts[0]["post_logout_redirect_uri"] == f"{url}/dashboard"
+    assert page.evaluate("sessionStorage.getItem('complaints.session')") is None
+    assert not watch.errors and not watch.untokened and not watch.refused(401, 403)
     page.close()

@@ -1,5 +1,9 @@
 // The dashboard page: three role views and an audit view over the read API's JSON.
 // Plain JavaScript; charts are drawn with Plotly (served from the installed package).
+// Signing in: the development sign-in (demo users) or the identity provider's
+// authorization-code flow with PKCE; the access token is kept in sessionStorage and sent
+// as `Authorization: Bearer` with every request to the API. Each role sees the views
+// the permission matrix gives it (/static/access.json).
 "use strict";
 
 const REFRESH_MS = 5000;
@@ -7,7 +11,9 @@ const COLORS = { accent: "#2f6fde", ok: "#1f9d66", warn: "#e0a100", bad: "#d6454
   series: ["#2f6fde", "#1f9d66", "#e0a100", "#8e5bd6", "#d64545", "#13a3b5", "#7a8599", "#c2549d"] };
 const EXPORTS = { supervisor: "sla", product: "trends", executive: "complaints", audit: "events" };
 
-const state = { view: "supervisor", complaint: null, selectedVersion: null, inFlight: false, refreshes: 0 };
+// `generation` changes at each sign-in and sign-out: answers to an earlier one are dropped.
+const state = { view: null, complaint: null, selectedVersion: null, inFlight: null, again: false, refreshes: 0,
+  generation: 0 };
 
 // ------------------------------------------------------------------ helpers
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -54,15 +60,45 @@ function filterParams() {
   return params;
 }
 
-async function getJSON(path, params) {
+// ------------------------------------------------------------------ requests with the token
+class SignedOut extends Error {
+  constructor() { super("signed out"); this.name = "SignedOut"; }
+}
+
+class HttpError extends Error {
+  constructor(status, detail) { super(`${status} ${detail}`); this.name = "HttpError"; this.status = status; this.detail = detail; }
+}
+
+// A request to the API with the session's bearer token. A 401 ends the session (back to
+// the sign-in view); any other error status is an HttpError (403: the role may not).
+async function api(path, params, init = {}) {
+  const session = auth.session;
+  if (!session) throw new SignedOut();
+  const generation = state.generation;
   const url = params && [...params].length ? `${path}?${params}` : path;
-  const response = await fetch(url, { headers: { accept: "application/json" } });
+  const response = await fetch(url, { ...init, headers: { ...(init.headers || {}), authorization: `Bearer ${session.token}` } });
+  if (generation !== state.generation) throw new SignedOut(); // signed out, or in as someone else, meanwhile
+  if (response.status === 401) {
+    signOut(["Your session has ended or its token is not valid: sign in again", "登录已失效，请重新登录"]);
+    throw new SignedOut();
+  }
   if (!response.ok) {
     let detail = response.statusText;
-    try { detail = JSON.stringify((await response.json()).detail); } catch (_) { /* not JSON */ }
-    throw new Error(`${response.status} ${detail}`);
+    try {
+      const body = (await response.json()).detail;
+      detail = typeof body === "string" ? body : JSON.stringify(body);
+    } catch (_) { /* not JSON */ }
+    throw new HttpError(response.status, detail);
   }
-  return response.json();
+  return response;
+}
+
+async function getJSON(path, params) {
+  const generation = state.generation;
+  const response = await api(path, params, { headers: { accept: "application/json" } });
+  const body = await response.json();
+  if (generation !== state.generation) throw new SignedOut();
+  return body;
 }
 
 function plot(id, data, layout = {}) {
@@ -146,8 +182,10 @@ async function supervisor() {
     ["Priority", (r) => chip(r.priority || "–", r.priority)],
     [late ? "Overdue by" : "Due in", (r) => el("span", { class: late ? "late" : "soon" }, fmt.minutes(r.overdue_minutes)), "num"],
   ];
-  table("sup-breached", dueColumns(true), d.breached, (r) => openComplaint(r.complaint_id));
-  table("sup-risk", dueColumns(false), d.at_risk, (r) => openComplaint(r.complaint_id));
+  // A row opens the complaint's audit view, for the roles that may see it.
+  const open = mayView("audit") ? (r) => openComplaint(r.complaint_id) : null;
+  table("sup-breached", dueColumns(true), d.breached, open);
+  table("sup-risk", dueColumns(false), d.at_risk, open);
 }
 
 // ------------------------------------------------------------------ product and quality
@@ -254,6 +292,7 @@ async function search(event) {
 }
 
 function openComplaint(id) {
+  if (!mayView("audit")) return;
   state.complaint = id;
   state.selectedVersion = null;
   if (location.hash !== `#audit/${id}`) history.replaceState(null, "", `#audit/${id}`);
@@ -309,10 +348,314 @@ async function audit() {
   await complaintView();
 }
 
+// ------------------------------------------------------------------ signing in
+// The session (token, who, expiry) lives in sessionStorage: this tab only, gone when it
+// closes; never localStorage. The authorization request in flight (PKCE verifier, state,
+// the view to return to) is kept there too, until the provider sends the browser back.
+const SESSION_KEY = "complaints.session";
+const OIDC_KEY = "complaints.oidc";
+const auth = { config: null, rules: {}, session: null };
+
+// A label in both languages: "English / 中文".
+function bi(en, zh) {
+  return el("span", { class: "bi" }, el("span", { lang: "en" }, en), " / ", el("span", { lang: "zh-CN" }, zh));
+}
+
+const roleLabel = (role) => (auth.rules[role] ? `${auth.rules[role].en} / ${auth.rules[role].zh}` : role);
+const teamLabel = (team) => `team ${team} / 团队 ${team}`;
+
+function roleRules() {
+  return (auth.session ? auth.session.user.roles : []).map((role) => auth.rules[role]).filter(Boolean);
+}
+
+function allowedViews() {
+  const granted = new Set(roleRules().flatMap((rule) => rule.views));
+  return Object.keys(VIEWS).filter((view) => granted.has(view));
+}
+
+const mayView = (view) => allowedViews().includes(view);
+const mayDo = (what) => roleRules().some((rule) => rule[what] === true); // "export", "models"
+
+// Where a role lands after signing in: its own dashboard, when it has one; else the first
+// view it may open.
+const HOME = { agent: "supervisor", supervisor: "supervisor", quality: "product", executive: "executive" };
+
+function homeView() {
+  const views = allowedViews();
+  const own = auth.session.user.roles.map((role) => HOME[role]).find((view) => views.includes(view));
+  return own || views[0];
+}
+
+// Like the server's rule: team-bound when every role held is (a role without the rule lifts it).
+function teamBound() {
+  const roles = auth.session ? auth.session.user.roles : [];
+  return roles.length > 0 && roles.every((role) => auth.rules[role] && auth.rules[role].team_bound);
+}
+
+function readSession() {
+  try {
+    const session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+    return session && session.token && session.user && (!session.expires_at || session.expires_at > Date.now()) ? session : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+function startSession(session) {
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+  auth.session = session;
+  state.generation += 1;
+  enter();
+}
+
+// Signs out: forgets the token and what was shown, then the sign-in view (with `note`, a
+// pair [en, zh], when there is something to say). `byUser`: the sign-out button, which
+// also forgets where the page was (the next user starts at its own view) and, in OIDC
+// mode, ends the provider's session too (else the next sign-in would be silent). After
+// a 401 the page stays where it was, to come back there once signed in again.
+function signOut(note, { byUser = false } = {}) {
+  const was = auth.session;
+  sessionStorage.removeItem(SESSION_KEY);
+  auth.session = null;
+  state.generation += 1;
+  clearViews();
+  if (byUser) history.replaceState(null, "", location.pathname);
+  if (byUser && was && was.mode === "oidc" && auth.config && auth.config.mode === "oidc") {
+    const params = new URLSearchParams({ client_id: auth.config.client_id, post_logout_redirect_uri: redirectUri() });
+    if (was.id_token) params.set("id_token_hint", was.id_token);
+    location.assign(`${oidcEndpoint("logout")}?${params}`);
+    return;
+  }
+  showSignIn(note);
+}
+
+function showSignIn(note) {
+  for (const id of ["signed-in", "tabs", "live-box", "who"]) document.getElementById(id).hidden = true;
+  $("#signin").hidden = false;
+  const box = $("#signin-note");
+  box.hidden = !note;
+  box.replaceChildren(...(note ? [Array.isArray(note) ? bi(...note) : note] : []));
+  const mode = auth.config && auth.config.mode;
+  $("#signin-dev").hidden = mode !== "development";
+  $("#signin-oidc").hidden = mode !== "oidc";
+  if (mode === "development") loadDevUsers();
+  if (mode === "oidc") $("#oidc-issuer").textContent = auth.config.issuer;
+}
+
+function signInError(en, zh, detail) {
+  const box = $("#signin-note");
+  box.hidden = false;
+  box.replaceChildren(bi(en, zh), detail ? el("div", { class: "detail" }, detail) : null);
+}
+
+// ---- development: the demo users, one per role, grouped by role
+async function loadDevUsers() {
+  let users;
+  try {
+    const response = await fetch("/auth/dev/users", { headers: { accept: "application/json" } });
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    users = await response.json();
+  } catch (error) {
+    signInError("The demo users cannot be loaded", "无法加载演示用户", error.message);
+    return;
+  }
+  const groups = new Map(Object.keys(auth.rules).map((role) => [role, []]));
+  for (const user of users) {
+    const role = user.roles[0] || "";
+    if (!groups.has(role)) groups.set(role, []);
+    groups.get(role).push(user);
+  }
+  $("#dev-users").replaceChildren(...[...groups].filter(([, members]) => members.length).map(([role, members]) =>
+    el("section", { class: "dev-role", dataset: { role } },
+      el("h3", {}, roleLabel(role)),
+      members.map((user) => el("button", {
+        type: "button", class: "dev-user", dataset: { username: user.username },
+        onclick: () => devSignIn(user.username),
+      },
+      el("span", { class: "name" }, user.name),
+      el("span", { class: "meta" }, [user.roles.map(roleLabel).join(", "), user.team ? teamLabel(user.team) : null]
+        .filter(Boolean).join(" · ")))))));
+}
+
+async function devSignIn(username) {
+  try {
+    const response = await fetch("/auth/dev/token", {
+      method: "POST", headers: { "content-type": "application/json", accept: "application/json" },
+      body: JSON.stringify({ username }),
+    });
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    const d = await response.json();
+    startSession({ mode: "development", token: d.access_token, expires_at: Date.now() + 1000 * d.expires_in, user: d.user });
+  } catch (error) {
+    signInError("Sign-in failed", "登录失败", error.message);
+  }
+}
+
+// ---- OpenID Connect: authorization code with PKCE (S256), the page as a public client
+const redirectUri = () => `${location.origin}/dashboard`;
+const oidcEndpoint = (name) => `${auth.config.issuer.replace(/\/+$/, "")}/protocol/openid-connect/${name}`;
+
+function base64url(bytes) {
+  let text = "";
+  for (const byte of new Uint8Array(bytes)) text += String.fromCharCode(byte);
+  return btoa(text).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+const randomText = (bytes) => base64url(window.crypto.getRandomValues(new Uint8Array(bytes)));
+
+async function oidcSignIn() {
+  if (!(window.crypto && window.crypto.subtle)) {
+    signInError("Signing in needs this page over https (or on localhost): the browser offers no window.crypto.subtle here",
+      "登录需要通过 https（或 localhost）访问本页：此处浏览器不提供 window.crypto.subtle");
+    return;
+  }
+  const verifier = randomText(48);
+  const challenge = base64url(await window.crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const request = { verifier, state: randomText(24), hash: location.hash };
+  sessionStorage.setItem(OIDC_KEY, JSON.stringify(request));
+  const params = new URLSearchParams({
+    response_type: "code", client_id: auth.config.client_id, redirect_uri: redirectUri(), scope: "openid",
+    state: request.state, code_challenge: challenge, code_challenge_method: "S256",
+  });
+  location.assign(`${oidcEndpoint("auth")}?${params}`);
+}
+
+// The provider sent the browser back (?code=…&state=… or ?error=…): exchange the code for
+// tokens. Returns whether this load was such a return.
+async function oidcReturn() {
+  const query = new URLSearchParams(location.search);
+  if (!query.has("state") || !(query.has("code") || query.has("error"))) return false;
+  const request = JSON.parse(sessionStorage.getItem(OIDC_KEY) || "null");
+  sessionStorage.removeItem(OIDC_KEY);
+  history.replaceState(null, "", `${location.pathname}${request ? request.hash : ""}`); // the code is used once
+  if (!request || request.state !== query.get("state")) {
+    throw new Error("The sign-in answer does not match this page's request (state): sign in again / 登录应答与本页请求不符，请重新登录");
+  }
+  if (query.has("error")) throw new Error(`${query.get("error")}: ${query.get("error_description") || ""}`);
+  const response = await fetch(oidcEndpoint("token"), {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" },
+    body: new URLSearchParams({
+      grant_type: "authorization_code", code: query.get("code"), redirect_uri: redirectUri(),
+      client_id: auth.config.client_id, code_verifier: request.verifier,
+    }),
+  });
+  const d = await response.json().catch(() => ({}));
+  if (!response.ok || !d.access_token) {
+    throw new Error(`The identity provider refused the code / 身份提供方拒绝了授权码: ${d.error_description || d.error || response.status}`);
+  }
+  startSession({ mode: "oidc", token: d.access_token, id_token: d.id_token || null,
+    expires_at: Date.now() + 1000 * (d.expires_in || 300), user: userOf(claimsOf(d.access_token)) });
+  return true;
+}
+
+// What the page shows of who signed in, read from the token (the API verifies it; the
+// page only displays it), from the claims the server names in /auth/config.
+function claimsOf(token) {
+  const part = (token.split(".")[1] || "").replaceAll("-", "+").replaceAll("_", "/");
+  const padded = part.padEnd(Math.ceil(part.length / 4) * 4, "=");
+  return JSON.parse(new TextDecoder().decode(Uint8Array.from(atob(padded), (c) => c.charCodeAt(0))));
+}
+
+function userOf(claims) {
+  const path = (auth.config && auth.config.roles_claim || "realm_access.roles").split(".");
+  const found = path.reduce((at, step) => (at && typeof at === "object" ? at[step] : undefined), claims);
+  const roles = (Array.isArray(found) ? found : []).filter((role) => role in auth.rules);
+  const teamClaim = claims[(auth.config && auth.config.team_claim) || "team"];
+  let team = Array.isArray(teamClaim) ? teamClaim[0] : teamClaim;
+  team = team ? String(team).replace(/^\/+|\/+$/g, "") : null;
+  const name = claims.name || claims.preferred_username || claims.sub;
+  return { username: claims.preferred_username || claims.sub, name, roles, team };
+}
+
+// ------------------------------------------------------------------ signed in: the role's own views
+function enter() {
+  const user = auth.session.user;
+  $("#signin").hidden = true;
+  for (const id of ["signed-in", "tabs", "live-box", "who"]) document.getElementById(id).hidden = false;
+  $("#who-name").textContent = user.name;
+  $("#who-role").textContent = user.roles.length ? user.roles.map(roleLabel).join(", ") : "no role / 无角色";
+  $("#who-team").textContent = user.team ? teamLabel(user.team) : "";
+  $("#who-team").hidden = !user.team;
+  const views = allowedViews();
+  for (const tab of $$(".tabs button")) tab.hidden = !views.includes(tab.dataset.view);
+  fixTeam();
+  $("#export").hidden = !mayDo("export");
+  $("#no-views").hidden = views.length > 0;
+  $("#filters").hidden = views.length === 0;
+  $("#live-box").hidden = views.length === 0;
+  if (!views.length) {
+    $("#status").textContent = "";
+    return;
+  }
+  if (mayDo("models")) loadOptions();
+  const hash = location.hash.slice(1);
+  if (hash.startsWith("audit/") && views.includes("audit")) openComplaint(hash.slice(6));
+  else show(views.includes(hash) ? hash : homeView());
+}
+
+// A team-bound user's team filter is its team, fixed (the server forces it anyway).
+function fixTeam() {
+  const select = $("#filters select[name=team]");
+  const label = select.closest("label");
+  if (teamBound() && auth.session.user.team) {
+    const team = auth.session.user.team;
+    if (![...select.options].some((option) => option.value === team)) select.append(el("option", { value: team }, team));
+    select.value = team;
+    select.disabled = true;
+    select.title = "Your role sees your team's complaints only / 您的角色只能查看本团队的投诉";
+    label.classList.add("fixed");
+  } else {
+    select.disabled = false;
+    select.title = "";
+    label.classList.remove("fixed");
+  }
+}
+
+// Forgets every figure shown, so the next user sees nothing of the previous one's.
+function clearViews() {
+  for (const node of $$(".chart")) {
+    Plotly.purge(node);
+    node.replaceChildren();
+  }
+  for (const node of $$(".kpis, .table, #timeline")) node.replaceChildren();
+  for (const section of $$(".view")) {
+    section.hidden = true;
+    section.classList.remove("is-denied");
+  }
+  $("#complaint").hidden = true;
+  $("#diff").hidden = true;
+  $("#search").reset();
+  $("#search-note").textContent = "";
+  for (const field of $$("#filters select, #filters input")) field.value = field.name === "period" ? "30d" : "";
+  const team = $("#filters select[name=team]");
+  team.replaceChildren(el("option", { value: "" }, "All"));
+  fixTeam();
+  Object.assign(state, { view: null, complaint: null, selectedVersion: null, again: false });
+  $("#status").textContent = "";
+  $("#status").classList.remove("error");
+}
+
+// A 403 in a panel: the message instead of the figures (the audit view keeps its search).
+function deny(view, detail) {
+  const section = document.getElementById(`view-${view}`);
+  let box = $(":scope > .denied", section);
+  if (!box) {
+    box = el("div", { class: "denied card", role: "alert" },
+      el("h2", {}, bi("Your role may not see this", "您的角色无权查看此内容")), el("p", { class: "detail" }));
+    section.prepend(box);
+  }
+  $(".detail", box).textContent = detail || "";
+  section.classList.add("is-denied");
+}
+
 // ------------------------------------------------------------------ wiring
 const VIEWS = { supervisor, product, executive, audit };
 
 function show(view) {
+  const views = allowedViews();
+  if (!views.includes(view)) view = views[0];
+  if (!view) return;
   state.view = view;
   for (const tab of $$(".tabs button")) tab.classList.toggle("active", tab.dataset.view === view);
   for (const section of $$(".view")) section.hidden = section.id !== `view-${view}`;
@@ -322,22 +665,64 @@ function show(view) {
 }
 
 async function refresh() {
-  if (state.inFlight) return;
-  state.inFlight = true;
-  const params = filterParams();
-  $("#export").href = `/export/${EXPORTS[state.view]}?format=csv&${params}`;
+  if (!auth.session || !state.view) return;
+  if (state.inFlight === state.generation) { // one at a time; a change meanwhile runs once more after it
+    state.again = true;
+    return;
+  }
+  const generation = state.generation;
+  const view = state.view;
+  state.inFlight = generation;
+  state.again = false;
+  const status = $("#status");
   try {
-    await VIEWS[state.view]();
+    await VIEWS[view]();
+    if (generation !== state.generation) return;
+    document.getElementById(`view-${view}`).classList.remove("is-denied");
     state.refreshes += 1;
-    const status = $("#status");
     status.textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
     status.dataset.refreshes = state.refreshes;
     status.classList.remove("error");
   } catch (error) {
-    $("#status").textContent = `error: ${error.message}`;
-    $("#status").classList.add("error");
+    if (error instanceof SignedOut || generation !== state.generation) return;
+    if (error instanceof HttpError && error.status === 403) {
+      deny(view, error.detail);
+      status.textContent = "not allowed / 无权查看";
+    } else {
+      status.textContent = `error: ${error.message}`;
+    }
+    status.classList.add("error");
   } finally {
-    state.inFlight = false;
+    if (state.inFlight === generation) state.inFlight = null;
+    if (state.again && generation === state.generation) refresh();
+  }
+}
+
+// Export: fetched with the token (a plain link would send none), saved from a Blob.
+async function exportView() {
+  const dataset = EXPORTS[state.view];
+  const params = filterParams();
+  params.set("format", "csv");
+  const button = $("#export");
+  button.disabled = true;
+  try {
+    const response = await api(`/export/${dataset}`, params);
+    const blob = await response.blob();
+    const named = /filename="?([^";]+)"?/.exec(response.headers.get("content-disposition") || "");
+    const url = URL.createObjectURL(blob);
+    const link = el("a", { href: url, download: named ? named[1] : `${dataset}.csv`, hidden: "" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (error) {
+    if (error instanceof SignedOut) return;
+    const status = $("#status");
+    status.textContent = error instanceof HttpError && error.status === 403
+      ? `export not allowed / 无权导出: ${error.detail}` : `export failed / 导出失败: ${error.message}`;
+    status.classList.add("error");
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -350,26 +735,65 @@ async function loadOptions() {
       select.replaceChildren(el("option", { value: "" }, "All"), ...d[name].map((v) => el("option", { value: v }, v)));
       select.value = current;
     }
-  } catch (_) { /* the read node may still be starting: the drop-downs stay at "All" */ }
+    fixTeam();
+  } catch (_) { /* signed out meanwhile, or the read node still starting: the drop-downs stay at "All" */ }
 }
 
-function start() {
+function wire() {
   for (const tab of $$(".tabs button")) tab.addEventListener("click", () => show(tab.dataset.view));
   for (const field of $$("#filters select, #filters input")) field.addEventListener("change", refresh);
   $("#release").addEventListener("change", refresh);
   $("#reset").addEventListener("click", () => {
-    for (const field of $$("#filters select, #filters input")) field.value = field.name === "period" ? "30d" : "";
+    for (const field of $$("#filters select, #filters input")) {
+      if (!field.disabled) field.value = field.name === "period" ? "30d" : "";
+    }
     refresh();
   });
-  $("#search").addEventListener("submit", (e) => search(e).catch((err) => { $("#search-note").textContent = err.message; }));
+  $("#export").addEventListener("click", exportView);
+  $("#search").addEventListener("submit", (e) => search(e).catch((err) => {
+    if (err instanceof SignedOut) return;
+    if (err instanceof HttpError && err.status === 403) deny("audit", err.detail);
+    else $("#search-note").textContent = err.message;
+  }));
+  $("#sign-out").addEventListener("click", () => signOut(null, { byUser: true }));
+  $("#oidc-sign-in").addEventListener("click", oidcSignIn);
   setInterval(() => {
     const asOf = $("#filters input[name=as_of]").value;
-    if ($("#live").checked && !document.hidden && !asOf) refresh();
+    if (auth.session && $("#live").checked && !document.hidden && !asOf) refresh();
   }, REFRESH_MS);
-  loadOptions();
-  const hash = location.hash.slice(1);
-  if (hash.startsWith("audit/")) openComplaint(hash.slice(6));
-  else show(VIEWS[hash] ? hash : "supervisor");
+}
+
+async function loadPublic(path) {
+  const response = await fetch(path, { headers: { accept: "application/json" } });
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${response.statusText}`);
+  return response.json();
+}
+
+async function start() {
+  wire();
+  try {
+    [auth.config, auth.rules] = await Promise.all([loadPublic("/auth/config"), loadPublic("/static/access.json")]);
+  } catch (error) {
+    showSignIn();
+    signInError("Signing in is not available here", "此处无法登录", error.message);
+    return;
+  }
+  try {
+    if (auth.config.mode === "oidc" && await oidcReturn()) return;
+  } catch (error) {
+    showSignIn();
+    signInError("Sign-in failed", "登录失败", error.message);
+    return;
+  }
+  const session = readSession();
+  if (session && session.mode === auth.config.mode) {
+    auth.session = session;
+    state.generation += 1;
+    enter();
+  } else {
+    sessionStorage.removeItem(SESSION_KEY);
+    showSignIn();
+  }
 }
 
 start();
