@@ -38,6 +38,7 @@ from typing import Any
 from commands.demo import demo_commands, load_demo
 from complaints.store import open_desk
 from commands.desk import ComplaintDesk
+from aggregates.access import Principal
 from commands.models import COMPLAINT_COMMANDS, RegisterComplaint
 from complaints.settings import Settings
 from consumers.stored_events import is_complaint_event, wire_encoder
@@ -142,12 +143,14 @@ def freshness(bootstrap: str, rate: float, seconds: float, workdir: Path) -> dic
                 time.sleep(wait)
             else:
                 behind = max(behind, -wait)
+            fields = dict(fields)
+            actor = Principal(fields.pop("actor"), "bench", frozenset({"importer"}))  # the demo states its times
             if path == "register":
-                result = app.register(RegisterComplaint.model_validate(fields))
+                result = app.register(RegisterComplaint.model_validate(fields), actor)
                 ids[fields["command_id"]] = result.complaint_id
             else:
                 result = app.execute(ids[fields.pop("complaint_command_id")],
-                                     COMPLAINT_COMMANDS[path].model_validate(fields))
+                                     COMPLAINT_COMMANDS[path].model_validate(fields), actor)
             accepted[(str(result.complaint_id), result.version)] = time.time()
         sent_for = time.perf_counter() - start
         deadline = time.monotonic() + 120

@@ -7,7 +7,12 @@
 - in-process: `ComplaintDesk.execute` with a pydantic command: load (from the aggregate
   cache), check, call, save; one event per command, the same events as the raw run.
 - HTTP: the real command API under uvicorn, loaded by wrk (Debian's package) with
-  `--connections` concurrent connections posting notes to rotating complaints.
+  `--connections` concurrent connections posting notes to rotating complaints, each
+  request with a bearer token verified as in production (the development issuer's RS256
+  key; rate limits raised out of the way but still counted); beside it, alternated, the
+  same app whose dependency hands out one principal without looking at any token (the
+  unauthenticated rate the issue compares with).
+- token verification: what a token the API has not seen costs (signature, claims).
 """
 
 from __future__ import annotations
@@ -29,15 +34,19 @@ from typing import Any
 
 import httpx
 
+from aggregates.access import Principal
 from aggregates.complaint import Complaint, Meta
+from complaints.identity import DEV_ISSUER, DevUser, LocalIssuer, RateLimits, TokenVerifier, authenticator
 from complaints.store import open_desk
-from commands.desk import ComplaintDesk
 from commands.models import AddNote, RegisterComplaint
 from complaints.settings import Settings
 from scripts.serving import free_port, wait_until_serving
 
+BENCH = Principal("bench", "bench", frozenset({"department_head"}))
+BENCH_USER = DevUser("bench", "bench", ("department_head",))
+
 REGISTER: dict[str, Any] = {
-    "actor": "bench", "channel": "web", "customer": {"id": "C-1", "tier": "regular"},
+    "channel": "web", "customer": {"id": "C-1", "tier": "regular"},
     "customer_personal": {"name": "Bench", "contact": "bench@example.com"},
     "title": "Bench", "description": "A complaint for the benchmark",
 }
@@ -68,10 +77,10 @@ def raw_save(path: Path, complaints: int, notes: int) -> float:
 def in_process(path: Path, complaints: int, notes: int) -> float:
     desk = open_desk(Settings(store="sqlite", sqlite_path=path))
     start = time.perf_counter()
-    ids = [desk.register(RegisterComplaint.model_validate(REGISTER)).complaint_id for _ in range(complaints)]
+    ids = [desk.register(RegisterComplaint.model_validate(REGISTER), BENCH).complaint_id for _ in range(complaints)]
     for _ in range(notes):
         for complaint_id in ids:
-            desk.execute(complaint_id, AddNote(actor="bench", text="note"))
+            desk.execute(complaint_id, AddNote(text="note"), BENCH)
     elapsed = time.perf_counter() - start
     desk.close()
     return complaints * (notes + 1) / elapsed
@@ -82,30 +91,46 @@ local ids = {%s}
 local n = 0
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer %s"
 request = function()
   n = n + 1
   local id = ids[(n %% #ids) + 1]
-  return wrk.format(nil, "/complaints/" .. id .. "/notes", nil, '{"actor":"wrk","text":"load"}')
+  return wrk.format(nil, "/complaints/" .. id .. "/notes", nil, '{"text":"load"}')
 end
 """
 
 
-def over_http(path: Path, complaints: int, seconds: int, connections: int) -> dict[str, float]:
+def serve_without_tokens(path: Path, port: int) -> None:
+    """The command API as `complaints serve` builds it, but its principal needs no token."""
+    import uvicorn
+
+    from commands.api import create_app
+
+    async def anyone() -> Principal:
+        return BENCH
+
+    desk = open_desk(Settings(store="sqlite", sqlite_path=path))
+    uvicorn.run(create_app(desk, anyone), host="127.0.0.1", port=port, log_level="warning", log_config=None)
+
+
+def over_http(path: Path, complaints: int, seconds: int, connections: int, authenticated: bool) -> dict[str, float]:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
     port = free_port()
-    env = os.environ | {"COMPLAINTS_STORE": "sqlite", "COMPLAINTS_SQLITE_PATH": str(path)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "complaints.cli", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    key = path.with_suffix(".pem")
+    token = LocalIssuer(key, "complaints-api").token(BENCH_USER)
+    env = os.environ | {"COMPLAINTS_STORE": "sqlite", "COMPLAINTS_SQLITE_PATH": str(path),
+                        "COMPLAINTS_DEV_ISSUER_KEY": str(key), "COMPLAINTS_RATE_LIMIT_COMMANDS": "1000000/second"}
+    serve = (["-m", "complaints.cli", "serve", "--port", str(port)] if authenticated
+             else ["-m", "bench.commands", "--serve-without-tokens", str(port), "--store", str(path)])
+    server = subprocess.Popen([sys.executable, *serve], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until_serving(f"{base}/health")
-        with httpx.Client(base_url=base) as client:
+        wait_until_serving(f"{base}/health" if authenticated else f"{base}/openapi.json")
+        with httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}) as client:
             ids = [client.post("/complaints", json=REGISTER).json()["complaint_id"] for _ in range(complaints)]
         script = Path(path).with_suffix(".lua")
-        script.write_text(WRK_SCRIPT % ",".join(json.dumps(i) for i in ids))
+        script.write_text(WRK_SCRIPT % (",".join(json.dumps(i) for i in ids), token))
         out = subprocess.run(
             ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base],
             capture_output=True, text=True, check=True,
@@ -132,6 +157,34 @@ def parse_wrk(out: str) -> dict[str, float]:
     }
 
 
+def token_verification(count: int = 2000) -> tuple[float, float]:
+    """Microseconds to verify a token not seen before (RS256 signature and claims), and
+    what the API's dependency costs a request with a known token (rate limits counted)."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    with tempfile.TemporaryDirectory() as tmp:
+        issuer = LocalIssuer(Path(tmp) / "key.pem", "complaints-api")
+        verifier = TokenVerifier(issuer, DEV_ISSUER, "complaints-api")
+        tokens = [issuer.token(DevUser(f"u{n}", "u", ("agent",), "billing")) for n in range(count)]
+        start = time.perf_counter()
+        for token in tokens:
+            verifier.principal(token)
+        fresh = (time.perf_counter() - start) / count * 1e6
+        authenticate = authenticator(verifier, RateLimits("1000000/second", "1000000/second", "1000000/second"))
+        scope = {"type": "http", "method": "POST", "path": "/complaints/x/notes", "query_string": b"",
+                 "headers": [(b"authorization", f"Bearer {tokens[0]}".encode())]}
+
+        async def requests(n: int) -> None:
+            for _ in range(n):
+                await authenticate(Request(scope))
+
+        start = time.perf_counter()
+        asyncio.run(requests(count * 10))
+        return fresh, (time.perf_counter() - start) / (count * 10) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--complaints", type=int, default=1000, help="complaints per run")
@@ -139,7 +192,13 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=int, default=15, help="how long wrk loads the API")
     parser.add_argument("--connections", type=int, default=8, help="wrk's concurrent connections")
     parser.add_argument("--rounds", type=int, default=3, help="raw and in-process runs alternate; best of each")
+    parser.add_argument("--http-rounds", type=int, default=2, help="HTTP runs with and without tokens, alternated")
+    parser.add_argument("--serve-without-tokens", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_without_tokens:
+        serve_without_tokens(args.store, args.serve_without_tokens)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         raws, ours_runs = [], []
@@ -147,15 +206,27 @@ def main() -> None:
             raws.append(raw_save(folder / f"raw{round_}.sqlite", args.complaints, args.notes))
             ours_runs.append(in_process(folder / f"desk{round_}.sqlite", args.complaints, args.notes))
         raw, ours = max(raws), max(ours_runs)
-        http = over_http(folder / "http.sqlite", args.complaints, args.http_seconds, args.connections)
+        runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+        for round_ in range(args.http_rounds):
+            for authenticated in (False, True):
+                runs[authenticated].append(over_http(folder / f"http-{round_}-{authenticated}.sqlite", args.complaints,
+                                                     args.http_seconds, args.connections, authenticated))
+        verify_us, known_us = token_verification()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"raw eventsourcing save:  {raw:8.0f} events/s")
     print(f"in-process commands:     {ours:8.0f} commands/s  ({ours / raw:.0%} of raw)")
-    print(
-        f"HTTP commands (wrk -c{args.connections}): {http['requests_per_s']:8.0f} commands/s,"
-        f" p50 {http['p50_ms']:.1f} ms, p90 {http['p90_ms']:.1f} ms, p99 {http['p99_ms']:.1f} ms,"
-        f" non-2xx {http['non_2xx']:.0f}"
-    )
+    for authenticated, label in ((False, "no token"), (True, "bearer token")):
+        for http in runs[authenticated]:
+            print(
+                f"HTTP commands, {label:12} (wrk -c{args.connections}): {http['requests_per_s']:8.0f} commands/s,"
+                f" p50 {http['p50_ms']:.1f} ms, p90 {http['p90_ms']:.1f} ms, p99 {http['p99_ms']:.1f} ms,"
+                f" non-2xx {http['non_2xx']:.0f}"
+            )
+    with_tokens = sum(r["requests_per_s"] for r in runs[True]) / len(runs[True])
+    without = sum(r["requests_per_s"] for r in runs[False]) / len(runs[False])
+    print(f"with tokens: {with_tokens / without:.0%} of the rate without (means of {args.http_rounds} runs each)")
+    print(f"verifying a token not seen before: {verify_us:.0f} µs; a request with a known one: {known_us:.1f} µs"
+          f" ({known_us * with_tokens / 1e6:.1%} of a command's time at the rate with tokens)")
 
 
 if __name__ == "__main__":

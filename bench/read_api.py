@@ -36,6 +36,7 @@ from pathlib import Path
 import duckdb
 import httpx
 
+from complaints.identity import DEV_ISSUER, DevUser, LocalIssuer, TokenVerifier, authenticator
 from scripts.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,7 +275,18 @@ def serve(db_path: Path, port: int, cache_seconds: float) -> None:
     from read_api.app import create_read_app
 
     db = duckdb.connect(str(db_path))
-    uvicorn.run(create_read_app(db, cache_seconds=cache_seconds), host="127.0.0.1", port=port, log_level="warning")
+    # Tokens verified as in production (the development issuer's RS256 key, beside the file).
+    verifier = TokenVerifier(issuer_for(db_path), DEV_ISSUER, "complaints-api")
+    app = create_read_app(db, authenticator(verifier, None), cache_seconds=cache_seconds)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def issuer_for(db_path: Path) -> LocalIssuer:
+    return LocalIssuer(db_path.with_suffix(".issuer.pem"), "complaints-api")
+
+
+def auth_header(db_path: Path) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issuer_for(db_path).token(DevUser('bench', 'bench', ('department_head',)))}"}
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -282,9 +294,10 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def measure(base: str, paths: dict[str, str], requests: int, warmup: int) -> list[dict[str, object]]:
+def measure(base: str, paths: dict[str, str], requests: int, warmup: int,
+            headers: dict[str, str]) -> list[dict[str, object]]:
     results = []
-    with httpx.Client(base_url=base, timeout=120) as client:
+    with httpx.Client(base_url=base, timeout=120, headers=headers) as client:
         for name, path in paths.items():
             for _ in range(warmup):
                 client.get(path).raise_for_status()
@@ -302,11 +315,12 @@ def measure(base: str, paths: dict[str, str], requests: int, warmup: int) -> lis
     return results
 
 
-def wrk(base: str, path: str, connections: int, seconds: int) -> float | None:
+def wrk(base: str, path: str, connections: int, seconds: int, headers: dict[str, str]) -> float | None:
     """Requests per second under `connections` concurrent connections (None: no wrk)."""
     if not shutil.which("wrk"):
         return None
-    done = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", base + path],
+    header = [f"--header={k}: {v}" for k, v in headers.items()]
+    done = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", *header, base + path],
                           capture_output=True, text=True, timeout=seconds + 60)
     found = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
     return float(found.group(1)) if found else None
@@ -343,11 +357,12 @@ def main() -> None:
                                "--cache-seconds", str(args.cache_seconds)],
                               cwd=ROOT, env=os.environ | {"PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
+    headers = auth_header(path)
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                httpx.get(base + "/dimensions", timeout=60).raise_for_status()
+                httpx.get(base + "/dimensions", timeout=60, headers=headers).raise_for_status()
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline or server.poll() is not None:
@@ -356,10 +371,10 @@ def main() -> None:
         release = (now - timedelta(days=14)).date().isoformat()
         paths = {k: v.format(release=release) for k, v in ENDPOINTS.items()} | (EXTRA if args.extra else {})
         print(f"{args.complaints:,} complaints, {args.requests} requests per endpoint", file=sys.stderr)
-        results = measure(base, paths, args.requests, args.warmup)
+        results = measure(base, paths, args.requests, args.warmup, headers)
         if args.wrk_seconds:
             for row in results:
-                row["wrk_rps"] = wrk(base, str(row["path"]), args.connections, args.wrk_seconds)
+                row["wrk_rps"] = wrk(base, str(row["path"]), args.connections, args.wrk_seconds, headers)
     finally:
         server.send_signal(signal.SIGINT)
         try:

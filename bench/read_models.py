@@ -67,14 +67,15 @@ def ensure_store(path: Path, events: int) -> float:
         for kind, fields in demo_commands(2000, end, days=365, seed=seed):
             fields = dict(fields)
             key = fields.pop("complaint_command_id", None)
+            actor = fields.pop("actor")
             if kind == "register":
                 command: Any = RegisterComplaint.model_validate(fields)
-                meta = Meta(command.actor, command.occurred_at, command.command_id, command.command_id)
+                meta = Meta(actor, command.occurred_at, command.command_id, command.command_id)
                 complaint = lives[command.command_id] = Complaint(**command.event_fields(), **meta.fields())
             else:
                 command = COMPLAINT_COMMANDS[kind].model_validate(fields)
                 complaint = lives[key]
-                command.carry_out(complaint, Meta(command.actor, command.occurred_at, command.command_id,
+                command.carry_out(complaint, Meta(actor, command.occurred_at, command.command_id,
                                                   command.command_id), desk.sla_policy)
             touched[id(complaint)] = complaint
             if len(touched) >= 1000:
