@@ -101,16 +101,19 @@ end
 
 
 def serve_without_tokens(path: Path, port: int) -> None:
-    """The command API as `complaints serve` builds it, but its principal needs no token."""
-    import uvicorn
-
-    from commands.api import create_app
+    """The command API exactly as `complaints serve` builds it (settings, logging, wiring),
+    except that its principal needs no token."""
+    from complaints.logs import configure_logging
+    from complaints.wiring import Wiring
 
     async def anyone() -> Principal:
         return BENCH
 
-    desk = open_desk(Settings(store="sqlite", sqlite_path=path))
-    uvicorn.run(create_app(desk, anyone), host="127.0.0.1", port=port, log_level="warning", log_config=None)
+    settings = Settings(store="sqlite", sqlite_path=path)
+    configure_logging(settings.log_format, settings.log_level)
+    wiring = Wiring(settings)
+    wiring.authenticate = anyone  # type: ignore[assignment,method-assign]
+    wiring.serve(wiring.command_app(), "127.0.0.1", port)
 
 
 def over_http(path: Path, complaints: int, seconds: int, connections: int, authenticated: bool) -> dict[str, float]:
@@ -126,7 +129,7 @@ def over_http(path: Path, complaints: int, seconds: int, connections: int, authe
     server = subprocess.Popen([sys.executable, *serve], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until_serving(f"{base}/health" if authenticated else f"{base}/openapi.json")
+        wait_until_serving(f"{base}/health")
         with httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}) as client:
             ids = [client.post("/complaints", json=REGISTER).json()["complaint_id"] for _ in range(complaints)]
         script = Path(path).with_suffix(".lua")
