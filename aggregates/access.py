@@ -80,6 +80,26 @@ TEAM_BOUND: frozenset[Role] = frozenset({"agent", "supervisor"})
 TAKES_UNASSIGNED: frozenset[Role] = frozenset({"supervisor"})
 
 MASK = "[masked]"
+# The access log's name for views of many complaints at once (an export).
+EVERY_COMPLAINT = "*"
+
+
+def masked(value: object) -> object:
+    """`value` with the contents of every personal field group (`customer_personal`)
+    replaced by the mask, however deep it sits (states, histories, their changes)."""
+    if isinstance(value, dict):
+        return {k: _mask_all(v) if k == "customer_personal" else masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return value
+
+
+def _mask_all(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _mask_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_all(v) for v in value]
+    return None if value is None else MASK
 
 
 class AccessDenied(Exception):

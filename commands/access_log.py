@@ -22,8 +22,6 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt
 from aggregates.access import Principal
 
 VIEWS_NAMESPACE = uuid5(NAMESPACE_URL, "complaints:personal-data-views")
-# Views of many complaints at once (an export): one stream, marked with this id.
-EVERY_COMPLAINT = "*"
 
 
 class PersonalDataViews(Aggregate):
@@ -63,7 +61,7 @@ class AccessLog(Application):
 
     def views(self, complaint_id: UUID | str) -> list[dict[str, Any]]:
         """Every recorded view of the complaint's personal data, oldest first (exports that
-        showed everyone's are under `EVERY_COMPLAINT`)."""
+        showed everyone's are under `aggregates.access.EVERY_COMPLAINT`)."""
         try:
             found: PersonalDataViews = self.repository.get(PersonalDataViews.create_id(str(complaint_id)))
         except AggregateNotFoundError:

@@ -1,9 +1,15 @@
-"""The complaint desk: the eventsourcing application that loads, calls and saves.
+"""The complaint desk: the eventsourcing application that loads, checks, calls and saves.
 
-Idempotency needs no extra table: every event records its command id on the aggregate,
-so a repeated command is recognised when the complaint is loaded, and a registration
-collides on the complaint id derived from its command id. Optimistic concurrency comes
-from the event store's (originator id, version) key: of two racing saves one fails.
+Every command comes with the `Principal` that acts (a verified token's, or the process's
+own for importers and the CLI): the desk asks the permission matrix and the row-level
+rule (`aggregates.access`) before anything else, and takes the actor and, unless an
+importer states it, the time from there and from its own clock.
+
+Idempotency needs no extra table: every event records its command id and the command's
+fingerprint on the aggregate, so a repeated command is recognised when the complaint is
+loaded, and a registration collides on the complaint id derived from its command id.
+Optimistic concurrency comes from the event store's (originator id, version) key: of two
+racing saves one fails.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from pydantic import ValidationError
 
-from aggregates.access import BACKDATE, MASK, PERSONAL_DATA, READ_COMPLAINT, AccessDenied, Principal
+from aggregates.access import BACKDATE, PERSONAL_DATA, READ_COMPLAINT, AccessDenied, Principal, masked
 from aggregates.complaint import Complaint, DomainError, Meta, complaint_id_for
 from aggregates.sla import SlaPolicy, load_sla_policy
 from commands.access_log import AccessLog
@@ -161,9 +167,8 @@ class ComplaintDesk(Application):
         state: dict[str, Any] = complaint.state()
         if principal.may(PERSONAL_DATA) and self.access_log is not None:
             self.access_log.record(principal, [complaint_id], via="complaint", at=self.clock())
-        else:  # shown only where the view is on record
-            state["customer_personal"] = {key: MASK for key in state.get("customer_personal") or {}}
-        return state
+            return state
+        return masked(state)  # type: ignore[return-value]  # shown only where the view is on record
 
     def get_complaint(
         self, complaint_id: UUID, version: int | None = None, *, for_update: bool = False

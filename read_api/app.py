@@ -27,8 +27,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, Field, create_model
 
 from aggregates.access import (
-    EXPORT, MASK, PERSONAL_DATA, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT,
-    READ_SUPERVISOR, AccessDenied, Principal,
+    EVERY_COMPLAINT, EXPORT, PERSONAL_DATA, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT,
+    READ_SUPERVISOR, AccessDenied, Principal, masked,
 )
 from aggregates.sla import SlaPolicy, load_sla_policy
 from projections.queries import DEFAULT_TIMEZONE
@@ -57,7 +57,6 @@ class AccessLog(Protocol):
 
 # The composition root's dependency: the request's verified principal (401 without one).
 Authenticate = Callable[..., Any]
-EVERY_COMPLAINT = "*"  # the access log's name for views of many complaints at once (exports)
 
 
 NOT_FOUND = {404: {"model": Problem, "description": "no such complaint"}}
@@ -117,23 +116,6 @@ def filters_model(timezone: str) -> type[Filters]:
     described = Filters.model_fields["tz"].description
     return create_model(Filters.__name__, __base__=Filters, __module__=Filters.__module__,
                         tz=(str, Field(timezone, description=described)))
-
-
-def masked(value: Any) -> Any:
-    """`value` with every personal field's contents replaced by the mask."""
-    if isinstance(value, dict):
-        return {k: _mask_all(v) if k == "customer_personal" else masked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [masked(v) for v in value]
-    return value
-
-
-def _mask_all(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _mask_all(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask_all(v) for v in value]
-    return None if value is None else MASK
 
 
 def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, *,

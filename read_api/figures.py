@@ -14,6 +14,7 @@ Tabular figures come back either as rows (small: a dashboard section) or as a `Q
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from uuid import UUID
 
 import duckdb
 
+from aggregates.access import MASK
 from aggregates.sla import SlaPolicy
 from projections import queries
 from projections.queries import FACTS, RUNNING, WORK_OPEN
@@ -454,8 +456,8 @@ def complaints_rows(r: Request) -> Query:
                  " ORDER BY registered_at, complaint_id", r.params())
 
 
-# A registration's personal fields, masked (`aggregates.access.MASK`).
-MASKED_PERSONAL = '{"customer_personal": {"name": "[masked]", "contact": "[masked]"}}'
+# A registration's personal fields, masked.
+MASKED_PERSONAL = json.dumps({"customer_personal": {"name": MASK, "contact": MASK}})
 
 
 def events_rows(r: Request, masked: bool = True) -> Query:

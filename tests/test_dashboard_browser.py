@@ -8,40 +8,40 @@ under test-output/; checks that each role sees the views the permission matrix g
 that a team lead's team filter is fixed to its team, that a 403 shows a message in the
 panel, that a 401 and signing out bring back the sign-in view, and that every request
 to the API carries the bearer token. In OIDC mode, the page signs in by the
-authorization-code flow with PKCE against a fake provider on the same origin. `scripts/browser` installs Chromium; when it cannot
-start, the tests fail under CI=true and are skipped elsewhere.
+authorization-code flow with PKCE at the real Keycloak (the `keycloak` fixture, realm
+`complaints`): its login form, the page's own code exchange at the token endpoint (a
+cross-origin request), and its logout. `scripts/browser` installs Chromium; when it
+cannot start, the tests fail under CI=true and are skipped elsewhere.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import shutil
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jwt
 import pytest
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi import FastAPI
 
 from aggregates.access import MATRIX, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT, READ_SUPERVISOR
 from commands.demo import load_demo
-from complaints.identity import DEV_ISSUER, DEV_USERS, DevUser, config_router, dev_router, dev_user
+from complaints.identity import DEV_ISSUER, DEV_USERS, ProviderKeys, TokenVerifier, authenticator, config_router, dev_router
 from complaints.settings import Settings
 from complaints.store import open_desk
 from read_api.app import create_read_app
 from tests.identity import AUTHENTICATE, ISSUER, bearer
+from tests.keycloak import AUDIENCE, WEB_CLIENT, Keycloak
 from tests.test_read_api import build_read_db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,64 +110,16 @@ def base_url(read_db: Any) -> Iterator[str]:
         yield url
 
 
-class FakeProvider:
-    """Just enough of an OpenID Connect provider (Keycloak's endpoint paths) to check the
-    page's authorization-code flow with PKCE: it signs every user in as `user` (no login
-    form), checks the code verifier against the S256 challenge, and issues the tests'
-    issuer's tokens (which the read API accepts)."""
-
-    PATH = "/idp"
-    CLIENT_ID = "complaints-web"
-
-    def __init__(self, user: DevUser) -> None:
-        self.user = user
-        self.codes: dict[str, dict[str, str]] = {}
-        self.exchanged: list[dict[str, str]] = []
-        self.logouts: list[dict[str, str]] = []
-
-    def router(self) -> APIRouter:
-        router = APIRouter(prefix=f"{self.PATH}/protocol/openid-connect")
-
-        @router.get("/auth")
-        def authorize(request: Request) -> Response:
-            asked = dict(request.query_params)
-            assert asked["response_type"] == "code" and asked["client_id"] == self.CLIENT_ID, asked
-            assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43, asked
-            code = uuid.uuid4().hex
-            self.codes[code] = asked
-            return RedirectResponse(f"{asked['redirect_uri']}?{urlencode({'state': asked['state'], 'code': code})}")
-
-        @router.post("/token")
-        async def token(request: Request) -> Response:
-            form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
-            asked = self.codes.pop(form.get("code", ""), None)
-            challenge = base64.urlsafe_b64encode(
-                hashlib.sha256(form.get("code_verifier", "").encode()).digest()).rstrip(b"=").decode()
-            if (asked is None or form.get("grant_type") != "authorization_code" or challenge != asked["code_challenge"]
-                    or form.get("redirect_uri") != asked["redirect_uri"] or form.get("client_id") != self.CLIENT_ID):
-                return JSONResponse({"error": "invalid_grant", "error_description": f"refused: {form}"}, 400)
-            self.exchanged.append(form)
-            return JSONResponse({"access_token": ISSUER.token(self.user), "token_type": "Bearer", "expires_in": 300,
-                                 "id_token": "an-id-token"})
-
-        @router.get("/logout")
-        def logout(request: Request) -> Response:
-            self.logouts.append(dict(request.query_params))
-            return RedirectResponse(request.query_params["post_logout_redirect_uri"])
-
-        return router
-
-
 @pytest.fixture(scope="module")
-def oidc(read_db: Any) -> Iterator[tuple[str, FakeProvider]]:
-    """The read API in OIDC mode, with a fake provider on the same origin."""
-    provider = FakeProvider(dev_user(username="quality"))
-    port = free_port()
-    app = create_read_app(read_db, AUTHENTICATE)
-    app.include_router(provider.router())
-    app.include_router(config_router("oidc", f"http://127.0.0.1:{port}{FakeProvider.PATH}", FakeProvider.CLIENT_ID))
-    with serving(app, port) as url:
-        yield url, provider
+def oidc(read_db: Any, keycloak: Keycloak) -> Iterator[str]:
+    """The read API in OIDC mode, as `complaints serve` wires it for a provider: tokens
+    verified with the real Keycloak's keys (its discovery document, its JWKS), the page
+    told to sign in there as the public client complaints-web."""
+    verifier = TokenVerifier(ProviderKeys(keycloak.issuer), keycloak.issuer, AUDIENCE)
+    app = create_read_app(read_db, authenticator(verifier, None))
+    app.include_router(config_router("oidc", keycloak.issuer, WEB_CLIENT))
+    with serving(app, free_port()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -352,6 +304,7 @@ def test_the_executive_sees_the_views_the_matrix_gives(base_url: str, browser: o
     # A role with no view here (intake): a message, no tabs, no filters, no figures.
     assert views_of("intake") == []
     page.click("#sign-out")
+    page.wait_for_selector("#signin .dev-user[data-username=intake]", state="visible")
     page.click("#signin .dev-user[data-username=intake]")
     page.wait_for_selector("#no-views", state="visible")
     assert visible_tabs(page) == [] and page.locator("#filters").is_hidden() and page.locator(".kpi").count() == 0
@@ -415,28 +368,90 @@ def test_a_team_lead_sees_its_team_and_signs_out(base_url: str, browser: object)
     page.close()
 
 
-def test_signing_in_at_an_identity_provider(oidc: tuple[str, FakeProvider], browser: object) -> None:
-    """OIDC mode: the authorization-code flow with PKCE, against a fake provider."""
-    url, provider = oidc
+def test_signing_in_at_keycloak(oidc: str, keycloak: Keycloak, browser: object) -> None:
+    """OIDC mode: the authorization-code flow with PKCE against the real Keycloak, through
+    its own login form; signing out ends the Keycloak session too."""
+    url = oidc
+    endpoints = f"{keycloak.issuer}/protocol/openid-connect"
     page = browser.new_page(viewport=LAPTOP)  # type: ignore[attr-defined]
     watch = Watch(page)
-    page.goto(f"{url}/dashboard#product")
+    to_keycloak: list[Any] = []  # the page's requests to the provider (navigations and fetches)
+    page.on("request", lambda r: to_keycloak.append(r) if r.url.startswith(endpoints) else None)
+    bearers: set[str] = set()
+    page.on("request", lambda r: bearers.add(r.headers.get("authorization", "")) if Watch.to_api(r.url) else None)
+
+    page.goto(f"{url}/dashboard#audit")
     page.wait_for_selector("#oidc-sign-in", state="visible")
     assert page.locator("#signin-dev").is_hidden() and page.locator("#signed-in").is_hidden()
-    assert f"{url}{FakeProvider.PATH}" in page.locator("#signin-oidc").inner_text()
-    page.click("#oidc-sign-in")  # to the provider, back with a code, exchanged with the verifier
-    page.wait_for_selector("#who", state="visible", timeout=15_000)
-    assert len(provider.exchanged) == 1 and provider.exchanged[0]["redirect_uri"] == f"{url}/dashboard"
-    assert page.url == f"{url}/dashboard#product"  # the code is gone from the address; back where it was
-    assert "杨磊 Yang Lei" in page.locator("#who").inner_text()
-    assert visible_tabs(page) == views_of("quality")
-    page.wait_for_selector("#prod-kpis .kpi", timeout=15_000)
-    assert page.evaluate("JSON.parse(sessionStorage.getItem('complaints.session')).mode") == "oidc"
-    # Signing out ends the provider's session too, and comes back to the sign-in view.
+    assert keycloak.issuer in page.locator("#signin-oidc").inner_text()
+
+    # To Keycloak's login form, asked for a code with an S256 challenge, to come back here.
+    page.click("#oidc-sign-in")
+    page.wait_for_selector("input#username", timeout=30_000)
+    assert page.url.startswith(f"{endpoints}/auth?")
+    asked = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+    assert asked["response_type"] == "code" and asked["client_id"] == WEB_CLIENT, asked
+    assert asked["redirect_uri"] == f"{url}/dashboard" and asked["scope"] == "openid", asked
+    assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43, asked
+    page.screenshot(path=str(OUTPUT / "dashboard-keycloak-login.png"))
+    page.fill("input#username", "supervisor")
+    page.fill("input#password", "supervisor-pw")
+    page.click("#kc-login")
+
+    # Back with a code, exchanged (with the verifier) by the page itself for Keycloak's tokens.
+    page.wait_for_selector("#who:visible, #signin-note:visible", timeout=30_000)
+    assert page.locator("#who").is_visible(), page.locator("#signin-note").inner_text()
+    exchanges = [r for r in to_keycloak if r.url == f"{endpoints}/token"]
+    assert len(exchanges) == 1 and exchanges[0].method == "POST", [r.url for r in to_keycloak]
+    form = {k: v[0] for k, v in parse_qs(exchanges[0].post_data or "").items()}
+    assert form["grant_type"] == "authorization_code" and form["client_id"] == WEB_CLIENT, form
+    assert form["redirect_uri"] == f"{url}/dashboard" and len(form["code_verifier"]) >= 43, form
+    assert exchanges[0].response() is not None and exchanges[0].response().status == 200
+    assert page.url == f"{url}/dashboard#audit"  # the code is gone from the address; back where it was
+    session = page.evaluate("JSON.parse(sessionStorage.getItem('complaints.session'))")
+    assert session["mode"] == "oidc" and session["id_token"]
+    claims = jwt.decode(session["token"], options={"verify_signature": False})
+    assert claims["iss"] == keycloak.issuer and AUDIENCE in claims["aud"] and claims["azp"] == WEB_CLIENT
+
+    # Who: the realm's supervisor of team billing (Keycloak's `name`: given name, space, family name).
+    who = page.locator("#who").inner_text()
+    assert claims["name"] == "洋 刘" and "刘洋" in who, who  # shown family name first, as the server records it
+    assert "team lead / 组长" in who and "team billing" in who, who
+    assert visible_tabs(page) == views_of("supervisor") == ["supervisor", "audit"]
+
+    # The team lead's dashboard, its team filter fixed to billing.
+    page.click(".tabs button[data-view=supervisor]")
+    page.wait_for_selector("#sup-kpis .kpi", timeout=15_000)
+    for chart in ("#sup-daily", "#sup-status", "#sup-load", "#sup-sla"):
+        page.wait_for_selector(f"{chart} .main-svg", timeout=15_000)
+    values = page.locator("#sup-kpis .kpi .value").all_inner_texts()
+    assert any(ch.isdigit() for v in values for ch in v), values
+    team = page.locator("#filters select[name=team]")
+    page.wait_for_selector("#filters select[name=product] option:nth-child(2)", state="attached")  # /dimensions came
+    assert team.input_value() == "billing" and team.is_disabled()
+    asked_teams = [parse_qs(urlsplit(u).query).get("team") for _, u in watch.statuses if "/dashboards/" in u]
+    assert asked_teams and all(t == ["billing"] for t in asked_teams), asked_teams
+    page.screenshot(path=str(OUTPUT / "dashboard-keycloak-team-lead.png"))
+
+    # Every request to the API carried Keycloak's access token, and every answer was 200.
+    assert bearers == {f"Bearer {session['token']}"}, bearers
+    assert watch.statuses and all(status == 200 for status, _ in watch.statuses), watch.statuses
+    assert not watch.untokened and not watch.errors, (watch.untokened, watch.errors)
+
+    # Signing out ends the Keycloak session too, and comes back to the sign-in view.
     page.click("#sign-out")
-    page.wait_for_selector("#oidc-sign-in", state="visible", timeout=15_000)
-    assert provider.logouts and provider.logouts[0]["client_id"] == FakeProvider.CLIENT_ID
-    assert provider.logouts[0]["post_logout_redirect_uri"] == f"{url}/dashboard"
+    page.wait_for_selector("#oidc-sign-in", state="visible", timeout=30_000)
+    logouts = [r for r in to_keycloak if r.url.startswith(f"{endpoints}/logout?")]
+    assert len(logouts) == 1, [r.url for r in to_keycloak]
+    told = {k: v[0] for k, v in parse_qs(urlsplit(logouts[0].url).query).items()}
+    assert told["client_id"] == WEB_CLIENT and told["post_logout_redirect_uri"] == f"{url}/dashboard", told
+    assert told["id_token_hint"] == session["id_token"]
+    assert page.url == f"{url}/dashboard"
+    assert page.locator("#signed-in").is_hidden() and page.locator("#who").is_hidden()
     assert page.evaluate("sessionStorage.getItem('complaints.session')") is None
-    assert not watch.errors and not watch.untokened and not watch.refused(401, 403)
+    # No session left at Keycloak: signing in again asks for the password again.
+    page.click("#oidc-sign-in")
+    page.wait_for_selector("input#password", timeout=30_000)
+    assert page.url.startswith(f"{endpoints}/auth?")
+    assert not watch.errors, watch.errors
     page.close()

@@ -29,7 +29,7 @@ from complaints.identity import DEV_ISSUER, DevUser
 from complaints.settings import Settings
 from complaints.wiring import Wiring
 from projections import models as read_models
-from tests.identity import ISSUER, ISSUER_KEY, OPERATOR
+from tests.identity import ISSUER, ISSUER_KEY, OPERATOR, bearer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEAM, OTHER_TEAM = "billing", "logistics"
@@ -234,7 +234,7 @@ def test_team_bound_roles_see_their_team_only(service: Desk) -> None:
     assert service.client.get("/workload", params={"team": OTHER_TEAM}, headers=headers(agent)).status_code == 403
     teams = {row["team"] for row in service.client.get("/workload", headers=headers(agent)).json()["items"]}
     assert teams == {TEAM}
-    everyone = {row["team"] for row in service.client.get("/workload", headers=bearer_operator()).json()["items"]}
+    everyone = {row["team"] for row in service.client.get("/workload", headers=bearer()).json()["items"]}
     assert {TEAM, OTHER_TEAM} <= everyone
     found = service.client.get("/audit/search", params={"customer": "C-77"}, headers=headers(agent)).json()["items"]
     assert found and {service.desk.get_complaint(uuid.UUID(item["complaint_id"])).team for item in found} == {TEAM}
@@ -243,10 +243,6 @@ def test_team_bound_roles_see_their_team_only(service: Desk) -> None:
     assert service.client.get(f"/complaints/{service.unassigned}", headers=headers(agent)).status_code == 403
     exported = service.client.get("/export/complaints", params={"period": "365d"}, headers=headers(supervisor))
     assert {row["team"] for row in csv.DictReader(io.StringIO(exported.text))} == {TEAM}
-
-
-def bearer_operator() -> dict[str, str]:
-    return headers(DevUser("operator", "Test operator", ("department_head", "importer", "auditor")))
 
 
 # ---------------------------------------------------------------------------- personal data

@@ -418,6 +418,7 @@ function signOut(note, { byUser = false } = {}) {
   sessionStorage.removeItem(SESSION_KEY);
   auth.session = null;
   state.generation += 1;
+  state.view = null;
   clearViews();
   if (byUser) history.replaceState(null, "", location.pathname);
   if (byUser && was && was.mode === "oidc" && auth.config && auth.config.mode === "oidc") {
@@ -564,7 +565,12 @@ function userOf(claims) {
   const teamClaim = claims[(auth.config && auth.config.team_claim) || "team"];
   let team = Array.isArray(teamClaim) ? teamClaim[0] : teamClaim;
   team = team ? String(team).replace(/^\/+|\/+$/g, "") : null;
-  const name = claims.name || claims.preferred_username || claims.sub;
+  // Chinese names family name first and without a space, as the server records them
+  // (providers build `name` as given name, space, family name).
+  const cjk = /[\u4e00-\u9fff]/;
+  const name = claims.given_name && claims.family_name && cjk.test(claims.given_name + claims.family_name)
+    ? claims.family_name + claims.given_name
+    : claims.name || claims.preferred_username || claims.sub;
   return { username: claims.preferred_username || claims.sub, name, roles, team };
 }
 
@@ -665,7 +671,8 @@ function show(view) {
 }
 
 async function refresh() {
-  if (!auth.session || !state.view) return;
+  // Only a view the signed-in role may open (a timer or a change may outlive the user who chose it).
+  if (!auth.session || !state.view || !allowedViews().includes(state.view)) return;
   if (state.inFlight === state.generation) { // one at a time; a change meanwhile runs once more after it
     state.again = true;
     return;
