@@ -461,16 +461,18 @@ MASKED_PERSONAL = json.dumps({"customer_personal": {"name": MASK, "contact": MAS
 
 
 def events_rows(r: Request, masked: bool = True) -> Query:
-    """The event log in the period (for export), as of `now`; the customers' personal data
-    masked unless `masked` is false."""
+    """The event log in the period (for export), as of `now`, of the complaints the filters
+    pick; the customers' personal data masked unless `masked` is false."""
     payload = ("CASE WHEN json_type(payload, '$.customer_personal') = 'OBJECT'"
                f" THEN json_merge_patch(payload, '{MASKED_PERSONAL}')::VARCHAR ELSE payload::VARCHAR END"
                if masked else "payload::VARCHAR")
+    # The dimension filters (a team lead's team among them) pick the complaints.
+    narrowed = f" AND complaint_id IN (SELECT complaint_id::UUID FROM {r.facts()})" if r.where() != "true" else ""
     return Query(
         "SELECT position, complaint_id::VARCHAR AS complaint_id, complaint_version, event_type,"
         " event_version, occurred_at, recorded_at, actor, command_id, correlation_id,"
         f" {payload} AS payload FROM events"
-        " WHERE occurred_at >= $start AND occurred_at < $end AND occurred_at <= $now ORDER BY position",
+        f" WHERE occurred_at >= $start AND occurred_at < $end AND occurred_at <= $now{narrowed} ORDER BY position",
         r.params())
 
 

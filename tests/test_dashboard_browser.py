@@ -423,7 +423,8 @@ def test_signing_in_at_keycloak(oidc: str, keycloak: Keycloak, browser: object) 
     page.click(".tabs button[data-view=supervisor]")
     page.wait_for_selector("#sup-kpis .kpi", timeout=15_000)
     for chart in ("#sup-daily", "#sup-status", "#sup-load", "#sup-sla"):
-        page.wait_for_selector(f"{chart} .main-svg", timeout=15_000)
+        # Drawn, or saying it is empty: one team's share of the demo data may have no open load now.
+        page.wait_for_selector(f"{chart} .main-svg, {chart} .empty", timeout=15_000)
     values = page.locator("#sup-kpis .kpi .value").all_inner_texts()
     assert any(ch.isdigit() for v in values for ch in v), values
     team = page.locator("#filters select[name=team]")

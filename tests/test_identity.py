@@ -243,6 +243,9 @@ def test_team_bound_roles_see_their_team_only(service: Desk) -> None:
     assert service.client.get(f"/complaints/{service.unassigned}", headers=headers(agent)).status_code == 403
     exported = service.client.get("/export/complaints", params={"period": "365d"}, headers=headers(supervisor))
     assert {row["team"] for row in csv.DictReader(io.StringIO(exported.text))} == {TEAM}
+    events = service.client.get("/export/events", params={"period": "365d"}, headers=headers(supervisor))
+    exported_ids = {row["complaint_id"] for row in csv.DictReader(io.StringIO(events.text))}
+    assert exported_ids and {service.desk.get_complaint(uuid.UUID(c)).team for c in exported_ids} == {TEAM}
 
 
 # ---------------------------------------------------------------------------- personal data
