@@ -15,6 +15,8 @@ configurable claim (Keycloak's `realm_access.roles` by default).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import os
@@ -56,7 +58,7 @@ class LocalIssuer:
         self.key = _load_or_create_key(key_file)
         public = self.key.public_key()
         self.jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public))
-        self.kid = jwt.PyJWK(self.jwk, "RS256").key_id or _thumbprint(self.jwk)
+        self.kid = _thumbprint(self.jwk)
         self.jwk |= {"kid": self.kid, "use": "sig", "alg": "RS256"}
         self.public_key = public
 
@@ -97,9 +99,7 @@ def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
 
 
 def _thumbprint(jwk: dict[str, Any]) -> str:
-    import base64
-    import hashlib
-
+    """The key's RFC 7638 thumbprint: a key id that changes with the key."""
     members = json.dumps({k: jwk[k] for k in ("e", "kty", "n")}, separators=(",", ":"), sort_keys=True)
     return base64.urlsafe_b64encode(hashlib.sha256(members.encode()).digest()).rstrip(b"=").decode()
 

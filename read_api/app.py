@@ -143,9 +143,10 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
 
     def allowed(permission: str) -> Any:
         async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-            if not principal.may(permission):
-                raise HTTPException(403, f"{principal.subject} (roles: {', '.join(sorted(principal.roles)) or 'none'})"
-                                         f" may not {permission.replace('_', ' ')}")
+            try:
+                principal.require(permission)
+            except AccessDenied as error:
+                raise HTTPException(403, str(error)) from None
             return principal
 
         return Annotated[Principal, Depends(check)]

@@ -36,11 +36,6 @@ def bearer(user: DevUser = OPERATOR_USER) -> dict[str, str]:
     return {"Authorization": f"Bearer {ISSUER.token(user)}"}
 
 
-def as_role(role: str, team: str | None = None, username: str | None = None) -> DevUser:
-    """A user with one role (and a team, for the team-bound roles)."""
-    return DevUser(username or f"{role}-{team or 'all'}", f"{role} user", (role,), team)
-
-
 def acting(subject: str) -> Principal:
     """An operator named `subject` (for tests that tell who did what)."""
     return Principal(subject, subject, OPERATOR.roles)

@@ -43,13 +43,18 @@ def test_issuer_is_the_realm_on_loopback(keycloak: Keycloak) -> None:
     assert discovery["jwks_uri"] == keycloak.jwks_url
 
 
+def assert_issued_for(payload: dict, keycloak: Keycloak, role: str) -> None:
+    """Issued by the realm, for the API, with the role."""
+    assert payload["iss"] == keycloak.issuer
+    assert AUDIENCE in audiences(payload)
+    assert role in payload["realm_access"]["roles"]
+
+
 @pytest.mark.parametrize("username", sorted(PEOPLE))
 def test_person_token(people: dict[str, dict], keycloak: Keycloak, username: str) -> None:
     role, team = PEOPLE[username]
     payload = people[username]
-    assert payload["iss"] == keycloak.issuer
-    assert AUDIENCE in audiences(payload)
-    assert role in payload["realm_access"]["roles"]
+    assert_issued_for(payload, keycloak, role)
     assert payload["preferred_username"] == username
     assert payload["name"].strip()
     assert payload["azp"] == "complaints-web"
@@ -76,9 +81,7 @@ def test_wrong_password_is_refused(keycloak: Keycloak) -> None:
 def test_service_client_token(services: dict[str, dict], keycloak: Keycloak, client_id: str) -> None:
     _, role = SERVICE_CLIENTS[client_id]
     payload = services[client_id]
-    assert payload["iss"] == keycloak.issuer
-    assert AUDIENCE in audiences(payload)
-    assert role in payload["realm_access"]["roles"]
+    assert_issued_for(payload, keycloak, role)
     assert payload["azp"] == client_id
     assert "team" not in payload
 
