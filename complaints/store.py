@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from eventsourcing.persistence import (
-    ApplicationRecorder, DatetimeAsISO, DecimalAsStr, InfrastructureFactory, IntegrityError, InterfaceError,
+    ApplicationRecorder, DatetimeAsISO, DecimalAsStr, InfrastructureFactory, IntegrityError, InterfaceError, InternalError,
     JSONTranscoder, Mapper, OperationalError, TrackingRecorder, UUIDAsHex,
 )
 from eventsourcing.utils import Environment
@@ -33,9 +33,10 @@ from complaints.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Not up yet, or another process creating the same tables at this moment.
+# Not up yet, or another process creating the same tables at this moment (a unique
+# violation on the catalogue, or PostgreSQL's "tuple concurrently updated").
 until_the_store_opens = retry(
-    retry=retry_if_exception_type((OperationalError, InterfaceError, IntegrityError)),
+    retry=retry_if_exception_type((OperationalError, InterfaceError, IntegrityError, InternalError)),
     wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(60), reraise=True,
     before_sleep=before_sleep_log(log, logging.WARNING),
 )
@@ -84,6 +85,7 @@ def open_desk(settings: Settings, clock: Clock = utc_now) -> ComplaintDesk:
                          access_log=open_access_log(settings))
 
 
+@until_the_store_opens  # read nodes serving the API open it beside the APIs: the same table race
 def open_access_log(settings: Settings) -> AccessLog:
     """The log of views of personal data: its own table in the event store's database (a
     file beside it, on SQLite, whose tables are not named by application)."""
