@@ -37,6 +37,8 @@ HANDLING = frozenset({
     "resolve", "verify", "close", "escalate", "withdraw", "mark_duplicate",
 })
 COMMANDS = HANDLING | {"register", "triage", "assign", "reopen"}
+# Alerts: raised by rules, taken on (acknowledged) and resolved by people or by the rule.
+RAISE_ALERT, ACKNOWLEDGE_ALERT, RESOLVE_ALERT = "raise_alert", "acknowledge_alert", "resolve_alert"
 
 # What is read, and how.
 READ_COMPLAINT = "read:complaint"  # one complaint as it stands (command API)
@@ -48,10 +50,13 @@ READ_MODELS = "read:models"  # /sla, /workload, /trends, /dimensions
 EXPORT = "export"
 PERSONAL_DATA = "personal_data"  # customers' names and contacts unmasked
 ACCESS_LOG = "read:access_log"  # who viewed whose personal data
+READ_ALERTS = "read:alerts"  # /alerts (team-bound roles: their team's)
 BACKDATE = "backdate"  # state `occurred_at` (imports of past events)
 READS = frozenset({READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_PRODUCT, READ_EXECUTIVE,
-                   READ_MODELS, EXPORT, PERSONAL_DATA, ACCESS_LOG})
-PERMISSIONS: tuple[str, ...] = (*sorted(COMMANDS), *sorted(READS), BACKDATE)
+                   READ_MODELS, EXPORT, PERSONAL_DATA, ACCESS_LOG, READ_ALERTS})
+ALERTING = frozenset({ACKNOWLEDGE_ALERT, RESOLVE_ALERT, READ_ALERTS})
+PERMISSIONS: tuple[str, ...] = (*sorted(COMMANDS), RAISE_ALERT, ACKNOWLEDGE_ALERT, RESOLVE_ALERT,
+                                *sorted(READS), BACKDATE)
 
 DASHBOARDS = frozenset({READ_SUPERVISOR, READ_PRODUCT, READ_EXECUTIVE})
 
@@ -60,17 +65,18 @@ MATRIX: dict[Role, frozenset[str]] = {
     "intake": frozenset({"register", "add_note", "record_contact", "customer_replied", "withdraw",
                          READ_COMPLAINT, PERSONAL_DATA}),
     "agent": (HANDLING | {"register"}) - {"mark_duplicate"}
-    | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS, PERSONAL_DATA},
-    "supervisor": COMMANDS | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS, EXPORT,
-                              PERSONAL_DATA},
-    "department_head": COMMANDS | DASHBOARDS | {READ_COMPLAINT, READ_AUDIT, READ_MODELS, EXPORT,
-                                                PERSONAL_DATA},
-    "quality": frozenset({"add_note", READ_COMPLAINT, READ_AUDIT, READ_PRODUCT, READ_MODELS, EXPORT}),
-    "executive": DASHBOARDS | {READ_MODELS, EXPORT},
+    | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS, PERSONAL_DATA, ACKNOWLEDGE_ALERT, READ_ALERTS},
+    "supervisor": COMMANDS | ALERTING | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS, EXPORT,
+                                         PERSONAL_DATA},
+    "department_head": COMMANDS | DASHBOARDS | ALERTING | {READ_COMPLAINT, READ_AUDIT, READ_MODELS, EXPORT,
+                                                           PERSONAL_DATA},
+    "quality": ALERTING | {"add_note", READ_COMPLAINT, READ_AUDIT, READ_PRODUCT, READ_MODELS, EXPORT},
+    "executive": DASHBOARDS | {READ_MODELS, EXPORT, ACKNOWLEDGE_ALERT, READ_ALERTS},
     "auditor": READS,
-    "analyst": DASHBOARDS | {READ_AUDIT, READ_MODELS, EXPORT},
-    "admin": DASHBOARDS | {READ_MODELS},
-    "automation": frozenset({"triage", "assign", "escalate", "add_note", READ_COMPLAINT}),
+    "analyst": DASHBOARDS | {READ_AUDIT, READ_MODELS, EXPORT, READ_ALERTS},
+    "admin": DASHBOARDS | {READ_MODELS, READ_ALERTS},
+    "automation": frozenset({"triage", "assign", "escalate", "add_note", READ_COMPLAINT, RAISE_ALERT,
+                             RESOLVE_ALERT, READ_ALERTS}),
     "importer": COMMANDS | {BACKDATE, READ_COMPLAINT},
 }
 # Row level: these roles work only on complaints of their own team (a supervisor may also

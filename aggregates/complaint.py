@@ -262,7 +262,8 @@ class Complaint(Aggregate):
 
     # ---------------------------------------------------------------- triage
     def triage(
-        self, category: str, severity: Severity, impact: Impact, policy: SlaPolicy, meta: Meta
+        self, category: str, severity: Severity, impact: Impact, policy: SlaPolicy, meta: Meta,
+        reason: str | None = None,
     ) -> None:
         self.check("triage")
         priority, reasons = derive_priority(
@@ -278,6 +279,7 @@ class Complaint(Aggregate):
             priority=priority,
             priority_reasons=reasons,
             **clock.recorded("Triaged"),
+            reason=reason,
             **meta.fields(),
         )
 
@@ -294,6 +296,7 @@ class Complaint(Aggregate):
         resolution_target_seconds: float,
         first_response_due: datetime,
         resolution_due: datetime,
+        reason: str | None,
         actor: str,
         occurred_at: datetime,
         command_id: str,
@@ -316,7 +319,7 @@ class Complaint(Aggregate):
         self._applied("triage", actor, occurred_at, command_id, fingerprint)
 
     # ---------------------------------------------------------------- assignment
-    def assign(self, team: str, agent: str | None, meta: Meta) -> None:
+    def assign(self, team: str, agent: str | None, meta: Meta, reason: str | None = None) -> None:
         self.check("assign")
         if (team, agent) == (self.team, self.agent):
             raise RuleViolation(f"complaint is already assigned to {team}/{agent}")
@@ -325,6 +328,7 @@ class Complaint(Aggregate):
             agent=agent,
             previous_team=self.team,
             previous_agent=self.agent,
+            reason=reason,
             **meta.fields(),
         )
 
@@ -335,6 +339,7 @@ class Complaint(Aggregate):
         agent: str | None,
         previous_team: str | None,
         previous_agent: str | None,
+        reason: str | None,
         actor: str,
         occurred_at: datetime,
         command_id: str,
@@ -648,3 +653,14 @@ class Complaint(Aggregate):
             for key, value in vars(self).items()
             if not key.startswith("_") and key not in {"pending_events", "commands"}
         } | {"id": self.id, "version": self.version, "created_on": self.created_on}
+
+
+# Version 2 of Triaged and Assigned added `reason` (why, when a rule did it): stored
+# version-1 events are read as having none.
+def _no_reason(state: dict[str, Any]) -> None:
+    state["reason"] = None
+
+
+for _changed in (Complaint.Triaged, Complaint.Assigned):  # type: ignore[attr-defined]
+    _changed.class_version = 2
+    _changed.upcast_v1_v2 = staticmethod(_no_reason)

@@ -19,8 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from aggregates.events import PAYLOADS
 
 ENVELOPE_VERSION = 1
-# The stored topic of every Complaint event starts with this; the rest is the event type.
+# The stored topics of the published events start with these; the rest is the event type.
 COMPLAINT_TOPIC_PREFIX = "aggregates.complaint:Complaint."
+ALERT_TOPIC_PREFIX = "aggregates.alert:Alert."
+PUBLISHED_TOPIC_PREFIXES = (COMPLAINT_TOPIC_PREFIX, ALERT_TOPIC_PREFIX)
+
+
+def event_type_of(topic: str) -> str:
+    """The published event type of a stored event's topic (`...Complaint.Registered` ->
+    `Registered`, `...Alert.AlertRaised` -> `AlertRaised`)."""
+    return topic.rpartition(".")[2]
 
 
 class ActedAs(BaseModel):
@@ -38,8 +46,8 @@ class EventEnvelope(BaseModel):
     envelope_version: int = Field(ENVELOPE_VERSION, description="the envelope's own schema version")
     event_type: str = Field(description="e.g. Registered, Triaged; see docs/events.md")
     event_version: int = Field(1, description="the payload's schema version")
-    complaint_id: UUID = Field(description="the complaint; also the Kafka message key")
-    complaint_version: int = Field(ge=1, description="the complaint's version after this event")
+    complaint_id: UUID = Field(description="the complaint (for Alert* events: the alert); also the Kafka message key")
+    complaint_version: int = Field(ge=1, description="the complaint's (or alert's) version after this event")
     position: int = Field(ge=1, description="global position in the event store's log")
     occurred_at: datetime = Field(description="when it happened (the command's clock)")
     recorded_at: datetime = Field(description="when the event store recorded it")
@@ -65,7 +73,11 @@ class EventEnvelope(BaseModel):
 
 
 # Upcasters: (event_type, from_version) -> function turning that payload into the next version.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    # v2 added `reason` (why, when a rule did it): a v1 event had none.
+    ("Triaged", 1): lambda payload: {**payload, "reason": None},
+    ("Assigned", 1): lambda payload: {**payload, "reason": None},
+}
 
 
 def upcast(envelope: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aggregates.alert import AlertSeverity, SubjectType
 from aggregates.complaint import Channel, Direction, Visibility
 from aggregates.priority import Impact, Priority, Severity, Tier
 
@@ -65,6 +66,7 @@ class Triaged(Payload):
     resolution_target_seconds: float
     first_response_due: datetime
     resolution_due: datetime
+    reason: str | None = Field(None, description="why, when a rule did it (the rule and the rules version); v2")
 
 
 class Assigned(Payload):
@@ -74,6 +76,7 @@ class Assigned(Payload):
     agent: str | None
     previous_team: str | None
     previous_agent: str | None
+    reason: str | None = Field(None, description="why, when a rule did it (the rule and the rules version); v2")
 
 
 class NoteAdded(Payload):
@@ -161,7 +164,40 @@ class MarkedDuplicate(Payload):
     duplicate_of: UUID
 
 
-PAYLOADS: dict[str, type[Payload]] = {
+class AlertRaised(Payload):
+    """A rule raised an alert (the envelope's complaint_id is the alert's id; `complaint_id`
+    here is the complaint it is about, if any)."""
+
+    key: str = Field(description="the rule, subject and window: one alert per key")
+    rule: str
+    rules_version: str
+    subject_type: SubjectType
+    subject: str
+    complaint_id: UUID | None
+    team: str | None
+    severity: AlertSeverity
+    title_en: str
+    title_zh: str
+    evidence: dict[str, Any]
+    recipients: list[str] = Field(description="the roles it is for")
+    owner: str | None = Field(description="who must act on it, when it is a task")
+    due_at: datetime | None
+
+
+class AlertAcknowledged(Payload):
+    """Someone took the alert on."""
+
+    note: str | None
+
+
+class AlertResolved(Payload):
+    """Resolved by hand, or by its rule when the condition cleared (automatic)."""
+
+    reason: str
+    automatic: bool
+
+
+COMPLAINT_PAYLOADS: dict[str, type[Payload]] = {
     model.__name__: model
     for model in (
         Registered, Triaged, Assigned, NoteAdded, ContactRecorded, WaitingOnCustomer,
@@ -169,3 +205,10 @@ PAYLOADS: dict[str, type[Payload]] = {
         Withdrawn, MarkedDuplicate,
     )
 }
+ALERT_PAYLOADS: dict[str, type[Payload]] = {
+    model.__name__: model for model in (AlertRaised, AlertAcknowledged, AlertResolved)
+}
+PAYLOADS: dict[str, type[Payload]] = COMPLAINT_PAYLOADS | ALERT_PAYLOADS
+# The payload versions on the wire (1 where not listed); aggregates.envelope.UPCASTERS
+# brings older ones up to date.
+EVENT_VERSIONS: dict[str, int] = {"Triaged": 2, "Assigned": 2}

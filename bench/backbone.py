@@ -41,7 +41,7 @@ from commands.desk import ComplaintDesk
 from aggregates.access import Principal
 from commands.models import COMPLAINT_COMMANDS, RegisterComplaint
 from complaints.settings import Settings
-from consumers.stored_events import is_complaint_event, wire_encoder
+from consumers.stored_events import is_published, wire_encoder
 from consumers.relay import Relay, ensure_topics, make_producer
 from consumers.read_node import ReadNode
 from consumers.sources import KafkaSource
@@ -297,7 +297,7 @@ def main() -> None:
         print(f"preparing {args.complaints} demo complaints ...", file=sys.stderr)
         load_demo(app, args.complaints, progress=False)
         encode = wire_encoder(app.mapper)
-        notifications = [n for n in app.recorder.select_notifications(1, 10**7) if is_complaint_event(n)]
+        notifications = [n for n in app.recorder.select_notifications(1, 10**7) if is_published(n)]
         messages = [(str(n.originator_id).encode(), encode(n)) for n in notifications]
         events = len(messages)
         load_at_start = os.getloadavg()[0]

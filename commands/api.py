@@ -15,9 +15,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from aggregates.access import ACCESS_LOG, AccessDenied, Principal
+from aggregates.alert import AlertTransition
 from aggregates.complaint import CommandIdReused, IllegalTransition, RuleViolation
+from commands.alerts import ALERT_COMMANDS, AlertCommand, AlertResult
 from commands.correlation import CorrelationMiddleware
-from commands.desk import ComplaintDesk, ComplaintNotFound, VersionConflict
+from commands.desk import AlertAlreadyRaised, AlertNotFound, ComplaintDesk, ComplaintNotFound, VersionConflict
 from commands.metrics import count_command
 from commands.models import (
     COMPLAINT_COMMANDS,
@@ -65,6 +67,7 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate) -> FastAPI:
     # The command each POST route carries (route path -> action), for the errors and the log.
     actions: dict[str, str] = {"/complaints": RegisterComplaint.action}
     actions |= {f"/complaints/{{complaint_id}}/{path}": c.action for path, c in COMPLAINT_COMMANDS.items()}
+    actions |= {f"/alerts/{{alert_id}}/{path}": c.action for path, c in ALERT_COMMANDS.items()}
     _add_error_handlers(app, actions)
 
     @app.post(
@@ -111,7 +114,24 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate) -> FastAPI:
             summary=(command_class.__doc__ or command_class.__name__).strip().splitlines()[0],
             name=command_class.action,
         )(_endpoint_for(command_class, Actor))
+    for path, alert_command in ALERT_COMMANDS.items():
+        app.post(
+            f"/alerts/{{alert_id}}/{path}",
+            response_model=AlertResult,
+            tags=["alerts"],
+            summary=(alert_command.__doc__ or alert_command.__name__).strip().splitlines()[0],
+            name=alert_command.action,
+        )(_alert_endpoint_for(alert_command, Actor))
     return app
+
+
+def _alert_endpoint_for(command_class: type[AlertCommand], actor_type: Any) -> Callable[..., Any]:
+    async def endpoint(alert_id: UUID, command: command_class, desk: Desk,  # type: ignore[valid-type]
+                       actor: actor_type) -> AlertResult:  # type: ignore[valid-type]
+        return desk.act_on_alert(alert_id, command, actor)
+
+    endpoint.__name__ = command_class.action
+    return endpoint
 
 
 def _endpoint_for(command_class: type[ComplaintCommand], actor_type: Any) -> Callable[..., Any]:
@@ -160,6 +180,18 @@ def _add_error_handlers(app: FastAPI, actions: dict[str, str]) -> None:
     @app.exception_handler(ComplaintNotFound)
     def not_found(request: Request, error: ComplaintNotFound) -> JSONResponse:
         return problem(404, str(error), request, complaint_id=str(error.complaint_id))
+
+    @app.exception_handler(AlertNotFound)
+    def alert_not_found(request: Request, error: AlertNotFound) -> JSONResponse:
+        return problem(404, str(error), request, alert_id=str(error.alert_id))
+
+    @app.exception_handler(AlertTransition)
+    def alert_transition(request: Request, error: AlertTransition) -> JSONResponse:
+        return problem(409, str(error), request, status=error.status)
+
+    @app.exception_handler(AlertAlreadyRaised)
+    def alert_raised(request: Request, error: AlertAlreadyRaised) -> JSONResponse:
+        return problem(409, str(error), request, alert_id=str(error.alert_id))
 
     @app.exception_handler(IllegalTransition)
     def illegal(request: Request, error: IllegalTransition) -> JSONResponse:

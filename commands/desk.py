@@ -17,19 +17,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from pydantic import ValidationError
 
-from aggregates.access import BACKDATE, PERSONAL_DATA, READ_COMPLAINT, AccessDenied, Principal, masked
+from aggregates.access import BACKDATE, PERSONAL_DATA, RAISE_ALERT, READ_COMPLAINT, AccessDenied, Principal, masked
+from aggregates.alert import Alert
 from aggregates.complaint import Complaint, DomainError, Meta, complaint_id_for
 from aggregates.sla import SlaPolicy, load_sla_policy
 from commands.access_log import AccessLog
+from commands.alerts import AlertCommand, AlertResult, RaiseAlert
 from commands.correlation import current_correlation_id
 from commands.metrics import record_command
 from commands.models import (
@@ -50,6 +52,20 @@ class ComplaintNotFound(Exception):
     def __init__(self, complaint_id: UUID) -> None:
         super().__init__(f"no complaint with id {complaint_id}")
         self.complaint_id = complaint_id
+
+
+class AlertNotFound(Exception):
+    def __init__(self, alert_id: UUID) -> None:
+        super().__init__(f"no alert with id {alert_id}")
+        self.alert_id = alert_id
+
+
+class AlertAlreadyRaised(DomainError):
+    """An alert with this key exists, raised by another command."""
+
+    def __init__(self, alert: Alert) -> None:
+        super().__init__(f"an alert with key {alert.key!r} was raised already ({alert.id}, {alert.status})")
+        self.alert_id = alert.id
 
 
 class VersionConflict(Exception):
@@ -157,6 +173,81 @@ class ComplaintDesk(Application):
         )
         return self._result(complaint, meta.command_id)
 
+    # ------------------------------------------------------------------ alerts
+    def raise_alert(self, command: RaiseAlert, principal: Principal) -> AlertResult:
+        def one() -> AlertResult:
+            result = self.raise_alerts([command], principal)[0]
+            assert isinstance(result, AlertResult)  # a single alert's refusal is raised, not returned
+            return result
+
+        return _measured(command.action, one)
+
+    def raise_alerts(self, commands: Sequence[RaiseAlert], principal: Principal) -> list[AlertResult | Exception]:
+        """Raise many alerts in one transaction (a rule's sweep); where one of them exists
+        already, each is raised on its own, and each answer is a result or the error."""
+        principal.require(RAISE_ALERT)
+        metas = [self._meta(command, principal) for command in commands]
+        alerts = [Alert(**command.event_fields(), **meta.fields()) for command, meta in zip(commands, metas)]
+        try:
+            self.save(*alerts)
+        except IntegrityError:
+            if len(alerts) == 1:
+                return [self._raised_before(alerts[0].id, metas[0])]
+            results: list[AlertResult | Exception] = []
+            for command in commands:
+                try:
+                    results.append(self.raise_alerts([command], principal)[0])
+                except Exception as error:  # reported per alert: one refusal must not stop the rest
+                    results.append(error)
+            return results
+        for alert in alerts:
+            log.info("raised alert %s (%s, %s)", alert.id, alert.rule, alert.severity)
+        return [_alert_result(alert, meta.command_id) for alert, meta in zip(alerts, metas)]
+
+    def _raised_before(self, alert_id: UUID, meta: Meta) -> AlertResult:
+        alert = self.get_alert(alert_id)
+        if alert.previous_result(meta.command_id, RAISE_ALERT, meta.fingerprint) is None:
+            raise AlertAlreadyRaised(alert)
+        return _alert_result(alert, meta.command_id, replayed=True)
+
+    def act_on_alert(self, alert_id: UUID, command: AlertCommand, principal: Principal) -> AlertResult:
+        return _measured(command.action, lambda: self._act_on_alert(alert_id, command, principal))
+
+    def _act_on_alert(self, alert_id: UUID, command: AlertCommand, principal: Principal) -> AlertResult:
+        principal.require(command.action)
+        meta = self._meta(command, principal)
+        with self._locks[hash(alert_id) % len(self._locks)]:
+            try:
+                alert = self.get_alert(alert_id, for_update=True)
+                principal.require_team(alert.team)
+                if alert.previous_result(meta.command_id, command.action, meta.fingerprint) is not None:
+                    return _alert_result(alert, meta.command_id, replayed=True)
+                if command.expected_version is not None and command.expected_version != alert.version:
+                    raise VersionConflict(alert, command.expected_version)  # type: ignore[arg-type]
+                command.carry_out(alert, meta)
+                try:
+                    self.save(alert)
+                except IntegrityError:
+                    self._evict(alert_id)
+                    current = self.get_alert(alert_id)
+                    if current.previous_result(meta.command_id, command.action, meta.fingerprint) is not None:
+                        return _alert_result(current, meta.command_id, replayed=True)
+                    raise VersionConflict(current, command.expected_version) from None  # type: ignore[arg-type]
+            except BaseException:
+                self._evict(alert_id)
+                raise
+        log.info("%s alert %s -> %s by %s", command.action, alert_id, alert.status, meta.actor)
+        return _alert_result(alert, meta.command_id)
+
+    def get_alert(self, alert_id: UUID, version: int | None = None, *, for_update: bool = False) -> Alert:
+        try:
+            alert = self.repository.get(alert_id, version=version, deepcopy_from_cache=not for_update)
+        except AggregateNotFoundError:
+            raise AlertNotFound(alert_id) from None
+        if not isinstance(alert, Alert):
+            raise AlertNotFound(alert_id)
+        return alert
+
     # ------------------------------------------------------------------ queries
     def complaint_for(self, principal: Principal, complaint_id: UUID, version: int | None = None) -> dict[str, Any]:
         """The complaint's state as `principal` may see it: within its team, its customer's
@@ -180,6 +271,8 @@ class ComplaintDesk(Application):
             )
         except AggregateNotFoundError:
             raise ComplaintNotFound(complaint_id) from None
+        if not isinstance(complaint, Complaint):
+            raise ComplaintNotFound(complaint_id)
         return complaint
 
     # ------------------------------------------------------------------ helpers
@@ -236,11 +329,17 @@ class ComplaintDesk(Application):
         return self._result(complaint, meta.command_id, replayed=True)
 
 
+def _alert_result(alert: Alert, command_id: str, replayed: bool = False) -> AlertResult:
+    done: dict[str, Any] = alert.commands[command_id]
+    return AlertResult(alert_id=alert.id, version=done["version"], status=done["status"], command_id=command_id,
+                       replayed=replayed)
+
+
 def outcome_of(error: BaseException) -> str:
     """The metrics' outcome of a command that raised (see commands.metrics)."""
     if isinstance(error, AccessDenied):
         return "forbidden"
-    if isinstance(error, ComplaintNotFound):
+    if isinstance(error, (ComplaintNotFound, AlertNotFound)):
         return "not_found"
     if isinstance(error, (DomainError, VersionConflict)):
         return "conflict"
@@ -249,7 +348,10 @@ def outcome_of(error: BaseException) -> str:
     return "error"
 
 
-def _measured(action: str, call: Callable[[], CommandResult]) -> CommandResult:
+Result = TypeVar("Result", CommandResult, AlertResult)
+
+
+def _measured(action: str, call: Callable[[], Result]) -> Result:
     """Carry out the command, counting it by outcome and timing it (commands.metrics)."""
     started = time.perf_counter()
     try:

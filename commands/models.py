@@ -132,9 +132,10 @@ class TriageComplaint(ComplaintCommand):
     category: Reference
     severity: Severity
     impact: Impact = "one_user"
+    reason: Text | None = Field(None, description="why (rules say which rule and rules version)")
 
     def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
-        complaint.triage(self.category, self.severity, self.impact, policy, meta)
+        complaint.triage(self.category, self.severity, self.impact, policy, meta, self.reason)
 
 
 class AssignComplaint(ComplaintCommand):
@@ -143,9 +144,10 @@ class AssignComplaint(ComplaintCommand):
     action: ClassVar[str] = "assign"
     team: Reference
     agent: Reference | None = None
+    reason: Text | None = Field(None, description="why (rules say which rule and rules version)")
 
     def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
-        complaint.assign(self.team, self.agent, meta)
+        complaint.assign(self.team, self.agent, meta, self.reason)
 
 
 class AddNote(ComplaintCommand):

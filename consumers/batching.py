@@ -117,8 +117,9 @@ class BatchApplier:
                     timings.append((self.event_log.name, clock() - started))
                 else:
                     new = batch
+                streams = _by_stream(new)
                 for projector in projectors:
-                    rows = _without(new, excluded.get(projector.name))
+                    rows = _without(streams[stream_of(projector)], excluded.get(projector.name))
                     if rows.num_rows:
                         started = clock()
                         try:
@@ -164,7 +165,7 @@ class BatchApplier:
             db.begin()
             try:
                 new = self.event_log.insert_new(db, batch) if store_events else batch
-                rows = _without(new, excluded.get(projector.name))
+                rows = _without(_by_stream(new)[stream_of(projector)], excluded.get(projector.name))
                 projector.apply(db, rows.slice(0, rows_count))
                 return None
             except Exception as error:
@@ -177,7 +178,7 @@ class BatchApplier:
             new = self.event_log.insert_new(db, batch) if store_events else batch
         finally:
             db.rollback()
-        candidates = _without(new, excluded.get(projector.name))
+        candidates = _without(_by_stream(new)[stream_of(projector)], excluded.get(projector.name))
         low, high = 1, candidates.num_rows  # invariant: the first `high` rows fail
         error = trial(high)
         if error is None:
@@ -196,6 +197,21 @@ class BatchApplier:
         return row["position"], DeadLetter(message_for(raw, row), projector.name,
                                            f"{type(error).__name__}: {error}", row["complaint_id"],
                                            row["complaint_version"])
+
+
+def stream_of(projector: Projector) -> str:
+    """Which events a projector reads: a complaint's (the default), or an alert's (`stream = "alert"`)."""
+    return getattr(projector, "stream", "complaint")
+
+
+def _by_stream(table: pa.Table) -> dict[str, pa.Table]:
+    """The batch's complaint events and its alert events (event types `Alert...`)."""
+    if not table.num_rows:
+        return {"complaint": table, "alert": table}
+    alert = pc.starts_with(table["event_type"], "Alert")
+    if not pc.any(alert).as_py():
+        return {"complaint": table, "alert": table.slice(0, 0)}
+    return {"complaint": table.filter(pc.invert(alert)), "alert": table.filter(alert)}
 
 
 def _without(table: pa.Table, positions: set[int] | None) -> pa.Table:

@@ -42,7 +42,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from aggregates.sla import SlaPolicy
-from aggregates.envelope import COMPLAINT_TOPIC_PREFIX
+from aggregates.envelope import PUBLISHED_TOPIC_PREFIXES
 from consumers.bookkeeping import RUNNER_SCHEMA
 from consumers.stored_events import wire_writer
 from projections import models as read_models
@@ -87,7 +87,7 @@ def envelope_pages(store: Any, page: int = PAGE, start: int = 1) -> Iterator[tup
     """The store's notifications from `start` on, in pages: (rows read, an Arrow table of
     the Complaint events' envelopes as JSON text)."""
     recorder = store.recorder
-    write, prefix = wire_writer(store.mapper), COMPLAINT_TOPIC_PREFIX
+    write, prefix = wire_writer(store.mapper), PUBLISHED_TOPIC_PREFIXES
     for rows in _row_pages(recorder, page, start):
         envelopes = [write(topic, (oid if type(oid) is str else str(oid)).encode(), version, position, state)
                      for position, oid, version, topic, state in rows if topic.startswith(prefix)]

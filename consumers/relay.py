@@ -32,7 +32,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
-from aggregates.envelope import COMPLAINT_TOPIC_PREFIX
+from aggregates.envelope import PUBLISHED_TOPIC_PREFIXES
 from consumers.metrics import RELAY_LAG, RELAY_POSITION, RELAY_PUBLISHED
 from consumers.sources import dead_letter_topic
 from consumers.retrying import Backoff, pause, when_up
@@ -173,7 +173,7 @@ class Relay:
             return 0
         producer = self.producer = self.producer or self.producer_factory()
         complaint_of = self._complaint_keys(producer)
-        send, write, topic, prefix = producer.send, self.write, self.topic, COMPLAINT_TOPIC_PREFIX
+        send, write, topic, prefix = producer.send, self.write, self.topic, PUBLISHED_TOPIC_PREFIXES
         futures = []
         for position, originator_id, version, event_topic, state in rows:
             if not event_topic.startswith(prefix):

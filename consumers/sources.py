@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aggregates.envelope import COMPLAINT_TOPIC_PREFIX
+from aggregates.envelope import PUBLISHED_TOPIC_PREFIXES
 from consumers.stored_events import NotificationRows, wire_writer
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class LogSource:
             self.woken.wait(min(self.idle_sleep, max(0.0, deadline - time.monotonic())))
             self.woken.clear()
         messages = []
-        convert_id, prefix = self.read_rows.convert_id, COMPLAINT_TOPIC_PREFIX
+        convert_id, prefix = self.read_rows.convert_id, PUBLISHED_TOPIC_PREFIXES
         for position, originator_id, version, topic, state in rows:
             if not topic.startswith(prefix):
                 continue

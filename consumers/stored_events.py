@@ -25,7 +25,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, JSONTranscoder, Mapper, Notification
 
-from aggregates.envelope import COMPLAINT_TOPIC_PREFIX, ENVELOPE_VERSION, EventEnvelope, parse
+from aggregates.envelope import ENVELOPE_VERSION, PUBLISHED_TOPIC_PREFIXES, EventEnvelope, event_type_of, parse
 from aggregates.events import META_FIELDS
 
 Row = tuple[int, Any, int, str, bytes]  # (notification id, originator id, version, topic, state)
@@ -37,8 +37,9 @@ _STORE_FIELDS = {"timestamp", "originator_topic", "class_version", *META_FIELDS}
 _SPLICEABLE = {"datetime_iso", "uuid_hex", "decimal_str"}
 
 
-def is_complaint_event(notification: Notification) -> bool:
-    return notification.topic.startswith(COMPLAINT_TOPIC_PREFIX)
+def is_published(notification: Notification) -> bool:
+    """Whether the stored event goes on the stream (a Complaint's or an Alert's event)."""
+    return notification.topic.startswith(PUBLISHED_TOPIC_PREFIXES)
 
 
 class NotificationRows:
@@ -142,7 +143,7 @@ def wire_writer(mapper: Mapper[Any]) -> Writer:
 
 
 def _event_type(topic: str) -> bytes:
-    return json.dumps(topic.removeprefix(COMPLAINT_TOPIC_PREFIX), ensure_ascii=False).encode()
+    return json.dumps(event_type_of(topic), ensure_ascii=False).encode()
 
 
 def _decoding_writer(mapper: Mapper[Any]) -> Writer:
@@ -159,7 +160,7 @@ def _decoding_writer(mapper: Mapper[Any]) -> Writer:
         decoded: dict[str, Any] = transcoder.decode(bytes(state))
         envelope = {
             "envelope_version": ENVELOPE_VERSION,
-            "event_type": topic.removeprefix(COMPLAINT_TOPIC_PREFIX),
+            "event_type": event_type_of(topic),
             "event_version": decoded.get("class_version", 1),
             "complaint_id": complaint_id.decode(),
             "complaint_version": complaint_version,
@@ -198,6 +199,6 @@ def wire_encoder(mapper: Mapper[Any]) -> Callable[[Notification], bytes]:
 
 
 def envelopes(mapper: Mapper[Any], notifications: Iterable[Notification]) -> list[EventEnvelope]:
-    """The envelopes of the Complaint events among `notifications`, as a consumer reads them."""
+    """The envelopes of the published events among `notifications`, as a consumer reads them."""
     encode = wire_encoder(mapper)
-    return [parse(encode(n)) for n in notifications if is_complaint_event(n)]
+    return [parse(encode(n)) for n in notifications if is_published(n)]

@@ -150,15 +150,16 @@ def test_poison_inside_a_big_clean_batch_is_a_dead_letter_and_the_rest_applies(m
 def test_an_old_event_version_is_upcast(messages: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     triaged = next(json.loads(v) for v in messages if b'"event_type":"Triaged"' in v)
     old = triaged | {"event_version": 0, "payload": {k: v for k, v in triaged["payload"].items()
-                                                     if k != "priority_reasons"}}
+                                                     if k not in ("priority_reasons", "reason")}}
     monkeypatch.setitem(envelope_module.UPCASTERS, ("Triaged", 0),
                         lambda payload: payload | {"priority_reasons": ["upcast"]})
     others = [v for v in messages[:10] if json.loads(v)["position"] != triaged["position"]]
     rows, dead = decode([json.dumps(old, separators=(",", ":")).encode()] + others)
     assert not dead
     upcast = next(r for r in rows if r["position"] == triaged["position"])
-    assert upcast["event_version"] == 1
+    assert upcast["event_version"] == 2  # v0 -> v1 (the test's step) -> v2 (the real one: `reason` added)
     assert json.loads(upcast["payload"])["priority_reasons"] == ["upcast"]
+    assert json.loads(upcast["payload"])["reason"] is None
 
 
 def test_copies_in_a_clean_poll_are_kept_once_in_position_order(messages: list[bytes]) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from aggregates.alert import Alert
 from aggregates.complaint import Complaint
-from aggregates.events import META_FIELDS, PAYLOADS
+from aggregates.events import EVENT_VERSIONS, META_FIELDS, PAYLOADS
 from complaints.store import open_desk
 from commands.desk import ComplaintDesk
 from commands.models import AssignComplaint, RegisterComplaint, TriageComplaint
@@ -17,21 +18,23 @@ from tests.identity import OPERATOR, acting
 BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
-def complaint_event_classes() -> dict[str, type]:
+def stored_event_classes() -> dict[str, type]:
     return {
         name: cls
-        for name, cls in vars(Complaint).items()
-        if isinstance(cls, type) and issubclass(cls, Complaint.Event) and cls is not Complaint.Event
+        for aggregate in (Complaint, Alert)
+        for name, cls in vars(aggregate).items()
+        if isinstance(cls, type) and issubclass(cls, aggregate.Event) and cls is not aggregate.Event
         and name not in {"Created", "Snapshot"}
     }
 
 
-def test_every_stored_event_has_a_payload_model_with_the_same_fields() -> None:
-    stored = complaint_event_classes()
+def test_every_stored_event_has_a_payload_model_with_the_same_fields_and_version() -> None:
+    stored = stored_event_classes()
     assert set(stored) == set(PAYLOADS)
     for name, cls in stored.items():
         fields = {f.name for f in dataclasses.fields(cls)} - BASE_FIELDS
         assert fields == set(PAYLOADS[name].model_fields) | set(META_FIELDS), name
+        assert getattr(cls, "class_version", 1) == EVENT_VERSIONS.get(name, 1), name
 
 
 def test_the_catalogue_in_docs_is_current() -> None:
