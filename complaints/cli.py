@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from commands.cli import app as commands_app
+from consumers.automation_cli import app as automation_app
 from complaints.logs import configure_logging
 from complaints.settings import get_settings
 from complaints.wiring import Wiring
@@ -74,8 +75,8 @@ def serve(ctx: typer.Context, host: Host = None, port: Port = None) -> None:
 
 @app.command(
     help="Run everything on the embedded default: the command API, an in-process read node"
-    " (SLA, workload and trend read models), the read API and dashboards, with demo data"
-    " when the event store is empty."
+    " (SLA, workload, trend and alert read models), the read API and dashboards, the automation"
+    " (its rules: COMPLAINTS_RULES), with demo data when the event store is empty."
 )
 def run(
     ctx: typer.Context,
@@ -84,12 +85,19 @@ def run(
     demo_count: Annotated[int, typer.Option(help="demo complaints for an empty store; 0 = none")] = 500,
     read_db: Annotated[Optional[Path], typer.Option(help="the read node's DuckDB file")] = None,
 ) -> None:
+    from aggregates.rules import RulesError
     from commands.demo import load_demo
     from projections import models as read_models
 
     wiring = _wiring(ctx)
     settings = wiring.settings
+    try:
+        wiring.rules
+    except RulesError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
     desk = wiring.desk()
+    automation = wiring.automation(desk=desk)
     # Every read model (the dashboards read them), not only the event log.
     node = wiring.read_node(read_db, "log", read_models.make(policy=wiring.sla_policy))
     api = wiring.command_app(desk, node)
@@ -98,11 +106,19 @@ def run(
     stop_demo = threading.Event()
     demo: threading.Thread | None = None
     if demo_count and not wiring.store.recorder.max_notification_id():
-        # Load in the background: the dashboards fill up live while the user watches.
+        # Load in the background: the dashboards fill up live while the user watches. The
+        # automation starts once the demo is in: the demo imports a past month, and an
+        # action taken now on one of its complaints would come before the rest of its past.
         typer.echo(f"empty event store: loading {demo_count} demo complaints")
-        demo = threading.Thread(target=load_demo, args=(desk, demo_count),
-                                kwargs={"progress": False, "stop": stop_demo.is_set}, daemon=True, name="demo")
+
+        def demo_then_automation() -> None:
+            load_demo(desk, demo_count, progress=False, stop=stop_demo.is_set)
+            if not stop_demo.is_set():
+                automation.start_background()
+        demo = threading.Thread(target=demo_then_automation, daemon=True, name="demo")
         demo.start()
+    else:
+        automation.start_background()
     host, port = host or settings.host, port or settings.port
     typer.echo(f"dashboard:   http://{host}:{port}/dashboard")
     typer.echo(f"API docs:    http://{host}:{port}/docs")
@@ -114,6 +130,8 @@ def run(
             stop_demo.set()
             demo.join(10)
             log.info("stopped loading the demo complaints")
+        automation.stop()
+        automation.close()
 
 
 @app.command(help="Print a bearer token of a demo user, from the development issuer (not in production):"
@@ -161,6 +179,7 @@ def roles(markdown: Annotated[bool, typer.Option(help="as the Markdown of docs/s
 
 app.add_typer(commands_app)
 app.add_typer(consumers_app)
+app.add_typer(automation_app)
 
 
 def main() -> None:

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # ------------------------------------------------------------------ domain
     sla_policy: Path | None = Field(None, description="SLA policy TOML; None = the packaged one")
     timezone: str = Field("Asia/Shanghai", description="time zone of the dashboards' days and weeks")
+    rules: Path | None = Field(None, description="automation rules TOML; None = the packaged one (aggregates/rules.toml)")
+    automation_state: Path = Field(Path("var/automation.sqlite"), description="the automation's own state file")
 
     # ------------------------------------------------------------------ HTTP
     host: str = Field("127.0.0.1", description="address the API listens on")

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from aggregates.rules import Rules, load_rules
 from aggregates.sla import SlaPolicy, load_sla_policy
 from commands.access_log import AccessLog
 from commands.desk import ComplaintDesk
@@ -55,6 +56,11 @@ class Wiring:
     @cached_property
     def sla_policy(self) -> SlaPolicy:
         return load_sla_policy(self.settings.sla_policy)
+
+    @cached_property
+    def rules(self) -> Rules:
+        """The automation's rules (raises aggregates.rules.RulesError naming the bad key)."""
+        return load_rules(self.settings.rules)
 
     # ------------------------------------------------------------------ identity
     @cached_property
@@ -118,19 +124,33 @@ class Wiring:
         """A read node as configured: on Kafka when COMPLAINTS_KAFKA_BOOTSTRAP is set (or
         `source="kafka"`), else following the event store in this process."""
         from consumers.read_node import ReadNode, load_projectors
-        from consumers.sources import KafkaSource, LogSource
 
         settings = self.settings if source is None else self.settings.model_copy(update={"source": source})
-        chosen: Any
-        if settings.use_kafka():
-            chosen = KafkaSource(settings.kafka_bootstrap, settings.topic)
-        else:
-            chosen = LogSource(self.store.recorder, self.store.mapper, idle_sleep=settings.poll_interval)
+        chosen = self._source(settings)
         if projectors is None:
             projectors = load_projectors(settings.projectors)
         options.setdefault("batch_size", settings.consumer_batch_size)
         options.setdefault("commit_pause", settings.fault_commit_pause)
         return ReadNode(db or settings.read_db, chosen, projectors, **options)
+
+    def _source(self, settings: Settings, client_id: str = "complaints-read-node") -> Any:
+        from consumers.sources import KafkaSource, LogSource
+
+        if settings.use_kafka():
+            return KafkaSource(settings.kafka_bootstrap, settings.topic, client_id=client_id)  # type: ignore[arg-type]
+        return LogSource(self.store.recorder, self.store.mapper, idle_sleep=settings.poll_interval)
+
+    def automation(self, state: Path | None = None, source: str | None = None, desk: ComplaintDesk | None = None,
+                   **options: Any) -> Any:
+        """The automation as configured: its rules, its state file, the source a read node
+        would use, acting through `desk` (this process's, else a new one)."""
+        from consumers.automation import Automation
+
+        settings = self.settings if source is None else self.settings.model_copy(update={"source": source})
+        rules = self.rules
+        desk = desk or self._desk or self.desk()
+        return Automation(self._source(settings, "complaints-automation"), desk, rules, self.sla_policy,
+                          state or settings.automation_state, **options)
 
     # ------------------------------------------------------------------ HTTP
     def command_app(self, desk: ComplaintDesk | None = None, node: Any = None) -> FastAPI:

@@ -18,6 +18,13 @@ A read node:
 - `complaints_dead_letters_total{stage}`: messages set aside, by stage (the projector that
   raised on the event, or "envelope" for a message that could not be read).
 
+The automation:
+- `complaints_automation_actions_total{rule,outcome}`: commands the rules issued, by
+  outcome (accepted, duplicate: the desk had it already, refused: with the reason recorded);
+- `complaints_automation_timer_lateness_seconds`: how long after its instant a timer's
+  action was carried out;
+- `complaints_automation_lag`: events in its source it has not followed yet.
+
 `complaints.operations` serves them on /metrics (COMPLAINTS_METRICS_PORT for headless
 processes).
 """
@@ -56,6 +63,13 @@ DEAD_LETTERS = Counter(
     "complaints_dead_letters_total", "Messages set aside as dead letters, by stage (projector or 'envelope')",
     ["stage"],
 )
+AUTOMATION_ACTIONS = Counter("complaints_automation_actions_total", "Commands the automation's rules issued, by outcome",
+                             ["rule", "outcome"])
+AUTOMATION_LATENESS = Histogram(
+    "complaints_automation_timer_lateness_seconds", "Seconds between a timer's instant and its action being carried out",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0),
+)
+AUTOMATION_LAG = Gauge("complaints_automation_lag", "Events in its source the automation has not followed yet")
 
 
 def record_positions(source: str, positions: dict[int, int]) -> None:
