@@ -76,7 +76,7 @@ ProjectorOption = Annotated[
 ]
 ModelsOption = Annotated[
     Optional[str],
-    typer.Option("--models", help="comma-separated read models (facts, sla, workload, trends); default all"),
+    typer.Option("--models", help="comma-separated read models (facts, sla, workload, trends, alerts); default all"),
 ]
 
 

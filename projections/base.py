@@ -4,6 +4,12 @@ A batch is an Arrow table of envelopes (one row per event, ordered by `position`
 deduplicated by (complaint_id, complaint_version) against what the read node has applied.
 A read node calls `apply` inside its DuckDB transaction, together with the consumer
 positions, so a batch is applied exactly once or not at all.
+
+Two streams share the batches: a complaint's events and an alert's (event types
+`Alert...`, whose `complaint_id` is the alert's id and `complaint_version` its version). A
+projector reads the complaint events unless it says `stream = "alert"` (e.g.
+`projections.alerts.AlertsProjector`); the read node hands each projector only the rows
+of its stream (`consumers.batching.stream_of`).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ def to_batch(envelopes: Iterable[EventEnvelope]) -> pa.Table:
 class Projector(Protocol):
     name: str  # the read model's name, e.g. "sla"
     schema_version: int  # bump when the tables change: the read node rebuilds on start
+    # Optional: `stream = "alert"` for a projector of the alert events (default: "complaint").
 
     def create_schema(self, db: duckdb.DuckDBPyConnection) -> None:
         """Create this read model's tables if they do not exist."""

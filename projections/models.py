@@ -1,7 +1,8 @@
 """The read models this package provides, by name, and how to make their projectors.
 
 For a read node: COMPLAINTS_PROJECTORS=projections.models:ALL_SPEC (or the module:Class
-names listed in SPEC), next to the event log a read node always keeps.
+names listed in SPEC), next to the event log a read node always keeps. Every model reads
+the complaint events but `alerts`, which reads the alert events (its `stream`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aggregates.sla import SlaPolicy
+from projections.alerts import AlertsProjector
 from projections.bulk import BulkProjector
 from projections.complaint_facts import FactsProjector
 from projections.sla import SlaProjector
@@ -20,6 +22,7 @@ MODELS: dict[str, type[BulkProjector]] = {
     "sla": SlaProjector,
     "workload": WorkloadProjector,
     "trends": TrendsProjector,
+    "alerts": AlertsProjector,
 }
 SPEC = {name: f"{cls.__module__}:{cls.__name__}" for name, cls in MODELS.items()}
 ALL_SPEC = ",".join(SPEC.values())

@@ -27,8 +27,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, Field, create_model
 
 from aggregates.access import (
-    EVERY_COMPLAINT, EXPORT, PERSONAL_DATA, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT,
-    READ_SUPERVISOR, AccessDenied, Principal, masked,
+    EVERY_COMPLAINT, EXPORT, PERSONAL_DATA, READ_ALERTS, READ_AUDIT, READ_EXECUTIVE, READ_MODELS,
+    READ_PRODUCT, READ_SUPERVISOR, AccessDenied, Principal, masked,
 )
 from aggregates.sla import SlaPolicy, load_sla_policy
 from projections.queries import DEFAULT_TIMEZONE
@@ -37,8 +37,8 @@ from read_api.figures import SLA_COLUMNS, TREND_COLUMNS, WORKLOAD_COLUMNS, Query
 from read_api.cache import ResponseCache
 from read_api.page import page_router
 from read_api.schemas import (
-    ComplaintClocks, Dimension, DimensionValues, ExecutiveDashboard, Filters, Granularity, History, Order,
-    Page, Problem,
+    AlertDetail, AlertFilters, AlertList, ComplaintClocks, Dimension, DimensionValues, ExecutiveDashboard, Filters,
+    Granularity, History, Order, Page, Problem,
     ProductDashboard, SearchResults, SlaRow, StateAt, SupervisorDashboard, Timeline, TrendRow,
     WorkloadRow,
 )
@@ -60,6 +60,7 @@ Authenticate = Callable[..., Any]
 
 
 NOT_FOUND = {404: {"model": Problem, "description": "no such complaint"}}
+ALERT_NOT_FOUND = {404: {"model": Problem, "description": "no such alert"}}
 NOT_READY = {503: {"model": Problem, "description": "the read node has no events table yet"}}
 
 SlaSort = Literal[SLA_COLUMNS]  # type: ignore[valid-type]
@@ -180,10 +181,14 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                 raise HTTPException(403, str(error)) from None
 
     def cached(request: Request, db: duckdb.DuckDBPyConnection, compute: Callable[[], Any],
-               filters: Filters | None = None) -> Any:
+               filters: Filters | AlertFilters | None = None) -> Any:
         team = filters.team if filters is not None else None
         key = (request.url.path, tuple(sorted(request.query_params.multi_items())), team)
         return cache.get(key, db, compute)
+
+    def with_alerts(answer: dict[str, Any], principal: Principal) -> dict[str, Any]:
+        """A dashboard's answer, without its open alerts for a role that may not read alerts."""
+        return answer if principal.may(READ_ALERTS) else answer | {"open_alerts": []}
 
     def open_cursor() -> duckdb.DuckDBPyConnection:
         try:
@@ -279,8 +284,8 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                    list_limit: Annotated[int, Query(ge=1, le=200, description="rows of the at-risk and breached lists")] = 20,
                    ) -> dict[str, Any]:
         filters = scoped(filters, principal)
-        return cached(request, db, lambda: figures.supervisor(
-            db, filters, list_limit=list_limit, now=clock(), policy=policy), filters)
+        return with_alerts(cached(request, db, lambda: figures.supervisor(
+            db, filters, list_limit=list_limit, now=clock(), policy=policy), filters), principal)
 
     @router.get("/dashboards/product", response_model=ProductDashboard, tags=["dashboards"],
                 responses=NOT_READY, summary="Product lines ranked, top categories, week-over-week growth, defects around a release")
@@ -290,16 +295,17 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         if release is not None and not date(1971, 1, 1) <= release <= date(9000, 1, 1):
             raise _validation("release", "release must be a date between 1971 and 9000")
         filters = scoped(filters, principal)
-        return cached(request, db, lambda: figures.product(
-            db, filters, release=release, release_days=release_days, now=clock(), policy=policy), filters)
+        return with_alerts(cached(request, db, lambda: figures.product(
+            db, filters, release=release, release_days=release_days, now=clock(), policy=policy), filters),
+            principal)
 
     @router.get("/dashboards/executive", response_model=ExecutiveDashboard, tags=["dashboards"],
                 responses=NOT_READY, summary="CSAT/NPS trend, monthly high-priority volume, handling time, reopen and repeat rates")
     def executive(request: Request, db: Db, filters: Filtered, principal: allowed(READ_EXECUTIVE),  # type: ignore[valid-type]
                   granularity: Granularity = "week") -> dict[str, Any]:
         filters = scoped(filters, principal)
-        return cached(request, db, lambda: figures.executive(
-            db, filters, granularity=granularity, now=clock(), policy=policy), filters)
+        return with_alerts(cached(request, db, lambda: figures.executive(
+            db, filters, granularity=granularity, now=clock(), policy=policy), filters), principal)
 
     @router.get("/dimensions", response_model=DimensionValues, tags=["dashboards"], responses=NOT_READY,
                 summary="The teams, products, categories and regions in the read model (for filters)")
@@ -309,6 +315,48 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                 return figures.dimension_values(r)
 
         return cached(request, db, compute)
+
+    # ---------------------------------------------------------------- alerts
+    Alerting = allowed(READ_ALERTS)
+    NO_ALERTS = {503: {"model": Problem, "description": "the read node has no events table or no alerts read model"}}
+
+    def alerts_table(db: duckdb.DuckDBPyConnection) -> None:
+        if not figures.has_table(db, figures.ALERTS):
+            raise HTTPException(503, "the read node keeps no alerts read model: run it with every read model"
+                                     " (COMPLAINTS_PROJECTORS=projections.models:ALL_SPEC)")
+
+    @router.get("/alerts", response_model=AlertList, tags=["alerts"], responses=NO_ALERTS,
+                summary="Alerts: active ones (open or acknowledged) unless `status` says otherwise, "
+                        "critical first, then newest first")
+    def alert_list(request: Request, db: Db, query: Annotated[AlertFilters, Query()],
+                   principal: Alerting) -> dict[str, Any]:
+        if principal.team_bound:
+            if query.team not in (None, principal.team):
+                raise HTTPException(403, f"{principal.subject} sees team {principal.team}'s alerts only")
+            if principal.team is None:
+                raise HTTPException(403, f"{principal.subject} belongs to no team: its token has no team claim")
+            query = query.model_copy(update={"team": principal.team})
+        alerts_table(db)
+
+        def compute() -> dict[str, Any]:
+            items, total = figures.alerts(db, query)
+            return {"items": items, "total": total, "limit": query.limit}
+
+        return cached(request, db, compute, query)
+
+    @router.get("/alerts/{alert_id}", response_model=AlertDetail, tags=["alerts"],
+                responses=ALERT_NOT_FOUND | NO_ALERTS,
+                summary="One alert with its evidence and its history (its events in order)")
+    def alert_detail(alert_id: Annotated[UUID, Path(description="the alert's id")], db: Db,
+                     principal: Alerting) -> dict[str, Any]:
+        alerts_table(db)
+        found = figures.alert(db, alert_id)
+        if found is None:
+            raise HTTPException(404, f"no alert with id {alert_id} in the read model")
+        if principal.team_bound and (principal.team is None or found["team"] != principal.team):
+            raise HTTPException(403, f"{principal.subject} sees team {principal.team or '(none)'}'s alerts only;"
+                                     f" this one is {'no team' if found['team'] is None else 'team ' + found['team']}'s")
+        return found
 
     # ---------------------------------------------------------------- read models
     @router.get("/sla", response_model=Page[SlaRow], tags=["read models"], responses=NOT_READY,
@@ -410,7 +458,7 @@ def create_read_app(db: CursorSource, authenticate: Authenticate, *, clock: Call
             "an instant. Every request carries a bearer token; each role sees its own view "
             "(docs/security.md): team leads and agents their team, and personal data only for the "
             "roles allowed to see it, every view on record. Errors: 401 no valid token, 403 not "
-            "allowed, 422 invalid parameter (with its `loc`), 404 unknown complaint, 429 too many "
+            "allowed, 422 invalid parameter (with its `loc`), 404 unknown complaint or alert, 429 too many "
             "requests, 503 read node not ready. The dashboard page is at /dashboard."
         ),
     )

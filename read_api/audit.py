@@ -40,7 +40,8 @@ def _event(complaint_id: UUID, row: Sequence[Any]) -> Any:
 
 def _rows(db: duckdb.DuckDBPyConnection, complaint_id: UUID, where: str = "", params: Iterable[Any] = ()) -> list[Any]:
     return db.execute(
-        f"SELECT {COLUMNS} FROM events WHERE complaint_id = ? {where} ORDER BY complaint_version",
+        f"SELECT {COLUMNS} FROM events WHERE complaint_id = ? AND event_type NOT LIKE 'Alert%' {where}"
+        " ORDER BY complaint_version",  # an alert's id is no complaint's
         [str(complaint_id), *params],
     ).fetchall()
 

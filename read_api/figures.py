@@ -6,7 +6,8 @@ against an oracle), all through one `queries.View` per request: live tables, or 
 tables rebuilt once as of a past instant, shared by every figure of the request. The
 few figures `projections.queries` does not have (counts by status, resolutions per day,
 the filters' value lists, the complaint titles of a list) are SQL over the same view's
-`complaint_facts` and `events` tables, here.
+`complaint_facts` and `events` tables, here. So are the alerts (the `alerts` read model:
+the list, one alert with its events, and each dashboard's `open_alerts`).
 
 Tabular figures come back either as rows (small: a dashboard section) or as a `Query`
 (SQL and parameters, for large read models) so that exports can stream them.
@@ -29,8 +30,9 @@ import duckdb
 from aggregates.access import MASK
 from aggregates.sla import SlaPolicy
 from projections import queries
+from projections.alerts import ACTIVE, ALERTS, SEVERITY_RANK
 from projections.queries import FACTS, RUNNING, WORK_OPEN
-from read_api.schemas import Dimension, Filters, Granularity
+from read_api.schemas import AlertFilters, Dimension, Filters, Granularity
 
 DIMENSION_FILTERS = ("team", "product", "channel", "severity", "tier")
 
@@ -297,6 +299,7 @@ def supervisor(db: duckdb.DuckDBPyConnection, filters: Filters, *, list_limit: i
             "at_risk": due["warning"],
             "breached": due["breached"],
             "daily": daily,
+            "open_alerts": open_alerts(r, "supervisor"),
         }
 
 
@@ -354,6 +357,7 @@ def product(db: duckdb.DuckDBPyConnection, filters: Filters, *, release: date | 
             "defect_trend": {"release": release, "points": trend,
                              "daily_before": sum(before) / len(before) if before else None,
                              "daily_after": sum(after) / len(after) if after else None},
+            "open_alerts": open_alerts(r, "product"),
         }
 
 
@@ -381,6 +385,7 @@ def executive(db: duckdb.DuckDBPyConnection, filters: Filters, *, granularity: G
             "reopen_rate": rates["reopen_rate"],
             "repeat_rate": rates["repeat_rate"],
             "first_contact_resolution_rate": rates["fcr_rate"],
+            "open_alerts": open_alerts(r, "executive"),
         }
 
 
@@ -390,6 +395,88 @@ def _floor(day: date, granularity: str) -> date:
     if granularity == "month":
         return day.replace(day=1)
     return day
+
+
+# ------------------------------------------------------------------ alerts
+# Whose alerts each dashboard shows: those for any of these roles (an alert's `recipients`).
+AUDIENCES: dict[str, tuple[str, ...]] = {
+    "supervisor": ("agent", "supervisor", "department_head"),
+    "product": ("quality",),
+    "executive": ("executive", "department_head"),
+}
+DASHBOARD_ALERTS = 20
+_ALERT_COLUMNS = (
+    "alert_id, key, rule, rules_version, subject_type, subject, complaint_id, team, severity, title_en, "
+    "title_zh, evidence::VARCHAR AS evidence, recipients, owner, due_at, status, raised_at, raised_by, "
+    "acknowledged_at, acknowledged_by, acknowledge_note, resolved_at, resolved_by, resolution_reason, "
+    "resolved_automatically, version")
+_SEVERITY_RANK = "CASE severity " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in SEVERITY_RANK.items()) + " ELSE 9 END"
+
+
+def _alert_rows(db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = Query(sql, params).rows(db)
+    for row in rows:
+        row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
+        row["recipients"] = row["recipients"] or []
+    return rows
+
+
+def alerts(db: duckdb.DuckDBPyConnection, f: AlertFilters) -> tuple[list[dict[str, Any]], int]:
+    """The alerts the filters pick (at most `f.limit`: active ones critical first, then
+    newest first; resolved ones newest first) and how many match."""
+    conditions = [f"status IN {ACTIVE!r}" if f.status == "active" else "status = $status"]
+    for name in ("rule", "severity", "team", "subject_type", "subject", "complaint_id"):
+        if getattr(f, name) is not None:
+            conditions.append(f"{name} = ${name}")
+    where = " AND ".join(conditions)
+    params = f.model_dump()
+    items = _alert_rows(db, f"""
+        SELECT {_ALERT_COLUMNS} FROM {ALERTS} WHERE {where}
+        ORDER BY CASE WHEN status IN {ACTIVE!r} THEN {_SEVERITY_RANK} ELSE 0 END,
+                 raised_at DESC, alert_id LIMIT $limit""", params)
+    total = Query(f"SELECT count(*) AS n FROM {ALERTS} WHERE {where}", params).rows(db)[0]["n"]
+    return items, total
+
+
+def alert(db: duckdb.DuckDBPyConnection, alert_id: UUID) -> dict[str, Any] | None:
+    """One alert, with its events in order (from the event log), or None."""
+    found = _alert_rows(db, f"SELECT {_ALERT_COLUMNS} FROM {ALERTS} WHERE alert_id = $id", {"id": alert_id})
+    if not found:
+        return None
+    history = Query("""
+        SELECT complaint_version AS version, event_type, occurred_at, recorded_at, actor, command_id,
+               correlation_id, position, payload::VARCHAR AS payload
+        FROM events WHERE complaint_id = $id AND event_type LIKE 'Alert%' ORDER BY complaint_version""",
+        {"id": alert_id}).rows(db)
+    return found[0] | {"history": [event | {"payload": json.loads(event["payload"])} for event in history]}
+
+
+def open_alerts(r: Request, dashboard: str, limit: int = DASHBOARD_ALERTS) -> list[dict[str, Any]]:
+    """The active alerts for the dashboard's audience, newest first: as they stand, or as
+    they stood at `as_of` (from their raise, acknowledgement and resolution instants);
+    of the `team` filter's team when one is set. Empty without an alerts read model."""
+    if not has_table(r.db, ALERTS):
+        return []
+    params: dict[str, Any] = {"audience": list(AUDIENCES[dashboard]), "team": r.filters.team, "limit": limit}
+    team = " AND team = $team" if r.filters.team is not None else ""
+    if r.filters.as_of is None:
+        return _alert_rows(r.db, f"""
+            SELECT {_ALERT_COLUMNS} FROM {ALERTS}
+            WHERE status IN {ACTIVE!r} AND list_has_any(recipients, $audience){team}
+            ORDER BY raised_at DESC, alert_id LIMIT $limit""", params)
+    # As of an instant: raised by then and not resolved yet; acknowledged if it was by then.
+    rows = _alert_rows(r.db, f"""
+        SELECT {_ALERT_COLUMNS} FROM {ALERTS}
+        WHERE raised_at <= $at AND (resolved_at IS NULL OR resolved_at > $at)
+          AND list_has_any(recipients, $audience){team}
+        ORDER BY raised_at DESC, alert_id LIMIT $limit""", params | {"at": r.now})
+    for row in rows:
+        acknowledged = row["acknowledged_at"] is not None and row["acknowledged_at"] <= r.now
+        row.update(status="acknowledged" if acknowledged else "open", version=2 if acknowledged else 1,
+                   resolved_at=None, resolved_by=None, resolution_reason=None, resolved_automatically=None)
+        if not acknowledged:
+            row.update(acknowledged_at=None, acknowledged_by=None, acknowledge_note=None)
+    return rows
 
 
 # ------------------------------------------------------------------ read models

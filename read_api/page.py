@@ -20,8 +20,8 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from aggregates.access import (
-    EXPORT, MATRIX, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT, READ_SUPERVISOR, ROLE_NAMES,
-    TEAM_BOUND,
+    ACKNOWLEDGE_ALERT, EXPORT, MATRIX, READ_ALERTS, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT,
+    READ_SUPERVISOR, ROLE_NAMES, TEAM_BOUND,
 )
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -35,10 +35,13 @@ VIEWS = {"supervisor": (READ_SUPERVISOR,), "product": (READ_PRODUCT,), "executiv
 
 def access_rules() -> dict[str, dict[str, object]]:
     """Per role, in the matrix's order: its names, the views it may open, whether it may
-    read the read models (the filters' drop-downs) and export, and whether it is team-bound."""
+    read the read models (the filters' drop-downs) and export, read and acknowledge alerts,
+    and whether it is team-bound."""
     return {
         role: {"en": en, "zh": zh, "views": [view for view, needs in VIEWS.items() if set(needs) <= MATRIX[role]],
-               "models": READ_MODELS in MATRIX[role], "export": EXPORT in MATRIX[role], "team_bound": role in TEAM_BOUND}
+               "models": READ_MODELS in MATRIX[role], "export": EXPORT in MATRIX[role],
+               "alerts": READ_ALERTS in MATRIX[role], "acknowledge": ACKNOWLEDGE_ALERT in MATRIX[role],
+               "team_bound": role in TEAM_BOUND}
         for role, (en, zh) in ROLE_NAMES.items()
     }
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
+from aggregates.alert import AlertSeverity, AlertStatus, SubjectType
 from aggregates.complaint import Channel
 from aggregates.priority import Severity, Tier
 
@@ -120,6 +121,83 @@ class ClockRef(BaseModel):
     title: str | None
 
 
+# ------------------------------------------------------------------ alerts
+AlertStatusFilter = Literal["active", "open", "acknowledged", "resolved"]
+
+
+class AlertFilters(BaseModel):
+    """What `GET /alerts` can be narrowed by (unknown parameters are ignored)."""
+
+    status: AlertStatusFilter = Field(
+        "active", description="active (open or acknowledged, the default), open, acknowledged or resolved")
+    rule: str | None = Field(None, min_length=1, max_length=100, description="the rule that raised it")
+    severity: AlertSeverity | None = None
+    team: str | None = Field(None, min_length=1, max_length=200,
+                             description="the team it is for (team-bound roles: their own, whatever they ask)")
+    subject_type: SubjectType | None = None
+    subject: str | None = Field(None, min_length=1, max_length=200,
+                                description="what it is about: a complaint id, customer id, product...")
+    complaint_id: UUID | None = Field(None, description="alerts about this complaint")
+    limit: int = Field(100, ge=1, le=1000, description="at most this many alerts")
+
+
+class Alert(BaseModel):
+    """An alert as it stands: what a rule noticed, for whom, and who did what about it."""
+
+    alert_id: UUID
+    key: str = Field(description="the rule, subject and window: one alert per key")
+    rule: str
+    rules_version: str | None
+    subject_type: SubjectType
+    subject: str = Field(description="what it is about: a complaint id, customer id, product...")
+    complaint_id: UUID | None = Field(description="the complaint it is about, if any")
+    team: str | None = Field(description="the team it is for, if any")
+    severity: AlertSeverity
+    title_en: str | None
+    title_zh: str | None
+    evidence: dict[str, Any] = Field(description="what the rule saw (figures, complaint ids...)")
+    recipients: list[str] = Field(description="the roles it is for")
+    owner: str | None = Field(description="who must act on it, when it is a task")
+    due_at: datetime | None
+    status: AlertStatus
+    raised_at: datetime
+    raised_by: str
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    acknowledge_note: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution_reason: str | None
+    resolved_automatically: bool | None = Field(description="resolved by its rule when the condition cleared")
+    version: int = Field(description="the alert's version (its events so far)")
+
+
+class AlertList(BaseModel):
+    items: list[Alert] = Field(description="active alerts critical first, then newest first; others newest first")
+    total: int = Field(description="alerts matching the filters (items holds at most `limit`)")
+    limit: int
+
+
+class AlertEvent(BaseModel):
+    version: int
+    event_type: Literal["AlertRaised", "AlertAcknowledged", "AlertResolved"]
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: str
+    command_id: str
+    correlation_id: str
+    position: int
+    payload: dict[str, Any]
+
+
+class AlertDetail(Alert):
+    history: list[AlertEvent] = Field(description="the alert's events in order")
+
+
+OPEN_ALERTS = ("active alerts (open or acknowledged) for {audience}, newest first, at most 20; "
+               "of the `team` filter's team when one is set (team-bound roles: their own)")
+
+
 # ------------------------------------------------------------------ dashboards
 class SupervisorCounts(BaseModel):
     new_today: int
@@ -171,6 +249,8 @@ class SupervisorDashboard(BaseModel):
     at_risk: list[ClockRef]
     breached: list[ClockRef]
     daily: list[DailyFlow]
+    open_alerts: list[Alert] = Field(default_factory=list, description=OPEN_ALERTS.format(
+        audience="agents, team leads or department heads"))
 
 
 class Growth(BaseModel):
@@ -195,6 +275,7 @@ class ProductDashboard(BaseModel):
     top_categories: list[Share]
     week_over_week: list[Growth]
     defect_trend: DefectTrend
+    open_alerts: list[Alert] = Field(default_factory=list, description=OPEN_ALERTS.format(audience="quality"))
 
 
 class SatisfactionPoint(BaseModel):
@@ -213,6 +294,8 @@ class ExecutiveDashboard(BaseModel):
     reopen_rate: float | None
     repeat_rate: float | None
     first_contact_resolution_rate: float | None
+    open_alerts: list[Alert] = Field(default_factory=list, description=OPEN_ALERTS.format(
+        audience="executives or department heads"))
 
 
 # ------------------------------------------------------------------ read models

@@ -3,11 +3,12 @@
 Starts the read API over demo data on a free local port, with the development sign-in
 (the tests' own issuer). Each test signs in THROUGH THE PAGE, clicking a demo user in
 its sign-in view, then: opens each view the role may see, checks that its figures and
-charts are drawn, clicks through to one complaint's audit view, and saves screenshots
-under test-output/; checks that each role sees the views the permission matrix gives it,
-that a team lead's team filter is fixed to its team, that a 403 shows a message in the
-panel, that a 401 and signing out bring back the sign-in view, and that every request
-to the API carries the bearer token. In OIDC mode, the page signs in by the
+charts are drawn, shows an alert raised through the desk on the supervisor's dashboard
+(its "Acknowledge" posts with the token), clicks through to one complaint's audit view,
+and saves screenshots under test-output/; checks that each role sees the views the
+permission matrix gives it, that a team lead's team filter is fixed to its team, that a
+403 shows a message in the panel, that a 401 and signing out bring back the sign-in
+view, and that every request to the API carries the bearer token. In OIDC mode, the page signs in by the
 authorization-code flow with PKCE at the real Keycloak (the `keycloak` fixture, realm
 `complaints`): its login form, the page's own code exchange at the token endpoint (a
 cross-origin request), and its logout. `scripts/browser` installs Chromium; when it
@@ -16,6 +17,7 @@ cannot start, the tests fail under CI=true and are skipped elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -34,11 +36,19 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from aggregates.access import MATRIX, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT, READ_SUPERVISOR
+from aggregates.access import (
+    MATRIX, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT, READ_SUPERVISOR, Principal,
+)
+from aggregates.alert import alert_id_for
+from commands.alerts import RaiseAlert
 from commands.demo import load_demo
 from complaints.identity import DEV_ISSUER, DEV_USERS, ProviderKeys, TokenVerifier, authenticator, config_router, dev_router
 from complaints.settings import Settings
 from complaints.store import open_desk
+from consumers.stored_events import envelopes
+from projections.alerts import AlertsProjector
+from projections.base import to_batch
+from projections.event_log import EventLog
 from read_api.app import create_read_app
 from tests.identity import AUTHENTICATE, ISSUER, bearer
 from tests.keycloak import AUDIENCE, WEB_CLIENT, Keycloak
@@ -88,12 +98,32 @@ def serving(app: FastAPI, port: int) -> Iterator[str]:
         thread.join(10)
 
 
+# An alert raised through the desk (team billing's, for team leads and department heads).
+ALERT = {"key": "browser:category_spike:billing/mobile-app", "rule": "category_spike", "rules_version": "1",
+         "subject_type": "category_product", "subject": "billing/mobile-app", "team": "billing",
+         "severity": "critical", "title_en": "Billing complaints about the app doubled",
+         "title_zh": "应用的账单投诉翻倍", "evidence": {"this_week": 40, "last_week": 20},
+         "recipients": ["supervisor", "department_head"]}
+ALERT_ID = alert_id_for(ALERT["key"])
+
+
+def add_alert(desk: Any, db: Any) -> None:
+    """Raise ALERT through the desk and apply its events as a read node applies the alert stream."""
+    after = db.execute("SELECT max(position) FROM events").fetchone()[0]
+    desk.raise_alert(RaiseAlert(**ALERT), Principal("automation:alerts", "rules", frozenset({"automation"})))
+    batch = to_batch(envelopes(desk.mapper, desk.recorder.select_notifications(after + 1, 100)))
+    db.begin()
+    AlertsProjector().apply(db, EventLog().insert_new(db, batch))
+    db.commit()
+
+
 @pytest.fixture(scope="module")
 def read_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     desk = open_desk(
         Settings(store="sqlite", sqlite_path=tmp_path_factory.mktemp("browser") / "events.sqlite"))
     load_demo(desk, 400, end=datetime.now(UTC), progress=False)
     db = build_read_db(desk)
+    add_alert(desk, db)
     yield db
     db.close()
     desk.close()
@@ -237,9 +267,26 @@ def test_dashboard_views_and_audit(base_url: str, browser: object) -> None:
     before = int(status.get_attribute("data-refreshes") or 0)
     page.wait_for_function(f"Number(document.querySelector('#status').dataset.refreshes) > {before}", timeout=15_000)
 
-    # From the supervisor's breached list (or the search) to one complaint's audit view.
     page.click(".tabs button[data-view=supervisor]")
     page.wait_for_selector("#sup-kpis .kpi")
+    # The alert raised through the desk, on the supervisor's dashboard, in both languages; its
+    # "Acknowledge" posts to the command API with the token (answered here: no command API).
+    acknowledged: list[Any] = []
+    page.route(f"**/alerts/{ALERT_ID}/acknowledge", lambda route: (acknowledged.append(route.request), route.fulfill(
+        status=200, content_type="application/json", body=json.dumps({
+            "alert_id": str(ALERT_ID), "version": 2, "status": "acknowledged", "command_id": "c", "replayed": False}))))
+    row = page.locator(f"#sup-alerts tr[data-alert='{ALERT_ID}']")
+    row.wait_for(timeout=15_000)
+    text = row.inner_text()
+    assert ALERT["title_en"] in text and ALERT["title_zh"] in text and "critical" in text and "open" in text, text
+    assert "billing/mobile-app" in text, text
+    row.locator("button.ack").click()
+    row.locator(".acked").wait_for(timeout=15_000)
+    assert len(acknowledged) == 1 and acknowledged[0].method == "POST", acknowledged
+    assert acknowledged[0].headers["authorization"].startswith("Bearer "), acknowledged[0].headers
+    page.unroute(f"**/alerts/{ALERT_ID}/acknowledge")
+
+    # From the supervisor's breached list (or the search) to one complaint's audit view.
     rows = page.locator("#sup-breached tr.click, #sup-risk tr.click")
     if rows.count():
         rows.first.click()

@@ -34,12 +34,14 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
+from aggregates.access import Principal
 from aggregates.sla import SlaPolicy, load_sla_policy
+from commands.alerts import RaiseAlert
 from projections.base import to_batch
 from projections.event_log import EventLog
 from projections.models import make as make_projectors
 from read_api.app import create_read_app
-from tests.histories import history
+from tests.histories import envelopes as all_envelopes, history
 from tests.identity import AUTHENTICATE, bearer
 
 PACKAGED = load_sla_policy()
@@ -70,6 +72,7 @@ def plan(seed: int = 7, length: int = 90) -> list[tuple[int, int, timedelta, int
 class ReadFile:
     path: Path
     complaint_id: str
+    alert_id: str
     envelopes: list[Any]
     as_of: datetime  # an instant inside the history, after that complaint's registration
     now: datetime  # after the last event
@@ -83,6 +86,11 @@ class ReadFile:
 def read_file(tmp_path_factory: pytest.TempPathFactory) -> ReadFile:
     tmp = tmp_path_factory.mktemp("reads-never-write")
     desk, envelopes = history(plan())
+    alert_id = desk.raise_alert(RaiseAlert(  # an alert too, for GET /alerts/{alert_id}
+        key="reads-never-write", rule="rule", rules_version="1", subject_type="product", subject="x",
+        severity="warning", title_en="t", title_zh="t", recipients=["supervisor"]),
+        Principal("automation:alerts", "rules", frozenset({"automation"}))).alert_id
+    alert_events = [e for e in all_envelopes(desk) if e.event_type.startswith("Alert")]
     desk.close()
     path = tmp / "read.duckdb"
     db = duckdb.connect(str(path))
@@ -97,13 +105,19 @@ def read_file(tmp_path_factory: pytest.TempPathFactory) -> ReadFile:
         for projector in projectors:
             projector.apply(db, new)
         db.commit()
+    db.begin()  # the alert's events to the alert stream's projectors (a read node splits the streams)
+    new = log.insert_new(db, to_batch(alert_events))
+    for projector in projectors:
+        if getattr(projector, "stream", "complaint") == "alert":
+            projector.apply(db, new)
+    db.commit()
     (team,), (product,), (customer,) = (db.execute(
         f"SELECT {column} FROM complaint_facts WHERE {column} IS NOT NULL ORDER BY registered_at LIMIT 1"
     ).fetchone() for column in ("team", "product", "customer_id"))
     first = db.execute("SELECT complaint_id, registered_at FROM complaint_facts ORDER BY registered_at LIMIT 1").fetchone()
     db.close()
     assert first is not None
-    return ReadFile(path=path, complaint_id=first[0], envelopes=envelopes,
+    return ReadFile(path=path, complaint_id=first[0], alert_id=str(alert_id), envelopes=envelopes,
                     as_of=envelopes[len(envelopes) // 2].occurred_at,
                     now=envelopes[-1].occurred_at + timedelta(hours=1), team=team, product=product,
                     customer=customer, other_policy=other_policy(tmp))
@@ -133,7 +147,7 @@ def _alternatives(schema: dict[str, Any], spec: dict[str, Any]) -> list[dict[str
 def values_of(name: str, schema: dict[str, Any], spec: dict[str, Any], f: ReadFile) -> list[Any]:
     """Values worth trying for a parameter: every one of an enumeration, else one valid one."""
     known = {"team": f.team, "product": f.product, "customer": f.customer, "tz": "America/New_York",
-             "text": "Broken", "complaint_id": f.complaint_id}
+             "text": "Broken", "complaint_id": f.complaint_id, "alert_id": f.alert_id}
     for alt in _alternatives(schema, spec):
         if "enum" in alt:
             return list(alt["enum"])

@@ -130,7 +130,7 @@ def test_the_rebuilt_file_is_swapped_in_and_the_runner_goes_on_from_it(tmp_path:
     assert db.execute("SELECT source, partition, next_position FROM consumer_positions").fetchall() == [
         ("log", 0, first[-1].position + 1)]
     assert {r[0] for r in db.execute("SELECT projector FROM read_model_meta").fetchall()} == {
-        "events", "facts", "sla", "workload", "trends"}
+        "events", "facts", "sla", "workload", "trends", "alerts"}
     db.close()
     assert not list(tmp_path.glob("read.duckdb.rebuild-*"))
 

@@ -12,8 +12,9 @@ const COLORS = { accent: "#2f6fde", ok: "#1f9d66", warn: "#e0a100", bad: "#d6454
 const EXPORTS = { supervisor: "sla", product: "trends", executive: "complaints", audit: "events" };
 
 // `generation` changes at each sign-in and sign-out: answers to an earlier one are dropped.
+// `acknowledged`: alerts acknowledged from this page, until the read model shows it.
 const state = { view: null, complaint: null, selectedVersion: null, inFlight: null, again: false, refreshes: 0,
-  generation: 0 };
+  generation: 0, acknowledged: new Set() };
 
 // ------------------------------------------------------------------ helpers
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -186,6 +187,7 @@ async function supervisor() {
   const open = mayView("audit") ? (r) => openComplaint(r.complaint_id) : null;
   table("sup-breached", dueColumns(true), d.breached, open);
   table("sup-risk", dueColumns(false), d.at_risk, open);
+  alertsPanel("sup-alerts", d.open_alerts || []);
 }
 
 // ------------------------------------------------------------------ product and quality
@@ -198,6 +200,7 @@ async function product() {
   }
   params.set("release", release.value);
   const d = await getJSON("/dashboards/product", params);
+  alertsPanel("prod-alerts", d.open_alerts || []);
   const top = d.by_product[0];
   const rising = d.week_over_week.filter((g) => g.growth !== null && g.growth > 0.2);
   kpis("prod-kpis", [
@@ -240,6 +243,7 @@ async function executive() {
     getJSON("/trends", new URLSearchParams([...params, ["dimension", "priority"], ["granularity", "week"], ["limit", "1000"]])),
     getJSON("/trends", new URLSearchParams([...params, ["dimension", "channel"], ["granularity", "month"], ["limit", "1000"]])),
   ]);
+  alertsPanel("exec-alerts", d.open_alerts || []);
   const last = d.satisfaction[d.satisfaction.length - 1];
   const highTotal = d.high_priority_monthly.reduce((s, p) => s + p.count, 0);
   kpis("exec-kpis", [
@@ -273,6 +277,71 @@ async function executive() {
   plot("exec-channel", [{ type: "bar", orientation: "h", y: ranked.map((c) => fmt.label(c[0])), x: ranked.map((c) => c[1]),
     text: ranked.map((c) => c[1]), textposition: "auto", marker: { color: COLORS.accent } }],
   { margin: { l: 100, r: 12, t: 4, b: 28 } });
+}
+
+// ------------------------------------------------------------------ alerts (on every dashboard)
+// The active alerts of the view's audience, newest first (at most 20: the API's limit).
+// Titles in both languages, as the page's other bilingual texts; "Acknowledge" posts to
+// the command API (same origin, with the token) for the roles that may.
+const DASHBOARD_ALERTS = 20;
+
+function alertSubject(a) {
+  const text = a.subject_type === "complaint" ? a.subject.slice(0, 8) : a.subject;
+  const label = `${fmt.label(a.subject_type)} ${text}`;
+  if (!a.complaint_id || !mayView("audit")) return label;
+  return el("a", { href: `#audit/${a.complaint_id}`, onclick: (e) => { e.preventDefault(); openComplaint(a.complaint_id); } }, label);
+}
+
+function alertAction(a) {
+  if (a.status === "open" && state.acknowledged.has(a.alert_id)) return el("span", { class: "acked" }, bi("Acknowledged", "已确认"));
+  if (a.status !== "open" || !mayDo("acknowledge") || $("#filters input[name=as_of]").value) {
+    return a.acknowledged_by ? el("span", { class: "muted" }, a.acknowledged_by) : "";
+  }
+  const button = el("button", { type: "button", class: "ack", dataset: { alert: a.alert_id } }, bi("Acknowledge", "确认"));
+  button.addEventListener("click", () => acknowledge(a.alert_id, button));
+  return button;
+}
+
+function alertsPanel(id, alerts) {
+  const target = document.getElementById(id);
+  const count = $(".alert-count", target.closest(".card"));
+  count.textContent = alerts.length ? `${alerts.length}${alerts.length >= DASHBOARD_ALERTS ? "+" : ""}` : "";
+  if (!alerts.length) {
+    target.replaceChildren(el("div", { class: "empty" }, bi("No open alerts", "暂无待处理告警")));
+    return;
+  }
+  const head = el("tr", {}, ["Severity", "Alert", "Subject", "Raised", "Status", ""].map((label) => el("th", {}, label)));
+  const rows = alerts.map((a) => el("tr", { class: `alert sev-${a.severity}`, dataset: { alert: a.alert_id } },
+    el("td", {}, chip(a.severity, `sev-${a.severity}`)),
+    el("td", { class: "alert-title", title: a.rule }, bi(a.title_en || a.rule, a.title_zh || a.rule)),
+    el("td", {}, alertSubject(a)),
+    el("td", {}, fmt.time(a.raised_at)),
+    el("td", {}, chip(a.status, `alert-${a.status}`)),
+    el("td", { class: "num" }, alertAction(a))));
+  target.replaceChildren(el("table", {}, el("thead", {}, head), el("tbody", {}, rows)));
+}
+
+async function acknowledge(id, button) {
+  const status = $("#status");
+  button.disabled = true;
+  try {
+    await api(`/alerts/${encodeURIComponent(id)}/acknowledge`, null, {
+      method: "POST", headers: { "content-type": "application/json", accept: "application/json" }, body: "{}" });
+    state.acknowledged.add(id);
+    button.replaceWith(el("span", { class: "acked" }, bi("Acknowledged", "已确认")));
+    refresh();
+  } catch (error) {
+    if (error instanceof SignedOut) return;
+    button.disabled = false;
+    if (error instanceof HttpError && error.status === 409) { // acknowledged or resolved meanwhile
+      state.acknowledged.add(id);
+      refresh();
+      return;
+    }
+    status.textContent = error instanceof HttpError && error.status === 403
+      ? `not allowed / 无权确认: ${error.detail}` : `acknowledge failed / 确认失败: ${error.message}`;
+    status.classList.add("error");
+  }
 }
 
 // ------------------------------------------------------------------ audit
@@ -374,7 +443,7 @@ function allowedViews() {
 }
 
 const mayView = (view) => allowedViews().includes(view);
-const mayDo = (what) => roleRules().some((rule) => rule[what] === true); // "export", "models"
+const mayDo = (what) => roleRules().some((rule) => rule[what] === true); // "export", "models", "acknowledge"
 
 // Where a role lands after signing in: its own dashboard, when it has one; else the first
 // view it may open.
@@ -637,7 +706,7 @@ function clearViews() {
   const team = $("#filters select[name=team]");
   team.replaceChildren(el("option", { value: "" }, "All"));
   fixTeam();
-  Object.assign(state, { view: null, complaint: null, selectedVersion: null, again: false });
+  Object.assign(state, { view: null, complaint: null, selectedVersion: null, again: false, acknowledged: new Set() });
   $("#status").textContent = "";
   $("#status").classList.remove("error");
 }
