@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from aggregates.access import (
-    MATRIX, PERSONAL_DATA, READ_AUDIT, READ_COMPLAINT, ROLES, TEAM_BOUND, matrix_markdown,
+    MATRIX, PERSONAL_DATA, READ_ALERTS, READ_AUDIT, READ_COMPLAINT, ROLES, TEAM_BOUND, Principal, matrix_markdown,
 )
 from complaints.identity import DEV_ISSUER, DevUser
 from complaints.settings import Settings
@@ -55,6 +55,8 @@ BODIES: dict[str, dict[str, Any]] = {
     "escalate": {"level": 1, "reason": "slow"},
     "withdraw": {"reason": "solved"},
     "mark-duplicate": {},  # duplicate_of filled in below
+    "acknowledge": {"note": "on it"},
+    "resolve-alert": {"reason": "handled"},
 }
 # Served to anyone: health, metrics, the page's shell, the sign-in itself, the API documents.
 OPEN = ("/health", "/ready", "/metrics", "/auth/", "/static/", "/dashboard", "/favicon.ico", "/docs",
@@ -97,6 +99,14 @@ class Desk:
             self.desk.execute(done.complaint_id, AssignComplaint(team=team, agent=f"{team}-1"), OPERATOR)
         return str(done.complaint_id)
 
+    def raise_alert(self, team: str) -> str:
+        from commands.alerts import RaiseAlert
+
+        rules = Principal("automation:alerts", "rules", frozenset({"automation"}))
+        return str(self.desk.raise_alert(RaiseAlert(
+            key=f"test:{team}", rule="test", rules_version="1", subject_type="complaint", subject="x", team=team,
+            severity="warning", title_en="Test", title_zh="测试", recipients=["supervisor"]), rules).alert_id)
+
     def caught_up(self) -> None:
         """Wait until the read node has every event in the store."""
         last = self.desk.recorder.max_notification_id() or 0
@@ -125,6 +135,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     desk.ours = desk.register(TEAM)
     desk.theirs = desk.register(OTHER_TEAM)
     desk.unassigned = desk.register(None)
+    desk.our_alert, desk.their_alert = desk.raise_alert(TEAM), desk.raise_alert(OTHER_TEAM)
     desk.caught_up()
     yield desk
     desk.close()
@@ -157,14 +168,16 @@ def operations(app: Any) -> list[tuple[str, str]]:
     return found
 
 
-def call(service: Desk, method: str, path: str, who: DevUser | None, complaint: str, token: str | None = None) -> Any:
-    concrete = path.replace("{complaint_id}", complaint).replace("{dataset}", "complaints")
+def call(service: Desk, method: str, path: str, who: DevUser | None, complaint: str, token: str | None = None,
+         alert: str | None = None) -> Any:
+    concrete = (path.replace("{complaint_id}", complaint).replace("{dataset}", "complaints")
+                .replace("{alert_id}", alert or service.our_alert))
     auth = {"Authorization": f"Bearer {token}"} if token else (headers(who) if who else {})
     if method == "GET":
         return service.client.get(concrete, headers=auth)
     if path == "/complaints":
         return service.client.post(concrete, json=REGISTER, headers=auth)
-    command = path.rsplit("/", 1)[1]
+    command = path.rsplit("/", 1)[1] + ("-alert" if path == "/alerts/{alert_id}/resolve" else "")
     body = BODIES[command] | ({"duplicate_of": service.theirs} if command == "mark-duplicate" else {})
     return service.client.post(concrete, json=body, headers=auth)
 
@@ -189,9 +202,13 @@ def permission_of(method: str, path: str) -> str:
     if method == "POST":
         if path == "/complaints":
             return "register"
+        from commands.alerts import ALERT_COMMANDS
         from commands.models import COMPLAINT_COMMANDS
 
-        return COMPLAINT_COMMANDS[path.rsplit("/", 1)[1]].action
+        commands = ALERT_COMMANDS if path.startswith("/alerts/") else COMPLAINT_COMMANDS
+        return commands[path.rsplit("/", 1)[1]].action
+    if path.startswith("/alerts"):
+        return READ_ALERTS
     if path.endswith("/personal-data-views"):
         return "read:access_log"
     if path.startswith("/complaints/"):
@@ -221,8 +238,8 @@ def test_the_matrix_holds_for_every_operation(service: Desk, role: str) -> None:
         else:
             assert answer.status_code == 403, (role, method, path, answer.status_code, answer.text)
             assert service.desk.recorder.max_notification_id() == before, (role, path)
-        if role in TEAM_BOUND and "{complaint_id}" in path and permission in MATRIX[role]:
-            answer = call(service, method, path, who, service.theirs)
+        if role in TEAM_BOUND and ("{complaint_id}" in path or "{alert_id}" in path) and permission in MATRIX[role]:
+            answer = call(service, method, path, who, service.theirs, alert=service.their_alert)
             assert answer.status_code == 403, ("other team", role, method, path, answer.text)
             assert "team" in answer.json()["detail"]
 

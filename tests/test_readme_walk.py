@@ -40,3 +40,32 @@ def test_the_readme_curl_walk_works_as_written(tmp_path: Path) -> None:
     assert [a["version"] for a in answers] == [2, 3, 4, 5, 6, 7]
     assert (now["status"], now["version"], now["priority"], now["updated_by"]) == ("closed", 7, "urgent", "billing-1")
     assert then == {"status": "assigned", "team": "billing", "agent": "billing-1"}
+
+
+def test_the_readme_rules_walk_works_as_written(tmp_path: Path) -> None:
+    """`make run` (here `complaints run` without demo data), a fatal complaint, and with no
+    other request: triaged, assigned, and a critical alert in the read API."""
+    readme = (ROOT / "README.md").read_text()
+    walk = re.search(r"```sh\n(API=http://127\.0\.0\.1:8000\n[^`]*?安全隐患.*?)```", readme, re.S)
+    assert walk, "the README's rules walk is missing"
+    port = free_port()
+    script = walk.group(1).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    env = os.environ | {"COMPLAINTS_SQLITE_PATH": str(tmp_path / "e.sqlite"),
+                        "COMPLAINTS_READ_DB": str(tmp_path / "read.duckdb"),
+                        "COMPLAINTS_AUTOMATION_STATE": str(tmp_path / "automation.sqlite"),
+                        "COMPLAINTS_DEV_ISSUER_KEY": str(tmp_path / "issuer.pem")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "complaints.cli", "run", "--port", str(port), "--demo-count", "0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/health")
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                              text=True, timeout=60, env=env, cwd=ROOT)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert done.returncode == 0, done.stderr
+    complaint, *alerts = [line for line in done.stdout.splitlines() if line]
+    assert [json.loads(a) for a in alerts] == [{"severity": "critical", "title_zh": "致命投诉（product_defect，ebike）",
+                                                "team": "tech-support", "complaint_id": complaint}]
