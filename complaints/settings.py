@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     # Fault injection for the fault tests only: widen the windows a crash must hit.
     fault_relay_pause: float = Field(0.0, ge=0, description="test only: seconds between Kafka's ack and recording the position")
     fault_commit_pause: float = Field(0.0, ge=0, description="test only: seconds inside a read-node transaction before commit")
+    fault_automation_pause: float = Field(0.0, ge=0, description="test only: seconds between the automation's actions and saving its state")
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The environment an eventsourcing application or factory is configured from."""

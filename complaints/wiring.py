@@ -149,6 +149,7 @@ class Wiring:
         settings = self.settings if source is None else self.settings.model_copy(update={"source": source})
         rules = self.rules
         desk = desk or self._desk or self.desk()
+        options.setdefault("fault_pause", settings.fault_automation_pause)
         return Automation(self._source(settings, "complaints-automation"), desk, rules, self.sla_policy,
                           state or settings.automation_state, **options)
 

@@ -29,7 +29,7 @@ import hashlib
 import heapq
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
@@ -112,7 +112,11 @@ class Case:
         return self.status in OPEN
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # What dataclasses.asdict gives, without its recursive deep copy (most of the time of
+        # saving a sweep's cases): the containers are copied; they hold strings and instants.
+        data = {name: getattr(self, name) for name in _CASE_FIELDS}
+        data["triage_decision"] = None if self.triage_decision is None else dict(self.triage_decision)
+        data["fired"] = list(self.fired)
         for name in _INSTANTS:
             data[name] = _iso(data[name])
         data["dues"] = {k: _iso(v) for k, v in self.dues.items()}
@@ -128,6 +132,7 @@ class Case:
 
 
 _INSTANTS = ("registered_at", "queued_at", "triaged_at")
+_CASE_FIELDS = tuple(f.name for f in fields(Case))
 
 
 @dataclass
@@ -144,11 +149,20 @@ class Memory:
     next_surge_check: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Everything but the alerts (saved one row per alert as they change: `alerts_dirty`).
+        What dataclasses.asdict gives, without its recursive deep copy; the dicts hold strings."""
+        data = {name: getattr(self, name) for name in _MEMORY_FIELDS}
+        for name, value in data.items():
+            if isinstance(value, dict):
+                data[name] = {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Memory:
         return cls(**data)
+
+
+_MEMORY_FIELDS = tuple(f.name for f in fields(Memory) if f.name not in ("open_alerts", "alert_keys"))
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -175,6 +189,12 @@ class Engine:
         self.by_customer: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
         self.weekly: dict[str, dict[date, int]] = defaultdict(lambda: defaultdict(int))  # product -> week -> n
         self.surges: dict[str, list[datetime]] = defaultdict(list)  # "category|product" -> triage instants
+        # complaint -> the assignment decision (command id, undo) it holds until the stream
+        # says who has it: only such a decision is taken back when refused or superseded (a
+        # person's assignment to the very same agent must not be taken back with it), and a
+        # later triage in the same batch takes it back before deciding again.
+        self._holding: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
+        self.alerts_dirty: set[str] = set()  # alert keys raised or resolved since the last save
         for case_id, case in self.cases.items():
             self._count(case_id, case, +1)
             self._registered(case_id, case)
@@ -283,8 +303,10 @@ class Engine:
                 owner=case.agent if "assignee" in rung.notify else None,
                 title_en=f"SLA {clock.replace('_', ' ')} {_rung_words(rung)}",
                 title_zh=f"SLA {_CLOCK_ZH[clock]}{_rung_words_zh(rung)}",
+                # (only what the timer fixes: a decision made again after a restart must be the
+                # same command, whatever the automation has read of its own actions since)
                 evidence={"clock": clock, "due": due_text, "rung": rung.id, "instant": instant.isoformat(),
-                          "team": case.team, "agent": case.agent, "escalation_level": case.escalation},
+                          "team": case.team, "agent": case.agent},
                 clock=clock, due=instant))
         escalated = f"escalated:{rung.id}"  # once per rung, whichever clock reaches it first
         if rung.escalate and case.escalation < 3 and escalated not in case.fired:
@@ -355,6 +377,7 @@ class Engine:
         c.dues["resolution"] = _at(p["resolution_due"])  # type: ignore[assignment]
 
     def _on_Assigned(self, c: Case, p: dict[str, Any], e: EventEnvelope) -> None:
+        self._holding.pop(str(e.complaint_id), None)
         c.team, c.agent = p["team"], p["agent"]
         c.queued_at = e.occurred_at if p["agent"] is None and c.queued_at is None else (
             c.queued_at if p["agent"] is None else None)
@@ -401,6 +424,10 @@ class Engine:
 
     def _on_Escalated(self, c: Case, p: dict[str, Any], e: EventEnvelope) -> None:
         c.escalation = max(c.escalation, int(p["level"]))
+        if e.command_id.startswith("auto:escalate:"):  # a rung's escalation: done, whoever decided it
+            rung = f"escalated:{e.command_id.split(':')[2]}"
+            if rung not in c.fired:
+                c.fired.append(rung)
 
     def _on_Withdrawn(self, c: Case, p: dict[str, Any], e: EventEnvelope) -> None:
         c.status = "withdrawn"
@@ -429,16 +456,25 @@ class Engine:
             if payload["key"] not in memory.open_alerts:
                 self._remember(payload["key"], alert_id, payload["rule"], _str(payload.get("complaint_id")),
                                evidence.get("clock"), evidence.get("due"))
-        elif envelope.event_type == "AlertResolved" and alert_id in memory.alert_keys:
+        elif envelope.event_type == "AlertResolved" and memory.alert_keys.get(alert_id) in memory.open_alerts:
+            # (not when the engine resolved it itself: it forgot the alert when it decided so)
             self._forget(memory.alert_keys[alert_id])
 
     # ------------------------------------------------------------------ rules on events
     def _triaged(self, case_id: str, case: Case, before: tuple[Any, ...], envelope: EventEnvelope) -> list[Action]:
         actions: list[Action] = []
+        held = self._holding.pop(case_id, None)
+        if held is not None:  # decided on an earlier triage of this batch, never sent: this one decides
+
+            def taken_back(c: Case) -> None:
+                for name, value in held[1]:
+                    setattr(c, name, value)
+            self._change(case_id, taken_back)
         if case.team is None and case.open():
             actions += self._assign(case_id, case, envelope.occurred_at)
         fatal = self.rules.alerts.fatal_complaint
-        if fatal.enabled and case.severity == "fatal" and before[1] != "fatal":
+        if fatal.enabled and case.severity == "fatal" and before[1] != "fatal" \
+                and str(alert_id_for(f"fatal_complaint:{case_id}")) not in self.memory.alert_keys:  # one alert per complaint
             actions.append(self._raise(
                 "alerts.fatal_complaint", key=f"fatal_complaint:{case_id}", subject_type="complaint", subject=case_id,
                 case=case, case_id=case_id, severity="critical", recipients=list(fatal.recipients), owner=None,
@@ -469,6 +505,7 @@ class Engine:
             c.agent = agent.agent if agent else None
             c.queued_at = None if agent else at
         self._change(case_id, decided)
+        self._holding[case_id] = (f"auto:assign:{case_id}:{n}", undo)
         if agent:
             self.memory.last_assigned[agent.agent] = at.isoformat()
         return [Action(rule.id, "assignment", UUID(case_id), AssignComplaint(
@@ -486,6 +523,8 @@ class Engine:
             if not self.queues[team] or pick_agent(self.rules.agents_of(team), self.load, {}) is None:
                 continue  # nobody in the team has room
             for case_id in sorted(self.queues[team], key=lambda i: (self.cases[i].queued_at or NEVER, i)):
+                if case_id in self._holding:
+                    continue  # queued by a decision of this step: drained once the stream has it
                 case = self.cases[case_id]
                 agent = pick_agent(self.rules.agents_of(team, case.skill), self.load, self._last_assigned())
                 if agent is None:
@@ -496,6 +535,7 @@ class Engine:
                 def decided(c: Case, agent_id: str = agent.agent) -> None:
                     c.assignments, c.agent, c.queued_at = n, agent_id, None
                 self._change(case_id, decided)
+                self._holding[case_id] = (f"auto:assign:{case_id}:{n}", undo)
                 self.memory.last_assigned[agent.agent] = now.isoformat()
                 actions.append(Action("assign.queue", "assignment", UUID(case_id), AssignComplaint(
                     command_id=f"auto:assign:{case_id}:{n}", team=team, agent=agent.agent,
@@ -654,11 +694,13 @@ class Engine:
                   due: str | None) -> None:
         self.memory.alert_keys[alert_id] = key
         self.memory.open_alerts[key] = {"id": alert_id, "rule": rule, "complaint": case_id, "clock": clock, "due": due}
+        self.alerts_dirty.add(key)
         if case_id:
             self.alerts_by_case[case_id].add(key)
 
     def _forget(self, key: str) -> dict[str, Any]:
         alert = self.memory.open_alerts.pop(key)
+        self.alerts_dirty.add(key)
         if alert.get("complaint"):
             self.alerts_by_case[alert["complaint"]].discard(key)
         return alert
@@ -679,6 +721,11 @@ class Engine:
         case = self.cases.get(str(action.target))
         if accepted or not action.undo or case is None:
             return
+        if isinstance(action.command, AssignComplaint):
+            held = self._holding.get(str(action.target))
+            if held is None or held[0] != action.command_id:
+                return  # the stream (or a later triage) has said who has it since, perhaps the very same agent
+            del self._holding[str(action.target)]
         if any(getattr(case, name) != value for name, value in action.did):
             return  # the stream has said something else since
 
