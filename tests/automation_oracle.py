@@ -26,7 +26,7 @@ from aggregates.access import Principal
 from aggregates.envelope import EventEnvelope
 from aggregates.rules import Rules, load_rules
 from aggregates.sla import SlaPolicy
-from commands.models import Command, CommandResult, ComplaintCommand, RegisterComplaint
+from commands.models import CommandResult, ComplaintCommand, RegisterComplaint
 from complaints.settings import Settings
 from complaints.store import open_desk
 from consumers.automation import Automation, Outcome
@@ -311,9 +311,9 @@ def team_rule(rules: Rules, c: Fold) -> Any:
     facts = {"category": c.category, "product": c.product, "channel": c.channel, "region": c.region,
              "severity": c.severity, "tier": c.tier}
     for rule in rules.assignment:
-        if all(getattr(rule, name) is None
-               or facts[name] in ([getattr(rule, name)] if isinstance(getattr(rule, name), str) else getattr(rule, name))
-               for name in facts):
+        wanted = {name: getattr(rule, name) for name in facts}
+        if all(value is None or facts[name] in ([value] if isinstance(value, str) else value)
+               for name, value in wanted.items()):
             return rule
     return None
 
@@ -440,7 +440,8 @@ class Oracle:
                 if due is None:
                     continue
                 for rung in rules.ladder.rungs:
-                    if (cid, clock, rung.id, due.isoformat()) in fired or rung_instant(rung, due, self.policy) > step.at:
+                    if (cid, clock, rung.id, due.isoformat()) in fired \
+                            or rung_instant(rung, due, self.policy) > step.at:
                         continue
                     fired.add((cid, clock, rung.id, due.isoformat()))
                     key = f"sla.{clock}.{rung.id}:{cid}:{due.isoformat()}"
