@@ -18,7 +18,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from aggregates.complaint import CommandIdReused, DomainError, Meta
+from aggregates.complaint import DomainError, Meta, previous_result
 
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 AlertSeverity = Literal["info", "warning", "critical"]
@@ -98,13 +98,8 @@ class Alert(Aggregate):
         self.updated_at = occurred_at
 
     def previous_result(self, command_id: str, action: str, fingerprint: str | None = None) -> int | None:
-        """The version a command already produced, or None (as `Complaint.previous_result`)."""
-        done = self.commands.get(command_id)
-        if done is None:
-            return None
-        if done["action"] != action or (done["fingerprint"] and fingerprint and done["fingerprint"] != fingerprint):
-            raise CommandIdReused(command_id)
-        return int(done["version"])
+        """The version a command already produced, or None if it is new here."""
+        return previous_result(self.commands, command_id, action, fingerprint)
 
     # ---------------------------------------------------------------- acknowledgement
     def acknowledge(self, note: str | None, meta: Meta) -> None:

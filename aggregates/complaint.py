@@ -20,7 +20,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from aggregates.due_times import SlaClock, responds
-from aggregates.priority import Impact, Priority, Severity, Tier, derive_priority
+from aggregates.priority import Impact, Priority, Severity, derive_priority
 from aggregates.sla import SlaPolicy
 
 Status = Literal[
@@ -100,6 +100,21 @@ class CommandIdReused(DomainError):
             " body or principal): retry with the same body to get the first answer, or give a new"
             " command a new command_id"
         )
+
+
+def previous_result(commands: dict[str, dict[str, Any]], command_id: str, action: str,
+                    fingerprint: str | None) -> int | None:
+    """The version a command recorded in an aggregate's `commands` produced, or None if it is
+    new there. A command id names one command: used again for another action or another body
+    (or by another principal, whose subject is in the fingerprint) it is refused, and the
+    refusal says nothing of what the first command did."""
+    done = commands.get(command_id)
+    if done is None:
+        return None
+    recorded = done.get("fingerprint")  # events from before fingerprints have none
+    if done["action"] != action or (recorded and fingerprint and recorded != fingerprint):
+        raise CommandIdReused(command_id)
+    return int(done["version"])
 
 
 @dataclass(frozen=True)
@@ -213,19 +228,8 @@ class Complaint(Aggregate):
             raise IllegalTransition(self.status, action)
 
     def previous_result(self, command_id: str, action: str, fingerprint: str | None = None) -> int | None:
-        """The version a command already produced, or None if it is new here.
-
-        A command id names one command: used again for another action or another body (or
-        by another principal, whose subject is in the fingerprint) it is refused, and the
-        refusal says nothing of what the first command did.
-        """
-        done = self.commands.get(command_id)
-        if done is None:
-            return None
-        recorded = done.get("fingerprint")  # events from before fingerprints have none
-        if done["action"] != action or (recorded and fingerprint and recorded != fingerprint):
-            raise CommandIdReused(command_id)
-        return int(done["version"])
+        """The version a command already produced, or None if it is new here."""
+        return previous_result(self.commands, command_id, action, fingerprint)
 
     def sla_clock(self) -> SlaClock:
         """The complaint's SLA facts and due times, for the rules in aggregates.due_times."""

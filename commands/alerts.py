@@ -6,7 +6,6 @@ calls and saves (`ComplaintDesk.raise_alert`, `ComplaintDesk.act_on_alert`).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -78,15 +77,3 @@ class AlertResult(Schema):
     status: AlertStatus
     command_id: str
     replayed: bool = Field(False, description="true when this command id was seen before: nothing new was written")
-
-
-class AlertState(Schema):
-    """An alert as it stands (write side view)."""
-
-    id: UUID
-    version: int
-    status: AlertStatus
-    key: str
-    rule: str
-    severity: AlertSeverity
-    raised_at: datetime

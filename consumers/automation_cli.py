@@ -129,28 +129,23 @@ def backtest(
     from tqdm import tqdm
 
     from consumers.backtest import backtest as run_backtest
-    from consumers.stored_events import NotificationRows, wire_writer
 
     wiring: Wiring = ctx.obj
     loaded = _rules(wiring, rules)
     begin, finish = _when(start, "--from"), _when(end, "--to")
     store = wiring.store
     total = store.recorder.max_notification_id() or 0
-    report = run_backtest(tqdm(_history(store, NotificationRows, wire_writer), total=total, unit="event",
+    report = run_backtest(tqdm(_history(store), total=total, unit="event",
                                desc="backtest", disable=as_json, leave=False),
                           loaded, wiring.sla_policy, begin, finish)
     typer.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.text())
 
 
-def _history(store: Any, rows_of: Any, writer_of: Any) -> Any:
+def _history(store: Any) -> Any:
     """The store's published events as envelopes, in log order."""
-    from aggregates.envelope import PUBLISHED_TOPIC_PREFIXES, parse
+    from aggregates.envelope import parse
+    from consumers.rebuild import envelope_pages
 
-    read, write = rows_of(store.recorder), writer_of(store.mapper)
-    after = 0
-    while rows := read(after, 5_000):
-        for position, originator_id, version, topic, state in rows:
-            if topic.startswith(PUBLISHED_TOPIC_PREFIXES):
-                key = str(read.convert_id(originator_id)).encode()
-                yield parse(write(topic, key, version, position, state))
-        after = rows[-1][0]
+    for _, page in envelope_pages(store):
+        for raw in page["envelope"].to_pylist():
+            yield parse(raw)

@@ -85,7 +85,7 @@ def _sqlite_file(recorder: Any) -> str | None:
 
 def envelope_pages(store: Any, page: int = PAGE, start: int = 1) -> Iterator[tuple[int, pa.Table]]:
     """The store's notifications from `start` on, in pages: (rows read, an Arrow table of
-    the Complaint events' envelopes as JSON text)."""
+    the published events' envelopes as JSON text)."""
     recorder = store.recorder
     write, prefix = wire_writer(store.mapper), PUBLISHED_TOPIC_PREFIXES
     for rows in _row_pages(recorder, page, start):

@@ -28,7 +28,6 @@ import bisect
 import hashlib
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -38,7 +37,7 @@ from aggregates.alert import alert_id_for
 from aggregates.complaint import OPEN
 from aggregates.envelope import EventEnvelope
 from aggregates.rules import (
-    CLOCKS, NEVER, Rules, Rung, growth_run, mean_and_deviation, pick_agent, recipients_of, rung_instant,
+    NEVER, Rules, Rung, growth_run, mean_and_deviation, pick_agent, recipients_of, rung_instant,
 )
 from aggregates.sla import SlaPolicy
 from commands.alerts import RaiseAlert, ResolveAlert
@@ -776,11 +775,3 @@ def _rung_words_zh(rung: Rung) -> str:
 
 
 _CLOCK_ZH = {"first_response": "首次响应", "resolution": "解决", "next_response": "下次响应"}
-
-
-def follow(engine: Engine, envelopes: Iterable[EventEnvelope]) -> list[Action]:
-    """Every action the events call for, in order (for tests and the backtest)."""
-    return [action for envelope in envelopes for action in engine.apply(envelope)]
-
-
-__all__ = ["Action", "Case", "Engine", "Memory", "SUBJECTS", "CLOCKS", "follow"]
