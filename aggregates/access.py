@@ -13,7 +13,7 @@ from typing import Literal, get_args
 
 Role = Literal[
     "intake", "agent", "supervisor", "department_head", "quality", "executive", "auditor",
-    "analyst", "admin", "automation", "importer",
+    "analyst", "admin", "automation", "importer", "customer", "notifier",
 ]
 ROLES: tuple[Role, ...] = get_args(Role)
 
@@ -29,6 +29,8 @@ ROLE_NAMES: dict[Role, tuple[str, str]] = {  # (en, zh-CN)
     "admin": ("administrator", "系统管理员"),
     "automation": ("automation (service)", "自动化规则（服务）"),
     "importer": ("importer (service)", "数据导入（服务）"),
+    "customer": ("customer, through a signed link", "客户（凭签名链接）"),
+    "notifier": ("notifier (service)", "通知（服务）"),
 }
 
 # Commands: one permission per action, named as the action.
@@ -52,11 +54,16 @@ PERSONAL_DATA = "personal_data"  # customers' names and contacts unmasked
 ACCESS_LOG = "read:access_log"  # who viewed whose personal data
 READ_ALERTS = "read:alerts"  # /alerts (team-bound roles: their team's)
 BACKDATE = "backdate"  # state `occurred_at` (imports of past events)
+# Subscriptions: where notifications go (webhooks, e-mail, chat robots) and their deliveries.
+MANAGE_SUBSCRIPTIONS = "manage_subscriptions"  # create, change, pause, resume, rotate, disable
+READ_DELIVERIES = "read:deliveries"  # /subscriptions, /deliveries
+RESEND_DELIVERY = "resend_delivery"
 READS = frozenset({READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_PRODUCT, READ_EXECUTIVE,
                    READ_MODELS, EXPORT, PERSONAL_DATA, ACCESS_LOG, READ_ALERTS})
 ALERTING = frozenset({ACKNOWLEDGE_ALERT, RESOLVE_ALERT, READ_ALERTS})
+NOTIFYING = frozenset({MANAGE_SUBSCRIPTIONS, READ_DELIVERIES, RESEND_DELIVERY})
 PERMISSIONS: tuple[str, ...] = (*sorted(COMMANDS), RAISE_ALERT, ACKNOWLEDGE_ALERT, RESOLVE_ALERT,
-                                *sorted(READS), BACKDATE)
+                                MANAGE_SUBSCRIPTIONS, RESEND_DELIVERY, *sorted(READS), READ_DELIVERIES, BACKDATE)
 
 DASHBOARDS = frozenset({READ_SUPERVISOR, READ_PRODUCT, READ_EXECUTIVE})
 
@@ -72,12 +79,16 @@ MATRIX: dict[Role, frozenset[str]] = {
                                                            PERSONAL_DATA},
     "quality": ALERTING | {"add_note", READ_COMPLAINT, READ_AUDIT, READ_PRODUCT, READ_MODELS, EXPORT},
     "executive": DASHBOARDS | {READ_MODELS, EXPORT, ACKNOWLEDGE_ALERT, READ_ALERTS},
-    "auditor": READS,
+    "auditor": READS | {READ_DELIVERIES},
     "analyst": DASHBOARDS | {READ_AUDIT, READ_MODELS, EXPORT, READ_ALERTS},
-    "admin": DASHBOARDS | {READ_MODELS, READ_ALERTS},
+    "admin": DASHBOARDS | NOTIFYING | {READ_MODELS, READ_ALERTS},
     "automation": frozenset({"triage", "assign", "escalate", "add_note", READ_COMPLAINT, RAISE_ALERT,
                              RESOLVE_ALERT, READ_ALERTS}),
     "importer": COMMANDS | {BACKDATE, READ_COMPLAINT},
+    # The customer acts only through a signed link: the survey records their verification.
+    "customer": frozenset({"verify"}),
+    # The notifier disables an endpoint that keeps failing, and says so with an alert.
+    "notifier": frozenset({MANAGE_SUBSCRIPTIONS, RAISE_ALERT}),
 }
 # Row level: these roles work only on complaints of their own team (a supervisor may also
 # take a complaint no team has yet, to triage and assign it); their dashboards, read

@@ -22,7 +22,7 @@ from aggregates.complaint import DomainError, Meta, previous_result
 
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 AlertSeverity = Literal["info", "warning", "critical"]
-SubjectType = Literal["complaint", "customer", "product", "category_product"]
+SubjectType = Literal["complaint", "customer", "product", "category_product", "subscription"]
 
 ALERT_NAMESPACE = UUID("0e9b6d1c-3f5a-4c7e-8b2d-7a4f1e6c9d20")
 

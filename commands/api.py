@@ -5,7 +5,7 @@ classes in the endpoint signatures generated below.)
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -14,12 +14,16 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from aggregates.access import ACCESS_LOG, AccessDenied, Principal
+from aggregates.access import ACCESS_LOG, READ_DELIVERIES, AccessDenied, Principal
 from aggregates.alert import AlertTransition
 from aggregates.complaint import CommandIdReused, IllegalTransition, RuleViolation
+from aggregates.subscription import SubscriptionTransition
 from commands.alerts import ALERT_COMMANDS, AlertCommand, AlertResult
 from commands.correlation import CorrelationMiddleware
-from commands.desk import AlertAlreadyRaised, AlertNotFound, ComplaintDesk, ComplaintNotFound, VersionConflict
+from commands.desk import (
+    AlertAlreadyRaised, AlertNotFound, ComplaintDesk, ComplaintNotFound, SubscriptionNotFound, VersionConflict,
+)
+from commands.endpoints import EndpointRefused, check_url
 from commands.metrics import count_command
 from commands.models import (
     COMPLAINT_COMMANDS,
@@ -29,6 +33,9 @@ from commands.models import (
     InvalidCommand,
     PersonalDataView,
     RegisterComplaint,
+)
+from commands.subscriptions import (
+    SUBSCRIPTION_COMMANDS, CreateSubscription, SubscriptionCommand, SubscriptionResult, SubscriptionView,
 )
 
 log = logging.getLogger(__name__)
@@ -46,7 +53,7 @@ async def get_desk(request: Request) -> ComplaintDesk:
 Desk = Annotated[ComplaintDesk, Depends(get_desk)]
 
 
-def create_app(desk: ComplaintDesk, authenticate: Authenticate) -> FastAPI:
+def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Sequence[str] = ()) -> FastAPI:
     app = FastAPI(
         title="Complaints: command API",
         version="1.0",
@@ -68,6 +75,8 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate) -> FastAPI:
     actions: dict[str, str] = {"/complaints": RegisterComplaint.action}
     actions |= {f"/complaints/{{complaint_id}}/{path}": c.action for path, c in COMPLAINT_COMMANDS.items()}
     actions |= {f"/alerts/{{alert_id}}/{path}": c.action for path, c in ALERT_COMMANDS.items()}
+    actions |= {"/subscriptions": CreateSubscription.action}
+    actions |= {f"/subscriptions/{{subscription_id}}/{path}": c.action for path, c in SUBSCRIPTION_COMMANDS.items()}
     _add_error_handlers(app, actions)
 
     @app.post(
@@ -114,6 +123,26 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate) -> FastAPI:
             summary=(command_class.__doc__ or command_class.__name__).strip().splitlines()[0],
             name=command_class.action,
         )(_endpoint_for(command_class, Actor))
+    @app.post("/subscriptions", status_code=status.HTTP_201_CREATED, response_model=SubscriptionResult,
+              tags=["subscriptions"], summary="Subscribe an endpoint to notifications (a webhook's secret is shown once)")
+    def create_subscription(command: CreateSubscription, desk: Desk, actor: Actor) -> SubscriptionResult:
+        _reachable(command.endpoint, command.kind, allow_hosts)
+        return desk.create_subscription(command, actor)
+
+    @app.get("/subscriptions/{subscription_id}", response_model=SubscriptionView, tags=["subscriptions"],
+             summary="A subscription as it stands (never its secrets)")
+    def get_subscription(subscription_id: UUID, desk: Desk, actor: Actor) -> dict[str, Any]:
+        actor.require(READ_DELIVERIES)
+        return desk.get_subscription(subscription_id).state()
+
+    for path, subscription_command in SUBSCRIPTION_COMMANDS.items():
+        app.post(
+            f"/subscriptions/{{subscription_id}}/{path}",
+            response_model=SubscriptionResult,
+            tags=["subscriptions"],
+            summary=(subscription_command.__doc__ or subscription_command.__name__).strip().splitlines()[0],
+            name=subscription_command.action,
+        )(_subscription_endpoint_for(subscription_command, Actor, allow_hosts))
     for path, alert_command in ALERT_COMMANDS.items():
         app.post(
             f"/alerts/{{alert_id}}/{path}",
@@ -123,6 +152,28 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate) -> FastAPI:
             name=alert_command.action,
         )(_alert_endpoint_for(alert_command, Actor))
     return app
+
+
+def _reachable(endpoint: str, kind: str, allow_hosts: Sequence[str]) -> None:
+    """The SSRF guard: an endpoint on a private address is a 422 unless allowed."""
+    if kind in ("email", "sms"):  # addresses and phone numbers, not URLs
+        return
+    try:
+        check_url(endpoint, allow_hosts)
+    except EndpointRefused as error:
+        raise InvalidCommand("endpoint", str(error)) from None
+
+
+def _subscription_endpoint_for(command_class: type[SubscriptionCommand], actor_type: Any,
+                               allow_hosts: Sequence[str]) -> Callable[..., Any]:
+    def endpoint(subscription_id: UUID, command: command_class, desk: Desk,  # type: ignore[valid-type]
+                 actor: actor_type) -> SubscriptionResult:  # type: ignore[valid-type]
+        if getattr(command, "endpoint", None) is not None:
+            _reachable(command.endpoint, desk.get_subscription(subscription_id).kind, allow_hosts)  # type: ignore[attr-defined]
+        return desk.act_on_subscription(subscription_id, command, actor)
+
+    endpoint.__name__ = command_class.action
+    return endpoint
 
 
 def _alert_endpoint_for(command_class: type[AlertCommand], actor_type: Any) -> Callable[..., Any]:
@@ -184,6 +235,14 @@ def _add_error_handlers(app: FastAPI, actions: dict[str, str]) -> None:
     @app.exception_handler(AlertNotFound)
     def alert_not_found(request: Request, error: AlertNotFound) -> JSONResponse:
         return problem(404, str(error), request, alert_id=str(error.alert_id))
+
+    @app.exception_handler(SubscriptionNotFound)
+    def subscription_not_found(request: Request, error: SubscriptionNotFound) -> JSONResponse:
+        return problem(404, str(error), request, subscription_id=str(error.subscription_id))
+
+    @app.exception_handler(SubscriptionTransition)
+    def subscription_transition(request: Request, error: SubscriptionTransition) -> JSONResponse:
+        return problem(409, str(error), request, status=error.status)
 
     @app.exception_handler(AlertTransition)
     def alert_transition(request: Request, error: AlertTransition) -> JSONResponse:

@@ -26,14 +26,19 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from pydantic import ValidationError
 
-from aggregates.access import BACKDATE, PERSONAL_DATA, RAISE_ALERT, READ_COMPLAINT, AccessDenied, Principal, masked
+from aggregates.access import (
+    BACKDATE, MANAGE_SUBSCRIPTIONS, PERSONAL_DATA, RAISE_ALERT, READ_COMPLAINT, AccessDenied, Principal, masked,
+)
 from aggregates.alert import Alert
 from aggregates.complaint import Complaint, DomainError, Meta, complaint_id_for
 from aggregates.sla import SlaPolicy, load_sla_policy
+from aggregates.subscription import Subscription, subscription_id_for
 from commands.access_log import AccessLog
 from commands.alerts import AlertCommand, AlertResult, RaiseAlert
 from commands.correlation import current_correlation_id
 from commands.metrics import record_command
+from commands.sealing import Sealer, new_webhook_secret
+from commands.subscriptions import CreateSubscription, RotateSecret, SubscriptionCommand, SubscriptionResult
 from commands.models import (
     Command, CommandResult, ComplaintCommand, InvalidCommand, MarkDuplicate, RegisterComplaint, fingerprint,
 )
@@ -68,13 +73,19 @@ class AlertAlreadyRaised(DomainError):
         self.alert_id = alert.id
 
 
+class SubscriptionNotFound(Exception):
+    def __init__(self, subscription_id: UUID) -> None:
+        super().__init__(f"no subscription {subscription_id}")
+        self.subscription_id = subscription_id
+
+
 class VersionConflict(Exception):
     """The complaint is not at the version the command expected (or a racing write won)."""
 
-    def __init__(self, complaint: Complaint, expected: int | None) -> None:
+    def __init__(self, complaint: Complaint | Alert | Subscription, expected: int | None) -> None:
         wanted = f"version {expected}" if expected is not None else "the version it was loaded at"
         super().__init__(
-            f"complaint {complaint.id} is at version {complaint.version}, not {wanted}:"
+            f"{type(complaint).__name__.lower()} {complaint.id} is at version {complaint.version}, not {wanted}:"
             " reload it and decide again"
         )
         self.current_version = complaint.version
@@ -92,8 +103,10 @@ class ComplaintDesk(Application):
         sla_policy: SlaPolicy | None = None,
         max_clock_skew: timedelta = timedelta(minutes=2),
         access_log: AccessLog | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         super().__init__(env)
+        self.sealer = sealer
         self.clock = clock
         self.sla_policy = sla_policy or load_sla_policy()
         self.max_clock_skew = max_clock_skew
@@ -211,33 +224,38 @@ class ComplaintDesk(Application):
         return _alert_result(alert, meta.command_id, replayed=True)
 
     def act_on_alert(self, alert_id: UUID, command: AlertCommand, principal: Principal) -> AlertResult:
-        return _measured(command.action, lambda: self._act_on_alert(alert_id, command, principal))
+        return _measured(command.action, lambda: self._act_on(
+            alert_id, command, principal, self.get_alert, _alert_result, command.carry_out))
 
-    def _act_on_alert(self, alert_id: UUID, command: AlertCommand, principal: Principal) -> AlertResult:
-        principal.require(command.action)
+    def _act_on(self, aggregate_id: UUID, command: Command, principal: Principal, load: Callable[..., Any],
+                result: Callable[..., Result], carry_out: Callable[[Any, Meta], None],
+                permission: str | None = None) -> Result:
+        """Load, check, call and save an alert or a subscription (a complaint's commands
+        have their own path: the SLA policy, the order of its events)."""
+        principal.require(permission or command.action)
         meta = self._meta(command, principal)
-        with self._locks[hash(alert_id) % len(self._locks)]:
+        with self._locks[hash(aggregate_id) % len(self._locks)]:
             try:
-                alert = self.get_alert(alert_id, for_update=True)
-                principal.require_team(alert.team)
-                if alert.previous_result(meta.command_id, command.action, meta.fingerprint) is not None:
-                    return _alert_result(alert, meta.command_id, replayed=True)
-                if command.expected_version is not None and command.expected_version != alert.version:
-                    raise VersionConflict(alert, command.expected_version)  # type: ignore[arg-type]
-                command.carry_out(alert, meta)
+                aggregate = load(aggregate_id, for_update=True)
+                principal.require_team(getattr(aggregate, "team", None))
+                if aggregate.previous_result(meta.command_id, command.action, meta.fingerprint) is not None:
+                    return result(aggregate, meta.command_id, replayed=True)
+                if command.expected_version is not None and command.expected_version != aggregate.version:
+                    raise VersionConflict(aggregate, command.expected_version)
+                carry_out(aggregate, meta)
                 try:
-                    self.save(alert)
+                    self.save(aggregate)
                 except IntegrityError:
-                    self._evict(alert_id)
-                    current = self.get_alert(alert_id)
+                    self._evict(aggregate_id)
+                    current = load(aggregate_id)
                     if current.previous_result(meta.command_id, command.action, meta.fingerprint) is not None:
-                        return _alert_result(current, meta.command_id, replayed=True)
-                    raise VersionConflict(current, command.expected_version) from None  # type: ignore[arg-type]
+                        return result(current, meta.command_id, replayed=True)
+                    raise VersionConflict(current, command.expected_version) from None
             except BaseException:
-                self._evict(alert_id)
+                self._evict(aggregate_id)
                 raise
-        log.info("%s alert %s -> %s by %s", command.action, alert_id, alert.status, meta.actor)
-        return _alert_result(alert, meta.command_id)
+        log.info("%s %s -> %s by %s", command.action, aggregate_id, aggregate.status, meta.actor)
+        return result(aggregate, meta.command_id)
 
     def get_alert(self, alert_id: UUID, version: int | None = None, *, for_update: bool = False) -> Alert:
         try:
@@ -247,6 +265,68 @@ class ComplaintDesk(Application):
         if not isinstance(alert, Alert):
             raise AlertNotFound(alert_id)
         return alert
+
+    # ------------------------------------------------------------------ subscriptions
+    def create_subscription(self, command: CreateSubscription, principal: Principal) -> SubscriptionResult:
+        return _measured(command.action, lambda: self._create_subscription(command, principal))
+
+    def _create_subscription(self, command: CreateSubscription, principal: Principal) -> SubscriptionResult:
+        principal.require(MANAGE_SUBSCRIPTIONS)
+        meta = self._meta(command, principal)
+        subscription_id = subscription_id_for(meta.command_id)
+        secret = new_webhook_secret() if command.kind == "webhook" else command.secret
+        sealed = self._sealer().seal(secret, str(subscription_id)) if secret else None
+        subscription = Subscription(**command.event_fields(sealed), **meta.fields())
+        try:
+            self.save(subscription)
+        except IntegrityError:
+            # Created before under this command id: answered as the first time, without
+            # the secret (shown once); another body under the same id is a 409.
+            current = self.get_subscription(subscription_id)
+            current.previous_result(meta.command_id, command.action, meta.fingerprint)
+            return _subscription_result(current, meta.command_id, replayed=True)
+        log.info("subscription %s created: %s to %s", subscription.id, subscription.kind, subscription.endpoint)
+        return _subscription_result(subscription, meta.command_id, secret=secret if command.kind == "webhook" else None)
+
+    def act_on_subscription(self, subscription_id: UUID, command: SubscriptionCommand,
+                            principal: Principal) -> SubscriptionResult:
+        carry_out: Callable[[Any, Meta], None] = command.carry_out
+        secret: str | None = None
+        if isinstance(command, RotateSecret):
+            kind = self.get_subscription(subscription_id).kind
+            secret = new_webhook_secret() if kind == "webhook" else command.secret
+            if secret is None:
+                raise InvalidCommand("secret", f"a {kind} robot's new secret comes from the vendor's console: give it")
+            sealed = self._sealer().seal(secret, str(subscription_id))
+
+            def rotate(subscription: Any, meta: Meta) -> None:
+                subscription.rotate_secret(sealed, command.previous_until(meta.occurred_at), meta)
+            carry_out = rotate
+        result = _measured(command.action, lambda: self._act_on(
+            subscription_id, command, principal, self.get_subscription, _subscription_result, carry_out,
+            MANAGE_SUBSCRIPTIONS))
+        if secret is not None and not result.replayed and self.get_subscription(subscription_id).kind == "webhook":
+            result = result.model_copy(update={"secret": secret})
+        return result
+
+    def get_subscription(self, subscription_id: UUID, version: int | None = None, *,
+                         for_update: bool = False) -> Subscription:
+        try:
+            subscription = self.repository.get(subscription_id, version=version, deepcopy_from_cache=not for_update)
+        except AggregateNotFoundError:
+            raise SubscriptionNotFound(subscription_id) from None
+        if not isinstance(subscription, Subscription):
+            raise SubscriptionNotFound(subscription_id)
+        return subscription
+
+    def subscription_secrets(self, subscription: Subscription, now: datetime) -> list[str]:
+        """The secrets a request signed at `now` carries, unsealed (the notifier's)."""
+        return [self._sealer().unseal(sealed, str(subscription.id)) for sealed in subscription.secrets_at(now)]
+
+    def _sealer(self) -> Sealer:
+        if self.sealer is None:
+            raise RuntimeError("this desk has no master key for secrets (COMPLAINTS_SECRETS_KEY)")
+        return self.sealer
 
     # ------------------------------------------------------------------ queries
     def complaint_for(self, principal: Principal, complaint_id: UUID, version: int | None = None) -> dict[str, Any]:
@@ -335,6 +415,13 @@ def _alert_result(alert: Alert, command_id: str, replayed: bool = False) -> Aler
                        replayed=replayed)
 
 
+def _subscription_result(subscription: Subscription, command_id: str, replayed: bool = False,
+                         secret: str | None = None) -> SubscriptionResult:
+    done: dict[str, Any] = subscription.commands[command_id]
+    return SubscriptionResult(subscription_id=subscription.id, version=done["version"], status=done["status"],
+                              command_id=command_id, replayed=replayed, secret=secret)
+
+
 def outcome_of(error: BaseException) -> str:
     """The metrics' outcome of a command that raised (see commands.metrics)."""
     if isinstance(error, AccessDenied):
@@ -348,7 +435,7 @@ def outcome_of(error: BaseException) -> str:
     return "error"
 
 
-Result = TypeVar("Result", CommandResult, AlertResult)
+Result = TypeVar("Result", CommandResult, AlertResult, SubscriptionResult)
 
 
 def _measured(action: str, call: Callable[[], Result]) -> Result:

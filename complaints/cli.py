@@ -17,11 +17,13 @@ from typing import Annotated, Optional
 import typer
 
 from commands.cli import app as commands_app
+from commands.subscriptions_cli import app as subscriptions_app
 from consumers.automation_cli import app as automation_app
 from complaints.logs import configure_logging
 from complaints.settings import get_settings
 from complaints.wiring import Wiring
 from consumers.cli import app as consumers_app
+from consumers.notifier_cli import app as notifier_app
 
 log = logging.getLogger("complaints.cli")
 
@@ -180,6 +182,8 @@ def roles(markdown: Annotated[bool, typer.Option(help="as the Markdown of docs/s
 app.add_typer(commands_app)
 app.add_typer(consumers_app)
 app.add_typer(automation_app)
+app.add_typer(notifier_app)
+app.add_typer(subscriptions_app)
 
 
 def main() -> None:

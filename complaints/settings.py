@@ -60,6 +60,34 @@ class Settings(BaseSettings):
     rate_limit_reads: str = Field("100/second", description="reads per principal")
     rate_limit_costly: str = Field("60/minute", description="exports and as_of views per principal")
 
+    # ------------------------------------------------------------------ notifications
+    notifier_state: Path = Field(Path("var/notifier.sqlite"), description="the notifier's own state: outbox, attempts, positions")
+    secrets_key: Path = Field(Path("var/secrets.key"), description="master key sealing subscriptions' secrets in the event store (made when missing)")
+    links_key: Path = Field(Path("var/links.key"), description="key signing the customers' status and survey links (made when missing)")
+    public_url: str = Field("http://127.0.0.1:8000", description="the address customers' links point to")
+    link_days: int = Field(30, ge=1, le=365, description="days a customer's status or survey link stays valid")
+    customer_language: Literal["zh-CN", "en"] = Field("zh-CN", description="the language customers are written to in")
+    rate_limit_customer_page: str = Field("30/minute", description="customer status page and survey, per client address")
+    smtp_host: str | None = Field(None, description="SMTP server for e-mail notifications; unset = no e-mail")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_sender: str = Field("complaints@localhost", description="the From address of notification e-mails")
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = Field(False, description="upgrade the SMTP connection with STARTTLS")
+    sms_gateway: str | None = Field(None, description="HTTP gateway URL SMS notifications are POSTed to; unset = no SMS")
+    notify_allow_hosts: list[str] = Field(
+        default_factory=list, description="hosts, addresses or CIDR ranges endpoints may use although private"
+        " (loopback, private, link-local); JSON list, e.g. [\"127.0.0.1\"]",
+    )
+    notify_retry_schedule: list[float] = Field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000],
+        description="seconds before each retry of a failed delivery (jittered); then it has failed",
+    )
+    notify_disable_after: float = Field(86400, gt=0, description="seconds an endpoint may keep failing before it is disabled")
+    notify_timeout: float = Field(10, gt=0, description="seconds a delivery attempt may take")
+    notify_endpoint_concurrency: int = Field(16, ge=1, description="deliveries in flight per endpoint")
+    notify_concurrency: int = Field(512, ge=1, description="deliveries in flight in all")
+
     # ------------------------------------------------------------------ backbone
     kafka_bootstrap: str | None = Field(
         None, description="host:port[,host:port] of Kafka; unset = no Kafka, read nodes follow the event store"

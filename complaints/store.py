@@ -28,6 +28,8 @@ from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_afte
 from aggregates.sla import load_sla_policy
 from commands.access_log import AccessLog
 from commands.desk import Clock, ComplaintDesk, utc_now
+from commands.sealing import Sealer
+from complaints.keys import load_or_create_key
 from complaints.settings import Settings
 
 
@@ -82,7 +84,8 @@ def open_desk(settings: Settings, clock: Clock = utc_now) -> ComplaintDesk:
     of views of personal data beside it."""
     return ComplaintDesk(settings.eventsourcing_env(), clock=clock, sla_policy=load_sla_policy(settings.sla_policy),
                          max_clock_skew=timedelta(seconds=settings.clock_skew_seconds),
-                         access_log=open_access_log(settings))
+                         access_log=open_access_log(settings),
+                         sealer=Sealer(load_or_create_key(settings.secrets_key)))
 
 
 @until_the_store_opens  # read nodes serving the API open it beside the APIs: the same table race

@@ -153,13 +153,63 @@ class Wiring:
         return Automation(self._source(settings, "complaints-automation"), desk, rules, self.sla_policy,
                           state or settings.automation_state, **options)
 
+    # ------------------------------------------------------------------ notifications
+    @cached_property
+    def customer_links(self) -> Any:
+        """Signs and reads the customers' status and survey links."""
+        from aggregates.customer_links import CustomerLinks
+        from complaints.keys import load_or_create_key
+
+        return CustomerLinks(load_or_create_key(self.settings.links_key))
+
+    @property
+    def notify_allow_hosts(self) -> list[str]:
+        return self.settings.notify_allow_hosts
+
+    def notifier(self, state: Path | None = None, source: str | None = None, desk: ComplaintDesk | None = None,
+                 **options: Any) -> Any:
+        """The notifier as configured: the source a read node would use, its state file, the
+        customers' channels (SMTP, the SMS gateway) and the delivery schedule."""
+        from consumers.delivery import Outbound, Smtp
+        from consumers.notification_routing import CustomerChannels, Router
+        from consumers.notifier import Delivery, Notifier
+
+        settings = self.settings if source is None else self.settings.model_copy(update={"source": source})
+        desk = desk or self._desk or self.desk()
+        smtp = Smtp(settings.smtp_host, settings.smtp_port, settings.smtp_sender, settings.smtp_user,
+                    settings.smtp_password, settings.smtp_starttls) if settings.smtp_host else None
+        router = Router(self.sla_policy, self.customer_links,
+                        CustomerChannels(email=smtp is not None, sms=bool(settings.sms_gateway),
+                                         language=settings.customer_language),
+                        public_url=settings.public_url, link_days=settings.link_days, timezone=settings.timezone)
+        delivery = Delivery(settings.notify_retry_schedule, settings.notify_disable_after, settings.notify_timeout,
+                            settings.notify_concurrency, settings.notify_endpoint_concurrency)
+        return Notifier(self._source(settings, "complaints-notifier"), self.store.recorder, desk, router,
+                        state or settings.notifier_state, Outbound(smtp, settings.sms_gateway,
+                                                                   settings.notify_allow_hosts), delivery, **options)
+
+    def notifier_router(self, notifier: Any) -> Any:
+        from consumers.notifier_api import notifier_router
+
+        return notifier_router(notifier.outbox.path, self.authenticate, notifier.dispatcher.wake)
+
+    def serve_notifier(self, notifier: Any, host: str, port: int) -> None:
+        """The notifier's /subscriptions and /deliveries, with /health, /ready and /metrics."""
+        app = FastAPI(title="Complaints: notifier", version="1.0",
+                      summary="Subscriptions as the notifier follows them, deliveries and their attempts, re-sends.")
+        app.include_router(self.notifier_router(notifier))
+        app.include_router(operations_router(
+            lambda: None if notifier.caught_up.is_set() else "the notifier to catch up"))
+        log.info("notifier serving http://%s:%d/deliveries", host, port)
+        self.serve(app, host, port)
+
     # ------------------------------------------------------------------ HTTP
     def command_app(self, desk: ComplaintDesk | None = None, node: Any = None) -> FastAPI:
         """The command API with /health, /ready (the store answers; and `node` caught up) and /metrics."""
         from commands.api import create_app
 
         desk = desk or self.desk()
-        app = create_app(desk, self.authenticate)
+        app = create_app(desk, self.authenticate, self.settings.notify_allow_hosts)
         app.include_router(operations_router(_store_answers(desk.recorder), *_caught_up(node)))
         self.sign_in_routes(app)
         return app

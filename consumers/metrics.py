@@ -25,6 +25,13 @@ The automation:
   action was carried out;
 - `complaints_automation_lag`: events in its source it has not followed yet.
 
+The notifier:
+- `complaints_notifier_planned_total{kind}`: deliveries planned from the stream (new ones);
+- `complaints_notifier_attempts_total{kind,outcome}`: delivery attempts, by outcome
+  (delivered, failed, gone: 410, refused: the SSRF guard, dead: no template could render it);
+- `complaints_notifier_attempt_seconds{kind}`: how long an attempt took;
+- `complaints_notifier_lag`: events in its source it has not planned from yet.
+
 `complaints.operations` serves them on /metrics (COMPLAINTS_METRICS_PORT for headless
 processes).
 """
@@ -80,3 +87,9 @@ def record_positions(source: str, positions: dict[int, int]) -> None:
 def record_dead_letters(letters: Sequence[DeadLetter]) -> None:
     for letter in letters:
         DEAD_LETTERS.labels(stage=letter.stage).inc()
+
+NOTIFIER_PLANNED = Counter("complaints_notifier_planned_total", "Deliveries planned from the stream", ["kind"])
+NOTIFIER_ATTEMPTS = Counter("complaints_notifier_attempts_total", "Delivery attempts by outcome", ["kind", "outcome"])
+NOTIFIER_LATENCY = Histogram("complaints_notifier_attempt_seconds", "Seconds a delivery attempt took", ["kind"],
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+NOTIFIER_LAG = Gauge("complaints_notifier_lag", "Events in the source the notifier has not planned from yet")
