@@ -78,7 +78,8 @@ def serve(ctx: typer.Context, host: Host = None, port: Port = None) -> None:
 @app.command(
     help="Run everything on the embedded default: the command API, an in-process read node"
     " (SLA, workload, trend and alert read models), the read API and dashboards, the automation"
-    " (its rules: COMPLAINTS_RULES), with demo data when the event store is empty."
+    " (its rules: COMPLAINTS_RULES), the notifier with a demo webhook receiver, and demo data"
+    " when the event store is empty."
 )
 def run(
     ctx: typer.Context,
@@ -89,6 +90,8 @@ def run(
 ) -> None:
     from aggregates.rules import RulesError
     from commands.demo import load_demo
+    from complaints.demo_receiver import PATH as DEMO_RECEIVER
+    from complaints.demo_receiver import demo_receiver_router, subscribe_demo_receiver
     from projections import models as read_models
 
     wiring = _wiring(ctx)
@@ -99,15 +102,24 @@ def run(
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
     desk = wiring.desk()
+    empty = not wiring.store.recorder.max_notification_id()
     automation = wiring.automation(desk=desk)
+    host, port = host or settings.host, port or settings.port
+    # The notifier delivers to a receiver of its own on this server, to show deliveries
+    # working: its address is loopback, which the SSRF guard allows for it alone.
+    receiver_url = f"http://{host}:{port}{DEMO_RECEIVER}"
+    receiver_secret = subscribe_demo_receiver(desk, receiver_url, settings.sqlite_path.with_name("demo-receiver.secret"))
+    notifier = wiring.notifier(desk=desk, extra_allowed=[receiver_url])
     # Every read model (the dashboards read them), not only the event log.
     node = wiring.read_node(read_db, "log", read_models.make(policy=wiring.sla_policy))
     api = wiring.command_app(desk, node)
     api.include_router(wiring.read_router(lambda: node))
+    api.include_router(wiring.notifier_router(notifier))
+    api.include_router(demo_receiver_router(receiver_secret))
     wiring.include_page(api)
     stop_demo = threading.Event()
     demo: threading.Thread | None = None
-    if demo_count and not wiring.store.recorder.max_notification_id():
+    if demo_count and empty:
         # Load in the background: the dashboards fill up live while the user watches. The
         # automation starts once the demo is in: the demo imports a past month, and an
         # action taken now on one of its complaints would come before the rest of its past.
@@ -121,9 +133,10 @@ def run(
         demo.start()
     else:
         automation.start_background()
-    host, port = host or settings.host, port or settings.port
+    notifier.start_background()
     typer.echo(f"dashboard:   http://{host}:{port}/dashboard")
     typer.echo(f"API docs:    http://{host}:{port}/docs")
+    typer.echo(f"deliveries:  http://{host}:{port}/deliveries (received: {receiver_url})")
     try:
         wiring.serve_with_node(api, node, host, port)
     finally:
@@ -134,6 +147,8 @@ def run(
             log.info("stopped loading the demo complaints")
         automation.stop()
         automation.close()
+        notifier.stop()
+        notifier.close()
 
 
 @app.command(help="Print a bearer token of a demo user, from the development issuer (not in production):"

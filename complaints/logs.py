@@ -71,7 +71,7 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     # The desk's own lines are for debugging (the demo loader and imports send thousands of
     # commands through it); the command API logs each command (DEBUG) and refusal (INFO).
     logging.getLogger("commands.desk").setLevel(max(root.level, logging.WARNING))
-    for noisy in ("kafka", "uvicorn.access"):
+    for noisy in ("kafka", "uvicorn.access", "httpx", "httpcore", "mail.log"):  # a line per request or delivery
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
 
 

@@ -167,9 +167,10 @@ class Wiring:
         return self.settings.notify_allow_hosts
 
     def notifier(self, state: Path | None = None, source: str | None = None, desk: ComplaintDesk | None = None,
-                 **options: Any) -> Any:
+                 extra_allowed: Sequence[str] = (), **options: Any) -> Any:
         """The notifier as configured: the source a read node would use, its state file, the
-        customers' channels (SMTP, the SMS gateway) and the delivery schedule."""
+        customers' channels (SMTP, the SMS gateway) and the delivery schedule; `extra_allowed`:
+        endpoints the SSRF guard lets through besides COMPLAINTS_NOTIFY_ALLOW_HOSTS."""
         from consumers.delivery import Outbound, Smtp
         from consumers.notification_routing import CustomerChannels, Router
         from consumers.notifier import Delivery, Notifier
@@ -185,8 +186,9 @@ class Wiring:
         delivery = Delivery(settings.notify_retry_schedule, settings.notify_disable_after, settings.notify_timeout,
                             settings.notify_concurrency, settings.notify_endpoint_concurrency)
         return Notifier(self._source(settings, "complaints-notifier"), self.store.recorder, desk, router,
-                        state or settings.notifier_state, Outbound(smtp, settings.sms_gateway,
-                                                                   settings.notify_allow_hosts), delivery, **options)
+                        state or settings.notifier_state,
+                        Outbound(smtp, settings.sms_gateway, settings.notify_allow_hosts, extra_allowed),
+                        delivery, **options)
 
     def notifier_router(self, notifier: Any) -> Any:
         from consumers.notifier_api import notifier_router

@@ -2,11 +2,10 @@
 attempts, and re-sending a delivery by hand (same `webhook-id`: receivers deduplicate).
 
 Served beside the command API by `complaints run`, and by `complaints notifier --port`.
+(No `from __future__ import annotations`: FastAPI must see the dependencies' real types.)
 It reads the notifier's own SQLite file (a connection of its own); a re-send only puts
 the delivery back in the queue, the dispatcher does the rest.
 """
-
-from __future__ import annotations
 
 import json
 import time
