@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from complaints.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-APP_SERVICES = ("api", "relay", "read-node-1", "read-node-2", "automation")
+APP_SERVICES = ("api", "relay", "read-node-1", "read-node-2", "automation", "notifier")
 READ_NODES = ("read-node-1", "read-node-2")
 
 
@@ -33,7 +33,7 @@ def env(service: dict[str, Any]) -> dict[str, str]:
 
 def test_the_topology_is_complete(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {"postgres", "kafka", "install", *APP_SERVICES}
-    assert set(compose["volumes"]) >= {"pg-data", "kafka-data", "venv", "automation", *READ_NODES}
+    assert set(compose["volumes"]) >= {"pg-data", "kafka-data", "venv", "automation", "notifier", "keys", *READ_NODES}
     services = compose["services"]
     assert services["postgres"]["image"] == "postgres:16"
     for name in APP_SERVICES:
@@ -66,7 +66,7 @@ def test_every_setting_named_exists(compose: dict[str, Any]) -> None:
 def test_the_event_store_is_wired_to_postgres(compose: dict[str, Any]) -> None:
     services = compose["services"]
     postgres = env(services["postgres"])
-    for name in ("api", "relay", "automation"):
+    for name in ("api", "relay", "automation", "notifier"):
         config = env(services[name])
         settings = Settings(**{k.removeprefix("COMPLAINTS_").lower(): v for k, v in config.items()
                                if k.removeprefix("COMPLAINTS_").lower() in Settings.model_fields})
@@ -81,7 +81,7 @@ def test_the_bus_is_wired_to_kafka(compose: dict[str, Any]) -> None:
     advertised = env(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
     internal = re.search(r"PLAINTEXT://([^,]+)", advertised).group(1)  # type: ignore[union-attr]
     topics = set()
-    for name in ("relay", "automation", *READ_NODES):
+    for name in ("relay", "automation", "notifier", *READ_NODES):
         config = env(services[name])
         assert config["COMPLAINTS_KAFKA_BOOTSTRAP"] == internal
         topics.add(config["COMPLAINTS_TOPIC"])
@@ -107,7 +107,7 @@ def test_ports_and_healthchecks(compose: dict[str, Any]) -> None:
     assert "8000:8000" in services["api"]["ports"]
     assert services["api"]["command"][-4:] == ["--host", "0.0.0.0", "--port", "8000"]
     assert "8000/ready" in " ".join(services["api"]["healthcheck"]["test"])
-    for name in ("postgres", "kafka", "api", "relay", "automation", *READ_NODES):
+    for name in ("postgres", "kafka", "api", "relay", "automation", "notifier", *READ_NODES):
         check = services[name].get("healthcheck")
         assert check and check["test"], f"{name} has no healthcheck"
     for name in ("relay", "automation", *READ_NODES):  # headless: /ready on COMPLAINTS_METRICS_PORT
@@ -126,7 +126,10 @@ def test_start_order(compose: dict[str, Any]) -> None:
     assert needs("api")["postgres"] == "service_healthy"
     relay = needs("relay")
     assert relay["postgres"] == relay["kafka"] == relay["api"] == "service_healthy"
-    for name in (*READ_NODES, "automation"):
+    # The notifier serves /deliveries on 8001, its /ready there; the API and it share the keys.
+    assert "8001/ready" in " ".join(services["notifier"]["healthcheck"]["test"])
+    assert env(services["notifier"])["COMPLAINTS_SECRETS_KEY"] == env(services["api"])["COMPLAINTS_SECRETS_KEY"]
+    for name in (*READ_NODES, "automation", "notifier"):
         assert needs(name)["kafka"] == "service_healthy"
         assert "relay" in needs(name)
     # No cycles.
