@@ -276,6 +276,7 @@ DEV_USERS: tuple[DevUser, ...] = (
     DevUser("admin", "吴强 Wu Qiang", ("admin",)),
     DevUser("automation", "automation", ("automation",)),
     DevUser("importer", "importer", ("importer",)),
+    DevUser("notifier", "notifier", ("notifier",)),
 )
 
 

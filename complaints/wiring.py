@@ -162,6 +162,13 @@ class Wiring:
 
         return CustomerLinks(load_or_create_key(self.settings.links_key))
 
+    @cached_property
+    def customer_pages(self) -> tuple[Any, Any]:
+        """The customers' pages and the one per-address limit their page and survey share."""
+        from read_api.customer_page import CustomerPages, address_limit
+
+        return CustomerPages(self.settings.timezone), address_limit(self.settings.rate_limit_customer_page)
+
     @property
     def notify_allow_hosts(self) -> list[str]:
         return self.settings.notify_allow_hosts
@@ -211,7 +218,11 @@ class Wiring:
         from commands.api import create_app
 
         desk = desk or self.desk()
+        from commands.customer_survey import customer_survey_router
+
         app = create_app(desk, self.authenticate, self.settings.notify_allow_hosts)
+        pages, limit = self.customer_pages
+        app.include_router(customer_survey_router(desk, self.customer_links, pages=pages, limit=limit))
         app.include_router(operations_router(_store_answers(desk.recorder), *_caught_up(node)))
         self.sign_in_routes(app)
         return app
@@ -223,15 +234,25 @@ class Wiring:
         app = create_read_app(node, self.authenticate, cache_seconds=self.settings.read_cache_seconds,
                               timezone=self.settings.timezone, policy=self.sla_policy,
                               access_log=self.access_log)
+        app.include_router(self.customer_page_router(lambda: node))
         app.include_router(operations_router(*_caught_up(node)))
         self.sign_in_routes(app)
         return app
 
     def read_router(self, node: Callable[[], Any]) -> Any:
+        """The read API's routes and the customers' status page, over `node()`."""
         from read_api.app import read_router
 
-        return read_router(node, self.authenticate, cache_seconds=self.settings.read_cache_seconds,
-                           timezone=self.settings.timezone, policy=self.sla_policy, access_log=self.access_log)
+        router = read_router(node, self.authenticate, cache_seconds=self.settings.read_cache_seconds,
+                             timezone=self.settings.timezone, policy=self.sla_policy, access_log=self.access_log)
+        router.include_router(self.customer_page_router(node))
+        return router
+
+    def customer_page_router(self, node: Callable[[], Any]) -> Any:
+        from read_api.customer_page import customer_page_router
+
+        pages, limit = self.customer_pages
+        return customer_page_router(node, self.customer_links, pages=pages, limit=limit)
 
     @cached_property
     def access_log(self) -> AccessLog:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
+from aggregates.access import masked
 from aggregates.customer_links import CustomerLinks, complaint_number, link_url
 from aggregates.envelope import EventEnvelope
 from aggregates.sla import SlaPolicy
@@ -125,8 +126,10 @@ class Router:
             if not matches(subscription["filters"], envelope, subject):
                 continue
             template: Template = "alert" if envelope.event_type.startswith("Alert") else "event"
+            # The customer's personal data never leaves in a notification: the envelope goes
+            # out with it masked, as to a role without `personal_data`.
             notice = Notice(webhook_type(envelope.event_type), template, subscription["language"],
-                            envelope.occurred_at, envelope.model_dump(mode="json"),
+                            envelope.occurred_at, masked(envelope.model_dump(mode="json")),  # type: ignore[arg-type]
                             self._staff_context(envelope, subject))
             planned.append(Planned(delivery_id(subscription["id"], event, template), subscription["id"],
                                    subscription["kind"], subscription["endpoint"], notice, envelope.position,

@@ -23,7 +23,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from aggregates.access import (
-    MATRIX, PERSONAL_DATA, READ_ALERTS, READ_AUDIT, READ_COMPLAINT, ROLES, TEAM_BOUND, Principal, matrix_markdown,
+    MANAGE_SUBSCRIPTIONS, MATRIX, PERSONAL_DATA, READ_ALERTS, READ_AUDIT, READ_COMPLAINT, READ_DELIVERIES,
+    RESEND_DELIVERY, ROLES, TEAM_BOUND, Principal, matrix_markdown,
 )
 from complaints.identity import DEV_ISSUER, DevUser
 from complaints.settings import Settings
@@ -57,10 +58,17 @@ BODIES: dict[str, dict[str, Any]] = {
     "mark-duplicate": {},  # duplicate_of filled in below
     "acknowledge": {"note": "on it"},
     "resolve-alert": {"reason": "handled"},
+    "subscriptions": {"name": "crm", "kind": "webhook", "endpoint": "http://127.0.0.1:9/hooks"},
+    "change": {"name": "crm, renamed"},
+    "pause": {"reason": "maintenance"},
+    "resume": {},
+    "disable": {"reason": "retired"},
+    "rotate-secret": {"overlap_hours": 1},
+    "resend": {},
 }
 # Served to anyone: health, metrics, the page's shell, the sign-in itself, the API documents.
 OPEN = ("/health", "/ready", "/metrics", "/auth/", "/static/", "/dashboard", "/favicon.ico", "/docs",
-        "/redoc", "/openapi.json")
+        "/redoc", "/openapi.json", "/demo/")
 
 
 def user(role: str, team: str | None = None) -> DevUser:
@@ -80,12 +88,16 @@ class Desk:
             "store": "sqlite", "sqlite_path": tmp / "events.sqlite", "read_db": tmp / "read.duckdb",
             "dev_issuer_key": ISSUER_KEY, "read_cache_seconds": 0, "poll_interval": 0.01,
             "rate_limit_commands": "100000/second", "rate_limit_reads": "100000/second",
-            "rate_limit_costly": "100000/second"} | overrides)
+            "rate_limit_costly": "100000/second", "notify_allow_hosts": ["127.0.0.1"],
+            "secrets_key": tmp / "secrets.key", "links_key": tmp / "links.key",
+            "notifier_state": tmp / "notifier.sqlite"} | overrides)
         self.wiring = Wiring(self.settings)
         self.desk = self.wiring.desk()
         self.node = self.wiring.read_node(None, "log", read_models.make(policy=self.wiring.sla_policy))
+        self.notifier = self.wiring.notifier(desk=self.desk, source="log")
         self.app = self.wiring.command_app(self.desk, self.node)
         self.app.include_router(self.wiring.read_router(lambda: self.node))
+        self.app.include_router(self.wiring.notifier_router(self.notifier))
         self.wiring.include_page(self.app)
         self.client = TestClient(self.app)
         self.node.start_background()
@@ -123,9 +135,22 @@ class Desk:
             time.sleep(0.02)
         raise AssertionError("the read node did not catch up")
 
+    def subscribe(self) -> None:
+        """A webhook subscription, and a delivery the notifier planned for it (not sent)."""
+        from commands.subscriptions import CreateSubscription
+
+        admin = Principal("admin-any", "admin", frozenset({"admin"}))
+        self.subscription = str(self.desk.create_subscription(CreateSubscription.model_validate(
+            BODIES["subscriptions"]), admin).subscription_id)
+        self.register(TEAM)
+        while not self.notifier.step():
+            pass
+        self.delivery = self.notifier.outbox.db.execute("SELECT id FROM deliveries LIMIT 1").fetchone()[0]
+
     def close(self) -> None:
         self.node.stop()
         self.node.close()
+        self.notifier.close()
         self.wiring.close()
 
 
@@ -136,6 +161,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     desk.theirs = desk.register(OTHER_TEAM)
     desk.unassigned = desk.register(None)
     desk.our_alert, desk.their_alert = desk.raise_alert(TEAM), desk.raise_alert(OTHER_TEAM)
+    desk.subscribe()
     desk.caught_up()
     yield desk
     desk.close()
@@ -171,12 +197,15 @@ def operations(app: Any) -> list[tuple[str, str]]:
 def call(service: Desk, method: str, path: str, who: DevUser | None, complaint: str, token: str | None = None,
          alert: str | None = None) -> Any:
     concrete = (path.replace("{complaint_id}", complaint).replace("{dataset}", "complaints")
-                .replace("{alert_id}", alert or service.our_alert))
+                .replace("{alert_id}", alert or service.our_alert)
+                .replace("{subscription_id}", service.subscription).replace("{delivery_id}", service.delivery))
     auth = {"Authorization": f"Bearer {token}"} if token else (headers(who) if who else {})
     if method == "GET":
         return service.client.get(concrete, headers=auth)
     if path == "/complaints":
         return service.client.post(concrete, json=REGISTER, headers=auth)
+    if path == "/subscriptions":
+        return service.client.post(concrete, json=BODIES["subscriptions"], headers=auth)
     command = path.rsplit("/", 1)[1] + ("-alert" if path == "/alerts/{alert_id}/resolve" else "")
     body = BODIES[command] | ({"duplicate_of": service.theirs} if command == "mark-duplicate" else {})
     return service.client.post(concrete, json=body, headers=auth)
@@ -199,6 +228,8 @@ def test_every_operation_wants_a_valid_token(service: Desk) -> None:
 
 def permission_of(method: str, path: str) -> str:
     """The permission an operation asks, by the API's layout."""
+    if path.startswith(("/subscriptions", "/deliveries")):
+        return {"GET": READ_DELIVERIES, "POST": RESEND_DELIVERY if path.endswith("/resend") else MANAGE_SUBSCRIPTIONS}[method]
     if method == "POST":
         if path == "/complaints":
             return "register"
@@ -389,7 +420,8 @@ def test_development_sign_in_lists_users_and_is_refused_in_production(tmp_path: 
     service = Desk(tmp_path)
     try:
         users = service.client.get("/auth/dev/users").json()
-        assert {role for u in users for role in u["roles"]} == set(ROLES)
+        # Every role but the customer's, who never signs in: a signed link is their credential.
+        assert {role for u in users for role in u["roles"]} == set(ROLES) - {"customer"}
         token = service.client.post("/auth/dev/token", json={"username": "executive"}).json()["access_token"]
         assert service.client.get("/dashboards/executive", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert service.client.get("/dashboards/supervisor", headers={"Authorization": f"Bearer {token}"}).status_code == 200
