@@ -86,6 +86,14 @@ def notifier_router(state: Path, authenticate: Callable[..., Principal], wake: C
         rows = db.execute(sql + " ORDER BY created_at DESC, position DESC LIMIT ?", [*args, limit]).fetchall()
         return [dict(zip(COLUMNS.split(", "), row)) for row in rows]
 
+    @router.get("/deliveries/dead-letters", summary="What was set aside: notices no template could render,"
+                " events the notifier could not read; newest first")
+    def dead_letters(_: Reader, limit: Annotated[int, Query(ge=1, le=1_000)] = 100) -> list[dict[str, Any]]:
+        names = ("id", "position", "subscription", "type", "reason", "at")
+        rows = db.execute(f"SELECT {', '.join(names)} FROM dead_letters ORDER BY at DESC, position DESC LIMIT ?",
+                          [limit]).fetchall()
+        return [dict(zip(names, row)) for row in rows]
+
     @router.get("/deliveries/{delivery_id}", response_model=DeliveryView, summary="A delivery and every attempt")
     def delivery(delivery_id: str, _: Reader) -> dict[str, Any]:
         row = db.execute(f"SELECT {COLUMNS} FROM deliveries WHERE id = ?", [delivery_id]).fetchone()

@@ -61,6 +61,17 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A dead letter: a delivery no template could render, or an event the router could not read."""
+
+    id: str  # the delivery's id, or event:<complaint id>:<version>
+    position: int
+    subscription: str  # "*" for an event set aside before any subscription was matched
+    type: str
+    reason: str
+
+
 @dataclass
 class Result:
     """One attempt's outcome, as the dispatcher records it."""
@@ -97,7 +108,7 @@ class Outbox:
         return subjects, subscriptions, positions
 
     def save_plan(self, source: str, positions: dict[int, int], planned: Sequence[Planned],
-                  dead: Sequence[tuple[Planned, str]], subjects: dict[str, dict[str, Any]], now: datetime) -> int:
+                  dead: Sequence[SetAside], subjects: dict[str, dict[str, Any]], now: datetime) -> int:
         """A batch's deliveries, dead letters, subjects and positions in one transaction;
         returns how many deliveries are new."""
         at = now.isoformat()
@@ -111,7 +122,7 @@ class Outbox:
                   "held" if p.held else "pending", now.timestamp(), at) for p in planned])
             new = self.db.total_changes - before
             self.db.executemany("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)",
-                                [(p.id, p.position, p.subscription, p.notice.type, reason, at) for p, reason in dead])
+                                [(d.id, d.position, d.subscription, d.type, d.reason[:2_000], at) for d in dead])
             self.db.executemany("INSERT OR REPLACE INTO subjects VALUES (?, ?)",
                                 [(i, json.dumps(d)) for i, d in subjects.items()])
             self.db.executemany("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
