@@ -1,7 +1,7 @@
 """The notifier: a process manager that follows the stream and tells people.
 
-Each step brings its subscriptions up to date (their events stay in the event store,
-read by topic from where it last stopped), reads a batch of the stream, lets the router
+Each step reads a batch of the stream, brings its subscriptions up to date (their events
+stay in the event store, read by topic from where it last stopped), lets the router
 (`consumers.notification_routing`) decide who is told what, checks that each message
 renders (one that does not goes to dead letters with the reason, and the rest go on), and
 saves the planned deliveries with the positions in one SQLite transaction
@@ -40,7 +40,7 @@ from consumers.delivery import Dispatcher, Outbound, render
 from consumers.metrics import NOTIFIER_LAG, NOTIFIER_PLANNED
 from consumers.notification_routing import Planned, Router
 from consumers.notify_render import RenderError
-from consumers.outbox import Outbox
+from consumers.outbox import Outbox, SetAside
 from consumers.retrying import Backoff
 from consumers.sources import Source, lag
 
@@ -122,27 +122,38 @@ class Notifier:
 
     # ------------------------------------------------------------------ one step
     def step(self) -> list[Planned]:
-        """Bring the subscriptions up to date, read a batch, plan, save. Returns what was planned."""
+        """Read a batch, bring the subscriptions up to date, plan, save. Returns what was planned."""
         self.open()
-        self.refresh_subscriptions()
         polled = self.source.poll(self.batch_size, self.poll_timeout)
+        # After the poll: every subscription created before the batch's last event is then
+        # in the store (positions are assigned in commit order), so none misses an event
+        # written right after it was created.
+        self.refresh_subscriptions()
         if len(polled) < self.batch_size:
             self.caught_up.set()
         now = datetime.now(UTC)
         planned: list[Planned] = []
-        dead: list[tuple[Planned, str]] = []
+        dead: list[SetAside] = []
         touched: dict[str, dict[str, Any]] = {}
         for envelope in self._envelopes(polled.values):
-            subject = self.router.follow(self.subjects, envelope)
+            try:
+                subject = self.router.follow(self.subjects, envelope)
+                listening = [s for s in self.subscriptions.values() if envelope.position >= s["from_position"]]
+                plans = self.router.plan(envelope, subject, listening)
+            except (KeyError, TypeError, ValueError) as error:  # a payload the router cannot read
+                dead.append(SetAside(f"event:{envelope.complaint_id}:{envelope.complaint_version}",
+                                     envelope.position, "*", envelope.event_type, f"{type(error).__name__}: {error}"))
+                log.warning("event at position %d set aside: %s", envelope.position, error)
+                continue
             touched[str(envelope.complaint_id)] = subject
-            listening = [s for s in self.subscriptions.values() if envelope.position >= s["from_position"]]
-            for plan in self.router.plan(envelope, subject, listening):
+            for plan in plans:
                 if plan.subscription.startswith("customer:") and now - envelope.occurred_at > CUSTOMER_NOTICE_MAX_AGE:
                     continue
                 try:
                     render(plan.kind, plan.notice, plan.endpoint, plan.id, self.outbound)
                 except (RenderError, KeyError, TypeError, ValueError) as error:
-                    dead.append((plan, f"{type(error).__name__}: {error}"))
+                    dead.append(SetAside(plan.id, plan.position, plan.subscription, plan.notice.type,
+                                         f"{type(error).__name__}: {error}"))
                     log.warning("delivery %s of position %d to %s set aside: %s", plan.id, plan.position,
                                 plan.subscription, error)
                     continue
@@ -160,10 +171,14 @@ class Notifier:
 
     def refresh_subscriptions(self) -> None:
         """The subscriptions whose events the store has since last time, as they stand now."""
+        while self._refresh_subscriptions(1_000) == 1_000:
+            pass
+
+    def _refresh_subscriptions(self, limit: int) -> int:
         start = self.outbox.subscriptions_position() + 1
-        notes = self.recorder.select_notifications(start, 1_000, topics=SUBSCRIPTION_TOPICS)
+        notes = self.recorder.select_notifications(start, limit, topics=SUBSCRIPTION_TOPICS)
         if not notes:
-            return
+            return 0
         changed = []
         for subscription_id in dict.fromkeys(n.originator_id for n in notes):
             try:
@@ -183,6 +198,7 @@ class Notifier:
             log.info("subscription %s (%s, %s) is %s", key, view["name"], view["kind"], view["status"])
         self.outbox.save_subscriptions(changed, notes[-1].id)
         self.dispatcher.wake()
+        return len(notes)
 
     def _envelopes(self, values: Sequence[bytes]) -> list[EventEnvelope]:
         envelopes = []
