@@ -98,7 +98,8 @@ def chat_body(kind: ChatKind, notice: Notice) -> dict[str, Any]:
     title, text = text_for(notice)
     limit = CHAT_LIMITS[kind]
     if kind == "feishu":
-        lines = [[_feishu_segment(piece) for piece in _segments(line)] for line in _fit(text, limit).split("\n") if line]
+        lines = [[_feishu_segment(piece) for piece in _segments(line)]
+                 for line in _fit(text, limit).split("\n") if line]
         locale = FEISHU_LOCALES[notice.language]
         return {"msg_type": "post", "content": {"post": {locale: {"title": title, "content": lines}}}}
     # Markdown: a hard break ("  \n") keeps the text's lines apart in DingTalk's renderer too.
