@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = Field(False, description="upgrade the SMTP connection with STARTTLS")
+    notify_templates: Path | None = Field(
+        None, description="a directory of the company's own message templates, taking the place of the packaged ones"
+        " of the same name (consumers/templates)",
+    )
     sms_gateway: str | None = Field(None, description="HTTP gateway URL SMS notifications are POSTed to; unset = no SMS")
     notify_allow_hosts: list[str] = Field(
         default_factory=list, description="hosts, addresses or CIDR ranges endpoints may use although private"

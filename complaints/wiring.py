@@ -181,8 +181,10 @@ class Wiring:
         from consumers.delivery import Outbound, Smtp
         from consumers.notification_routing import CustomerChannels, Router
         from consumers.notifier import Delivery, Notifier
+        from consumers.notify_render import use_templates
 
         settings = self.settings if source is None else self.settings.model_copy(update={"source": source})
+        use_templates(settings.notify_templates)
         desk = desk or self._desk or self.desk()
         smtp = Smtp(settings.smtp_host, settings.smtp_port, settings.smtp_sender, settings.smtp_user,
                     settings.smtp_password, settings.smtp_starttls) if settings.smtp_host else None

@@ -26,12 +26,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from pathlib import Path
 from secrets import token_bytes
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateError, pass_context, select_autoescape
+from jinja2 import (
+    ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined, TemplateError, pass_context,
+    select_autoescape,
+)
 from jinja2.runtime import Context
 from standardwebhooks import Webhook
 
@@ -237,14 +241,24 @@ def _redacted_filter(endpoint: str) -> str:
     return endpoint
 
 
+_PACKAGED = PackageLoader("consumers", "templates")
 _ENV = Environment(
-    loader=PackageLoader("consumers", "templates"),
+    loader=_PACKAGED,
     undefined=StrictUndefined,
     autoescape=select_autoescape(["html"]),
     trim_blocks=True,
     lstrip_blocks=True,
 )
 _ENV.filters.update(label=_label_filter, when=_when_filter, redacted=_redacted_filter)
+
+
+def use_templates(directory: Path | None) -> None:
+    """Let a company's own templates (same names, in `directory`) take the place of the
+    packaged ones; the process's composition root calls it once, from the settings. A
+    mistake in one of them is a RenderError like any other: its notices go to dead letters."""
+    _ENV.loader = ChoiceLoader([FileSystemLoader(directory), _PACKAGED]) if directory else _PACKAGED
+
+
 # What a template, or the data it shows, raises when the notice is bad.
 _FAILURES = (TemplateError, ValueError, TypeError, LookupError, AttributeError)
 
