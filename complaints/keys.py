@@ -19,11 +19,16 @@ def load_or_create_key(path: Path, size: int = 32) -> bytes:
             raise ValueError(f"{path} holds {len(key)} bytes, not {size}: restore the right key file")
         return key
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(size)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return load_or_create_key(path, size)
+    # Written whole under another name, then linked into place: a process starting at the
+    # same moment sees no file or the whole key, never half of one, and one key wins.
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as file:
-        file.write(key)
-    return key
+        file.write(secrets.token_bytes(size))
+    try:
+        os.link(draft, path)
+    except FileExistsError:  # another process made it first: use theirs
+        pass
+    finally:
+        draft.unlink()
+    return load_or_create_key(path, size)
