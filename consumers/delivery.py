@@ -107,7 +107,8 @@ class Senders:
         if kind == "sms":
             if not self.outbound.sms_gateway:
                 return Answer("failed", None, "no SMS gateway configured (COMPLAINTS_SMS_GATEWAY)")
-            answers = [await self._post(self.outbound.sms_gateway, json.dumps(b).encode(), {}) for b in body]
+            answers = [await self._post(self.outbound.sms_gateway, json.dumps(b).encode(),
+                                         {"content-type": "application/json"}) for b in body]
             return next((a for a in answers if a.outcome != "delivered"), answers[0])
         secrets = self._unsealed(subscription, now) if subscription else []
         if kind == "webhook":
@@ -285,7 +286,9 @@ class Dispatcher:
             answer = Answer("failed", None, f"{type(error).__name__}: {error}")
         latency = (time.perf_counter() - started) * 1000
         next_at = None
-        if answer.outcome in ("failed", "refused") and retries < len(self.schedule):
+        # A 410 is due again too: the endpoint is disabled at once, which holds it with the
+        # rest of its deliveries until someone resumes the subscription (nothing lost).
+        if answer.outcome in ("failed", "refused", "gone") and retries < len(self.schedule):
             next_at = time.time() + self.schedule[retries] * self.jitter()
         NOTIFIER_ATTEMPTS.labels(kind=kind, outcome=answer.outcome).inc()
         NOTIFIER_LATENCY.labels(kind=kind).observe(latency / 1000)

@@ -19,7 +19,6 @@ Template = Literal[
     "customer_acknowledgement",  # 受理回执: the complaint number, the promised first response, the status link
     "customer_status",  # assigned, waiting on the customer, resolved, reopened
     "customer_survey",  # after resolution: the survey link
-    "endpoint_disabled",  # a subscription's endpoint kept failing and was disabled
 ]
 
 

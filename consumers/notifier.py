@@ -39,7 +39,7 @@ from commands.subscriptions import DisableSubscription
 from consumers.delivery import Dispatcher, Outbound, render
 from consumers.metrics import NOTIFIER_LAG, NOTIFIER_PLANNED
 from consumers.notification_routing import Planned, Router
-from consumers.notify_render import RenderError
+from consumers.notify_render import RenderError, redacted
 from consumers.outbox import Outbox, SetAside
 from consumers.retrying import Backoff
 from consumers.sources import Source, lag
@@ -227,7 +227,7 @@ class Notifier:
             rule="endpoint_disabled", rules_version="notifier", subject_type="subscription", subject=subscription_id,
             severity="warning", title_en=f"Notifications to {name} stopped: {reason}",
             title_zh=f"通知订阅 {name} 已停用：端点持续失败或已失效",
-            evidence={"endpoint": subscription.get("endpoint"), "failing_since": since, "reason": reason},
+            evidence={"endpoint": redacted(subscription.get("endpoint", "")), "failing_since": since, "reason": reason},
             recipients=["admin"]), PRINCIPAL)
 
     # ------------------------------------------------------------------ running

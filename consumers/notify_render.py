@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
-from secrets import token_bytes
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo
@@ -77,9 +76,6 @@ def webhook_headers(message_id: str, timestamp: datetime, body: bytes, secrets: 
     }
 
 
-def new_secret() -> str:
-    """A fresh `whsec_` secret: 32 random bytes, base64 (the key `Webhook` decodes)."""
-    return "whsec_" + base64.b64encode(token_bytes(32)).decode()
 
 
 # ------------------------------------------------------------------ chat robots
@@ -232,9 +228,9 @@ def _when_filter(context: Context, value: str | datetime, zone: str) -> str:
     return f"{local.day} {MONTHS[local.month - 1]} {local.year} {local:%H:%M}"
 
 
-def _redacted_filter(endpoint: str) -> str:
-    """An endpoint fit to show in a message: only its origin, since robots' URLs carry their
-    credential in the path (Feishu) or the query (WeCom, DingTalk)."""
+def redacted(endpoint: str) -> str:
+    """An endpoint fit to show in a message or an alert: only its origin, since robots' URLs
+    carry their credential in the path (Feishu) or the query (WeCom, DingTalk)."""
     parts = urlsplit(endpoint)
     if parts.scheme in ("http", "https") and parts.netloc:
         return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
@@ -249,7 +245,7 @@ _ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_ENV.filters.update(label=_label_filter, when=_when_filter, redacted=_redacted_filter)
+_ENV.filters.update(label=_label_filter, when=_when_filter)
 
 
 def use_templates(directory: Path | None) -> None:

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from commands.sealing import new_webhook_secret as new_secret
 from consumers.notices import Language, Notice, Template
 from consumers.notify_render import (
     ChatKind,
@@ -34,7 +35,7 @@ from consumers.notify_render import (
     chat_body,
     chat_failure,
     email_message,
-    new_secret,
+    redacted,
     signed_chat_request,
     sms_body,
     text_for,
@@ -82,11 +83,6 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "title": "App unusable after update", "status": "triaged", "product": "mobile-app",
         "category": "billing", "severity": "major", "team": "billing", "actor_name": "Zhang San",
     },
-    "endpoint_disabled": {
-        "subscription": {"id": "5f0c", "name": "ops robot",
-                         "endpoint": "https://open.feishu.cn/open-apis/bot/v2/hook/SECRET-TOKEN"},
-        "reason": "HTTP 410 Gone",
-    },
 }
 # The keys a template cannot do without (the others may be left out).
 REQUIRED: dict[str, list[str]] = {
@@ -95,7 +91,6 @@ REQUIRED: dict[str, list[str]] = {
     "customer_survey": ["complaint_number", "survey_link"],
     "alert": ["event_type", "alert"],
     "event": ["event_type", "complaint_number"],
-    "endpoint_disabled": ["subscription", "reason"],
 }
 LANGUAGES: list[Language] = ["zh-CN", "en"]
 CHATS: list[ChatKind] = ["wecom", "dingtalk", "feishu"]
@@ -545,11 +540,12 @@ def test_an_alert_tells_its_title_severity_due_time_and_evidence(event_type: str
     assert "安全隐患" in zh_text and "director" in en_text and "alerts.fatal_complaint" in en_text
 
 
-def test_a_disabled_endpoint_is_named_without_its_credential() -> None:
-    for language in LANGUAGES:
-        title, text = text_for(notice("endpoint_disabled", language))
-        assert "ops robot" in title and "HTTP 410 Gone" in text and "open.feishu.cn" in text
-        assert "SECRET-TOKEN" not in title + text
+def test_an_endpoint_is_shown_without_its_credential() -> None:
+    for endpoint in ("https://open.feishu.cn/open-apis/bot/v2/hook/SECRET-TOKEN",
+                     "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=SECRET-TOKEN",
+                     "https://user:SECRET-TOKEN@example.com/hooks"):
+        shown = redacted(endpoint)
+        assert "SECRET-TOKEN" not in shown and shown.startswith("https://") and "." in shown
 
 
 # ------------------------------------------------------------------ anything people type
