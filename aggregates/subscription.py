@@ -140,9 +140,13 @@ class Subscription(Aggregate):
         self.status, self.status_reason = "disabled", reason
         self._applied("disable_subscription", actor, occurred_at, command_id, fingerprint)
 
-    def rotate_secret(self, sealed_secret: str, previous_until: datetime, meta: Meta) -> None:
+    def check_rotation(self) -> None:
+        """Only the kinds that sign have a secret to rotate (HTTP 409 for the others)."""
         if self.kind not in SIGNED_KINDS:
             raise SubscriptionTransition(f"a {self.kind} subscription (it has no secret)", "rotate the secret of")
+
+    def rotate_secret(self, sealed_secret: str, previous_until: datetime, meta: Meta) -> None:
+        self.check_rotation()
         self._secret_rotated(sealed_secret=sealed_secret, previous_until=previous_until, **meta.fields())
 
     @event("SecretRotated")

@@ -293,7 +293,9 @@ class ComplaintDesk(Application):
         carry_out: Callable[[Any, Meta], None] = command.carry_out
         secret: str | None = None
         if isinstance(command, RotateSecret):
-            kind = self.get_subscription(subscription_id).kind
+            subscription = self.get_subscription(subscription_id)
+            subscription.check_rotation()
+            kind = subscription.kind
             secret = new_webhook_secret() if kind == "webhook" else command.secret
             if secret is None:
                 raise InvalidCommand("secret", f"a {kind} robot's new secret comes from the vendor's console: give it")
