@@ -183,6 +183,8 @@ class Receiver:
         chunks = []
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender went away mid-request (killed): no receiver acts on half a body
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
