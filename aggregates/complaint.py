@@ -12,6 +12,8 @@ computed here once and stored in the event, so replay never depends on today's c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -20,6 +22,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from aggregates.due_times import SlaClock, responds
+from aggregates.instants import InstantOutOfRange
 from aggregates.priority import Impact, Priority, Severity, derive_priority
 from aggregates.sla import SlaPolicy
 
@@ -89,6 +92,17 @@ class IllegalTransition(DomainError):
 
 class RuleViolation(DomainError):
     """A command that is legal in this status but breaks a business rule."""
+
+
+@contextmanager
+def _countable() -> Iterator[None]:
+    """SLA arithmetic on this complaint's instants: one outside the instants business time
+    is counted for (a registration in year 1 stored by an older version) refuses the
+    command with a 409, never a crash."""
+    try:
+        yield
+    except InstantOutOfRange as error:
+        raise RuleViolation(f"the SLA clocks of this complaint cannot be computed: {error}") from error
 
 
 class CommandIdReused(DomainError):
@@ -275,7 +289,8 @@ class Complaint(Aggregate):
         )
         # Zammad's rule: the first response clock counts from registration and is never
         # reset by re-grading; the resolution clock also starts at registration.
-        clock = self.sla_clock().triaged(policy, severity, category)
+        with _countable():
+            clock = self.sla_clock().triaged(policy, severity, category)
         self._triaged(
             category=category,
             severity=severity,
@@ -385,7 +400,8 @@ class Complaint(Aggregate):
         self.check("record_contact")
         # Only customer-visible agent communication counts as a response; a message from
         # the customer starts the next-response clock.
-        clock = self.sla_clock().contact(policy, direction, visibility, meta.occurred_at)
+        with _countable():
+            clock = self.sla_clock().contact(policy, direction, visibility, meta.occurred_at)
         self._contact_recorded(
             direction=direction,
             visibility=visibility,
@@ -441,7 +457,8 @@ class Complaint(Aggregate):
         assert self.waiting_since is not None
         # The pause moves the resolution target on (a breach already passed stays one),
         # on the calendar recorded at triage if today's policy still has it.
-        clock = self.sla_clock().customer_replied(policy, meta.occurred_at)
+        with _countable():
+            clock = self.sla_clock().customer_replied(policy, meta.occurred_at)
         self._customer_replied(
             summary=summary,
             **clock.recorded("CustomerReplied"),

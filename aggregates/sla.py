@@ -34,6 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+from aggregates.instants import EARLIEST, LATEST, InstantOutOfRange
+
 __all__ = [
     "Severity",
     "SEVERITIES",
@@ -62,8 +64,22 @@ _DAY_US = 86_400_000_000
 _WEEK_S = 7 * 86_400
 
 
+# The instants business time is counted for: 1900 to 2300, well around the domain's window
+# (aggregates.instants: 1970 to 2200, and the calendar table's year either side). Anything
+# further is refused at once (InstantOutOfRange, a ValueError) instead of walking towards
+# year 1 or 9999, where the standard library's datetimes end (OverflowError, after minutes).
+# (Within a century or so of 1970 the cumulative µs also stay exact through a float.)
+_FIRST_DAY = date(1900, 1, 1)
+_LAST_DAY = date(2300, 1, 1)  # exclusive
+assert _FIRST_DAY < date(EARLIEST.year - 1, 1, 1) - timedelta(days=2)
+assert _LAST_DAY > date(LATEST.year + 1, 1, 1) + timedelta(days=2)
+_MIN_US = (_FIRST_DAY.toordinal() - _EPOCH_ORD) * _DAY_US
+_MAX_US = (_LAST_DAY.toordinal() - _EPOCH_ORD) * _DAY_US  # exclusive
+_LIMITS = f"business time is counted from {_FIRST_DAY} up to {_LAST_DAY}"
+
+
 def _to_us(dt: datetime) -> int:
-    """Aware datetime -> exact µs since the Unix epoch."""
+    """Aware datetime -> exact µs since the Unix epoch (InstantOutOfRange past the limits)."""
     try:
         if dt.tzinfo is None:
             raise ValueError(f"naive datetime {dt!r}: SLA arithmetic needs timezone-aware datetimes")
@@ -72,7 +88,18 @@ def _to_us(dt: datetime) -> int:
         raise TypeError(f"expected an aware datetime, got {dt!r}") from None
     except TypeError:  # a tzinfo whose utcoffset() is None counts as naive
         raise ValueError(f"datetime {dt!r} has no UTC offset; pass an aware datetime") from None
-    return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds  # faster than td // 1µs
+    us = (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds  # faster than td // 1µs
+    if not _MIN_US <= us < _MAX_US:
+        raise InstantOutOfRange("instant", dt, _LIMITS)
+    return us
+
+
+def _check_day(n: int) -> int:
+    """A local day's ordinal, if business time is counted on it (else InstantOutOfRange)."""
+    if not _FIRST_DAY.toordinal() <= n < _LAST_DAY.toordinal():
+        raise InstantOutOfRange("day", date.fromordinal(n).isoformat() if 0 < n <= date.max.toordinal() else str(n),
+                                _LIMITS)
+    return n
 
 
 def _from_us(us: int) -> datetime:
@@ -320,17 +347,22 @@ def _add(eng: _Engine, t: int, d_us: int) -> int:
         day = _day(eng, n)
     # Long targets: jump whole weeks arithmetically, then bisect on day-start cum values
     # (cum_at is pure arithmetic, so the search does not flood the day cache).
+    last = _LAST_DAY.toordinal() - 1
     lo, clo = n, day[4]  # invariant: cum_at(lo) < target
     weeks = (target - clo) // eng.week_total
     if weeks > 1:
         g = lo + 7 * (weeks - 1)  # one week of slack for DST extras
+        if g >= last:
+            raise InstantOutOfRange("due time", f"{d_us / 1e6:.0f} business seconds after {_from_us(t)}", _LIMITS)
         if eng.cum_at(g) < target:
             lo = g
     step = 7
-    hi = lo + step
-    while eng.cum_at(hi) < target:
+    hi = min(lo + step, last)
+    while eng.cum_at(hi) < target:  # a target past the limits is refused, not walked to
+        if hi >= last:
+            raise InstantOutOfRange("due time", f"{d_us / 1e6:.0f} business seconds after {_from_us(t)}", _LIMITS)
         lo, step = hi, step * 2
-        hi = lo + step
+        hi = min(lo + step, last)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if eng.cum_at(mid) < target:
@@ -489,7 +521,7 @@ class BusinessCalendar(BaseModel):
 
     def business_windows(self, day: date) -> list[tuple[datetime, datetime]]:
         """Business windows of the local `day` as aware UTC instants (empty on holidays)."""
-        wins = _day(self.__pydantic_private__["_engine"], day.toordinal())[2]
+        wins = _day(self.__pydantic_private__["_engine"], _check_day(day.toordinal()))[2]
         return [(_from_us(s), _from_us(e)) for s, e in wins]
 
     def business_seconds_between(self, start: datetime, end: datetime) -> float:

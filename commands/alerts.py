@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from aggregates.access import ACKNOWLEDGE_ALERT, RAISE_ALERT, RESOLVE_ALERT
 from aggregates.alert import Alert, AlertSeverity, AlertStatus, SubjectType
 from aggregates.complaint import Meta
-from commands.models import Command, Name, Reference, Schema, Text
+from commands.models import Command, Instant, Name, Reference, Schema, StrictBool, Text
 
 class RaiseAlert(Command):
     """Raise an alert (rules do, through the automation's service identity)."""
@@ -33,7 +33,7 @@ class RaiseAlert(Command):
     evidence: dict[str, Any] = Field(default_factory=dict)
     recipients: list[Reference] = Field(default_factory=list, max_length=20)
     owner: Reference | None = None
-    due_at: AwareDatetime | None = None
+    due_at: Instant | None = None
 
     def event_fields(self) -> dict[str, Any]:
         return self.model_dump(exclude={"command_id", "correlation_id", "occurred_at", "expected_version"})
@@ -61,7 +61,7 @@ class ResolveAlert(AlertCommand):
 
     action: ClassVar[str] = RESOLVE_ALERT
     reason: Text
-    automatic: bool = False
+    automatic: StrictBool = False
 
     def carry_out(self, alert: Alert, meta: Meta) -> None:
         alert.resolve(self.reason, self.automatic, meta)

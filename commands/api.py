@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, Query, Request, status
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -25,6 +24,7 @@ from commands.desk import (
 )
 from commands.endpoints import EndpointRefused, check_url
 from commands.metrics import count_command
+from commands.strict_json import StrictJsonRoute, validation_problems
 from commands.models import (
     COMPLAINT_COMMANDS,
     CommandResult,
@@ -32,6 +32,7 @@ from commands.models import (
     ComplaintState,
     InvalidCommand,
     PersonalDataView,
+    Problem,
     RegisterComplaint,
 )
 from commands.subscriptions import (
@@ -43,6 +44,23 @@ log = logging.getLogger(__name__)
 OUTCOME = {403: "forbidden", 404: "not_found", 409: "conflict", 422: "invalid"}
 # The composition root's dependency: the request's verified principal (401 without one).
 Authenticate = Callable[..., Principal]
+
+# The errors each kind of route answers besides 422 (documented, so clients and the
+# schemathesis runs know them).
+_ERROR = {
+    401: "no valid bearer token", 403: "not allowed for the role or team", 404: "no such complaint, alert or subscription",
+    409: "illegal transition, stale expected_version, or a command_id used before for another command",
+    413: "the request body is larger than the server's limit (COMPLAINTS_MAX_BODY_BYTES)", 429: "too many requests",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem, "description": _ERROR[code]} for code in codes}
+
+
+READ_ERRORS = _errors(401, 403, 404, 429)
+CREATE_ERRORS = _errors(401, 403, 409, 413, 429)
+COMMAND_ERRORS = _errors(401, 403, 404, 409, 413, 429)
 
 
 async def get_desk(request: Request) -> ComplaintDesk:
@@ -69,6 +87,9 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
         ),
     )
     app.state.desk = desk
+    # Bodies are read as strict JSON (commands.strict_json): duplicate keys, NaN and
+    # oversized objects are a 422 before any model sees them.
+    app.router.route_class = StrictJsonRoute
     app.add_middleware(CorrelationMiddleware)
     Actor = Annotated[Principal, Depends(authenticate)]
     # The command each POST route carries (route path -> action), for the errors and the log.
@@ -83,6 +104,7 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
         "/complaints",
         status_code=status.HTTP_201_CREATED,
         response_model=CommandResult,
+        responses=CREATE_ERRORS,
         tags=["complaints"],
         summary="Register a complaint",
     )
@@ -92,6 +114,7 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
     @app.get(
         "/complaints/{complaint_id}",
         response_model=ComplaintState,
+        responses=READ_ERRORS,
         tags=["complaints"],
         summary="A complaint as it stands, or as it was at a past version",
     )
@@ -106,6 +129,7 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
     @app.get(
         "/complaints/{complaint_id}/personal-data-views",
         response_model=list[PersonalDataView],
+        responses=READ_ERRORS,
         tags=["audit"],
         summary="Who saw this complaint's personal data, and when (auditors)",
     )
@@ -119,17 +143,20 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
         app.post(
             f"/complaints/{{complaint_id}}/{path}",
             response_model=CommandResult,
+            responses=COMMAND_ERRORS,
             tags=["complaints"],
             summary=(command_class.__doc__ or command_class.__name__).strip().splitlines()[0],
             name=command_class.action,
         )(_endpoint_for(command_class, Actor))
     @app.post("/subscriptions", status_code=status.HTTP_201_CREATED, response_model=SubscriptionResult,
+              responses=CREATE_ERRORS,
               tags=["subscriptions"], summary="Subscribe an endpoint to notifications (a webhook's secret is shown once)")
     def create_subscription(command: CreateSubscription, desk: Desk, actor: Actor) -> SubscriptionResult:
         _reachable(command.endpoint, command.kind, allow_hosts)
         return desk.create_subscription(command, actor)
 
     @app.get("/subscriptions/{subscription_id}", response_model=SubscriptionView, tags=["subscriptions"],
+             responses=READ_ERRORS,
              summary="A subscription as it stands (never its secrets)")
     def get_subscription(subscription_id: UUID, desk: Desk, actor: Actor) -> dict[str, Any]:
         actor.require(READ_DELIVERIES)
@@ -139,6 +166,7 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
         app.post(
             f"/subscriptions/{{subscription_id}}/{path}",
             response_model=SubscriptionResult,
+            responses=COMMAND_ERRORS,
             tags=["subscriptions"],
             summary=(subscription_command.__doc__ or subscription_command.__name__).strip().splitlines()[0],
             name=subscription_command.action,
@@ -147,6 +175,7 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
         app.post(
             f"/alerts/{{alert_id}}/{path}",
             response_model=AlertResult,
+            responses=COMMAND_ERRORS,
             tags=["alerts"],
             summary=(alert_command.__doc__ or alert_command.__name__).strip().splitlines()[0],
             name=alert_command.action,
@@ -220,13 +249,15 @@ def _add_error_handlers(app: FastAPI, actions: dict[str, str]) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        # At most 20 errors, never the input, every string encodable (commands.strict_json).
+        answer = validation_problems(error.errors())
         # Refused before the desk saw it: counted here (the desk counts everything else).
         if action := action_of(request):
             count_command(action, "invalid")
-            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in answer["detail"]]
             log.info("%s refused (422): %s", action, "; ".join(problems)[:500],
                      extra={"action": action, "outcome": "invalid"})
-        return await request_validation_exception_handler(request, error)
+        return JSONResponse(answer, status_code=422)
 
     @app.exception_handler(ComplaintNotFound)
     def not_found(request: Request, error: ComplaintNotFound) -> JSONResponse:

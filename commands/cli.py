@@ -47,8 +47,8 @@ def parse_fields(pairs: list[str] | None, body: str | None) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise typer.BadParameter(f"expected field=value, got {pair!r}")
-        # Plain text stays text (pydantic turns "4" into 4 where a number is wanted, and a
-        # phone number stays a string); JSON objects, lists and literals are parsed.
+        # Plain text stays text (`build` turns "4" into 4 where the command wants a number,
+        # and a phone number stays a string); JSON objects, lists and literals are parsed.
         value: Any = raw
         if raw[:1] in ("{", "[") or raw in ("true", "false", "null"):
             value = json.loads(raw)
@@ -106,7 +106,23 @@ def report(call: Any) -> None:
 
 
 def build(model: type[Command], fields: list[str] | None, body: str | None) -> Any:
-    return model.model_validate(parse_fields(fields, body))
+    data = parse_fields(fields, body)
+    # The models take numbers strictly (JSON's 4, not "4"): field=value text is a number
+    # where the command wants one. A --json body is JSON, and taken as it is.
+    given = {pair.partition("=")[0] for pair in fields or []}
+    for name in given & set(data):
+        if isinstance(data[name], str) and (kinds := _number_kinds(model, name)):
+            try:
+                data[name] = int(data[name]) if "integer" in kinds else float(data[name])
+            except ValueError:
+                pass  # not a number: the model says so
+    return model.model_validate(data)
+
+
+def _number_kinds(model: type[BaseModel], name: str) -> set[str]:
+    """"integer" and/or "number" if the command's field takes one (from its JSON schema)."""
+    schema = model.model_json_schema()["properties"].get(name, {})
+    return {option.get("type") for option in (schema, *schema.get("anyOf", []))} & {"integer", "number"}
 
 
 @app.command(

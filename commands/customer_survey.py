@@ -81,6 +81,9 @@ def survey_command(answers: dict[str, Any], claims: LinkClaims) -> VerifyResolut
     """The verification the answers make, under the survey's own command id (InvalidAnswer
     naming the first bad field)."""
     given = {name: value for name in ANSWERS if (value := _given(answers.get(name))) is not None}
+    for name in ("csat", "nps", "effort"):  # a form's fields are text; the command's scores are numbers
+        if isinstance(given.get(name), str) and given[name].isascii() and given[name].isdigit():
+            given[name] = int(given[name])
     try:
         return VerifyResolution(**given, command_id=claims.survey_command_id)
     except ValidationError as error:

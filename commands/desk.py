@@ -31,6 +31,7 @@ from aggregates.access import (
 )
 from aggregates.alert import Alert
 from aggregates.complaint import Complaint, DomainError, Meta, complaint_id_for
+from aggregates.instants import InstantWindow
 from aggregates.sla import SlaPolicy, load_sla_policy
 from aggregates.subscription import Subscription, subscription_id_for
 from commands.access_log import AccessLog
@@ -46,7 +47,6 @@ from commands.models import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def utc_now() -> datetime:
@@ -104,12 +104,15 @@ class ComplaintDesk(Application):
         max_clock_skew: timedelta = timedelta(minutes=2),
         access_log: AccessLog | None = None,
         sealer: Sealer | None = None,
+        instants: InstantWindow | None = None,
     ) -> None:
         super().__init__(env)
         self.sealer = sealer
         self.clock = clock
         self.sla_policy = sla_policy or load_sla_policy()
         self.max_clock_skew = max_clock_skew
+        # Every instant a command states lies in this window (aggregates.instants).
+        self.instants = instants or InstantWindow()
         self.access_log = access_log
         self._locks = [threading.Lock() for _ in range(64)]
 
@@ -200,6 +203,9 @@ class ComplaintDesk(Application):
         already, each is raised on its own, and each answer is a result or the error."""
         principal.require(RAISE_ALERT)
         metas = [self._meta(command, principal) for command in commands]
+        for command in commands:
+            if command.due_at is not None:
+                self._within("due_at", command.due_at)
         alerts = [Alert(**command.event_fields(), **meta.fields()) for command, meta in zip(commands, metas)]
         try:
             self.save(*alerts)
@@ -380,19 +386,25 @@ class ComplaintDesk(Application):
 
     def _occurred_at(self, command: Command, principal: Principal) -> datetime:
         """The server owns time: only an importer states when a command happened, and never
-        later than now (give or take the clocks' skew) nor before 1970."""
+        later than now (give or take the clocks' skew) nor before the window's earliest
+        instant (1970 unless configured); the server's own clock must be in the window too."""
         now = self.clock()
         if command.occurred_at is None:
-            return now
+            return self._within("occurred_at", now, f"the server's clock ({now.isoformat()})")
         if not principal.may(BACKDATE):
             raise InvalidCommand("occurred_at", "only an importer may state occurred_at: leave it"
                                  " out and the server's clock is used")
         if command.occurred_at > now + self.max_clock_skew:
             raise InvalidCommand("occurred_at", f"{command.occurred_at.isoformat()} is in the future"
                                  f" (the server's clock says {now.isoformat()})")
-        if command.occurred_at < EARLIEST:
-            raise InvalidCommand("occurred_at", f"{command.occurred_at.isoformat()} is before 1970")
-        return command.occurred_at
+        return self._within("occurred_at", command.occurred_at)
+
+    def _within(self, field: str, instant: datetime, what: str | None = None) -> datetime:
+        """`instant` if it lies in the window of instants, else a 422 naming `field`."""
+        if instant not in self.instants:
+            raise InvalidCommand(field, f"{what or instant.isoformat()} is outside the instants this system"
+                                 f" accepts ({self.instants.describe()})")
+        return instant
 
     @staticmethod
     def _result(complaint: Complaint, command_id: str, replayed: bool = False) -> CommandResult:

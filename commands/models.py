@@ -8,19 +8,90 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
+from pydantic_core import PydanticCustomError
 
 from aggregates.complaint import Channel, Complaint, Direction, Meta, Status, Visibility
 from aggregates.priority import Impact, Severity, Tier
 from aggregates.sla import SlaPolicy
 
-Text = Annotated[str, Field(min_length=1, max_length=20_000)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Reference = Annotated[str, Field(min_length=1, max_length=100)]
+# Versions fit the event stores' integers with room to spare (as the version query parameters).
+MAX_VERSION = 2**31 - 1
+# An attachment is described here, not stored: 2 GiB is the largest file a channel hands over.
+MAX_ATTACHMENT_BYTES = 2 * 1024**3
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` is not text a command may carry (None: it is): a NUL byte (raw in CSV
+    exports, cut short by C libraries), or a lone surrogate (not a character: it cannot be
+    encoded as UTF-8, so it could be neither stored nor answered)."""
+    if "\x00" in value:
+        return "NUL bytes (\\u0000) are not allowed in text"
+    if not value.isascii() and _SURROGATE.search(value):
+        return "a lone surrogate is not a character: send valid UTF-8 (a pair for characters beyond U+FFFF)"
+    return None
+
+
+def _clean(value: str) -> str:
+    if problem := text_problem(value):
+        raise PydanticCustomError("string_invalid", problem)
+    return value
+
+
+def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in `value` (keys too), with where it is, without recursion (nested JSON
+    may be as deep as the parser allows)."""
+    stack = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            yield where, item
+        elif isinstance(item, BaseModel):
+            stack += [(f"{where}.{name}".lstrip("."), getattr(item, name)) for name in type(item).model_fields]
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if isinstance(key, str):
+                    yield f"{where} (a key)".lstrip(), key
+                stack.append((f"{where}.{key}".lstrip("."), sub))
+        elif isinstance(item, (list, tuple)):
+            stack += [(f"{where}[{i}]", sub) for i, sub in enumerate(item)]
+
+
+Clean = AfterValidator(_clean)
+# Said in the OpenAPI too (clients and schemathesis read it); checked by `_clean`, whose 422
+# says why in words.
+NO_NUL = {"pattern": "^[^\\u0000]*$"}
+Text = Annotated[str, Field(min_length=1, max_length=20_000, json_schema_extra=NO_NUL), Clean]
+Name = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=NO_NUL), Clean]
+Reference = Annotated[str, Field(min_length=1, max_length=100, json_schema_extra=NO_NUL), Clean]
+
+# Numbers and booleans as JSON has them: "2" and true are not the number 2 (a client's
+# mistake that coercion would hide). The CLI turns its own field=value text into numbers;
+# the API reads 2.0 as the integer 2, as JSON Schema does (commands.strict_json).
+StrictInt = Annotated[int, Strict()]
+StrictFloat = Annotated[float, Strict()]  # an integer is a number too; "2" and true are not
+StrictBool = Annotated[bool, Strict()]
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION), Strict()]
+
+
+
+
+def _instant_text(value: Any) -> Any:
+    if isinstance(value, int | float):  # pydantic would read 12345 as seconds since 1970
+        raise PydanticCustomError("datetime_type", "an instant is an ISO 8601 string with its offset,"
+                                  " e.g. 2026-11-23T10:00:00+08:00, not a number")
+    return value
+
+
+# An instant as JSON has one: ISO 8601 text with its offset (never a bare number).
+Instant = Annotated[AwareDatetime, BeforeValidator(_instant_text)]
 
 
 class Schema(BaseModel):
@@ -42,7 +113,7 @@ class CustomerPersonalData(Schema):
 class Attachment(Schema):
     filename: Name
     content_type: Name = "application/octet-stream"
-    size_bytes: int = Field(ge=0)
+    size_bytes: StrictInt = Field(ge=0, le=MAX_ATTACHMENT_BYTES, description="at most 2 GiB")
     storage_ref: Reference | None = Field(None, description="where the file itself is kept")
 
 
@@ -58,13 +129,24 @@ class Command(Schema):
     correlation_id: Reference | None = Field(
         None, description="groups commands of one conversation; defaults to the request's X-Correlation-ID, else the command id"
     )
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: Instant | None = Field(
         None, description="when it happened: the server's clock, unless an importer states it"
         " (never in the future, never before the complaint's last change)"
     )
-    expected_version: int | None = Field(
-        None, ge=1, description="fail with 409 unless the complaint is at this version"
+    expected_version: Version | None = Field(
+        None, description="fail with 409 unless the complaint is at this version"
     )
+
+    @field_validator("*")
+    @classmethod
+    def _text_only(cls, value: Any, info: Any) -> Any:
+        """No NUL byte and no lone surrogate in any text of a command, whatever its type
+        (the Text, Name and Reference fields say so with their own path already)."""
+        for where, text in _strings(value):
+            if problem := text_problem(text):
+                raise PydanticCustomError("string_invalid", "{where}{problem}",
+                                          {"where": f"{where}: " if where else "", "problem": problem})
+        return value
 
 
 class InvalidCommand(ValueError):
@@ -106,6 +188,16 @@ class RegisterComplaint(Command):
     order_ref: Reference | None = None
     contract_ref: Reference | None = None
     attachments: list[Attachment] = Field(default_factory=list, max_length=50)
+    expected_version: None = Field(  # type: ignore[assignment]
+        None, description="not for register: a new complaint has no version to expect (any value is a 422)")
+
+    @field_validator("expected_version", mode="before")
+    @classmethod
+    def _no_version(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("register has no version to expect: a new complaint starts at version 1"
+                             " (send the same command_id again to repeat a registration safely)")
+        return None
 
     def event_fields(self) -> dict[str, Any]:
         return self.model_dump(
@@ -219,9 +311,9 @@ class VerifyResolution(ComplaintCommand):
     """Record the customer's verification: CSAT, and optionally NPS and effort."""
 
     action: ClassVar[str] = "verify"
-    csat: int = Field(ge=1, le=5, description="customer satisfaction, 1 (worst) to 5")
-    nps: int | None = Field(None, ge=0, le=10, description="net promoter score, 0 to 10")
-    effort: int | None = Field(None, ge=1, le=7, description="customer effort score, 1 to 7")
+    csat: StrictInt = Field(ge=1, le=5, description="customer satisfaction, 1 (worst) to 5")
+    nps: StrictInt | None = Field(None, ge=0, le=10, description="net promoter score, 0 to 10")
+    effort: StrictInt | None = Field(None, ge=1, le=7, description="customer effort score, 1 to 7")
     comment: Text | None = None
 
     def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
@@ -251,7 +343,7 @@ class EscalateComplaint(ComplaintCommand):
     """Escalate an open complaint to a higher level (1-3)."""
 
     action: ClassVar[str] = "escalate"
-    level: int = Field(ge=1, le=3)
+    level: StrictInt = Field(ge=1, le=3)
     reason: Text
 
     def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
@@ -295,6 +387,15 @@ COMPLAINT_COMMANDS: dict[str, type[ComplaintCommand]] = {
     "withdraw": WithdrawComplaint,
     "mark-duplicate": MarkDuplicate,
 }
+
+
+class Problem(BaseModel):
+    """An error: what went wrong and what to do. A 409 adds what it is about (`status`,
+    `action`, `current_version`); a 422 is FastAPI's list of `{loc, msg, type}` instead."""
+
+    model_config = ConfigDict(extra="allow")
+
+    detail: str
 
 
 class CommandResult(Schema):

@@ -19,7 +19,7 @@ from aggregates.access import MANAGE_SUBSCRIPTIONS
 from aggregates.complaint import Meta
 from aggregates.events import PAYLOADS
 from aggregates.subscription import Subscription, SubscriptionKind, SubscriptionStatus
-from commands.models import Command, InvalidCommand, Name, Reference, Schema, Text
+from commands.models import Command, InvalidCommand, Name, Reference, Schema, StrictBool, StrictFloat, Text
 
 PHONE = re.compile(r"^\+?[0-9][0-9 \-]{5,19}$")
 Values = Annotated[list[Reference], Field(max_length=50)]
@@ -149,7 +149,7 @@ class DisableSubscription(SubscriptionCommand):
 
     action: ClassVar[str] = "disable_subscription"
     reason: Text
-    automatic: bool = False
+    automatic: StrictBool = False
 
     def carry_out(self, subscription: Subscription, meta: Meta) -> None:
         subscription.disable(self.reason, self.automatic, meta)
@@ -159,7 +159,7 @@ class RotateSecret(SubscriptionCommand):
     """Make a new secret (shown once); the old one stays valid for `overlap_hours`."""
 
     action: ClassVar[str] = "rotate_secret"
-    overlap_hours: float = Field(24, ge=0, le=24 * 30, description="how long both signatures are sent")
+    overlap_hours: StrictFloat = Field(24, ge=0, le=24 * 30, description="how long both signatures are sent")
     secret: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
         None, description="DingTalk's or Feishu's new secret; a webhook's is generated")
 

@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aggregates.instants import EARLIEST, LATEST, InstantWindow
 
 
 class Settings(BaseSettings):
@@ -41,6 +43,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address the API listens on")
     port: int = Field(8000, description="port the API listens on")
     read_cache_seconds: float = Field(5.0, ge=0, description="how long the read API caches a dashboard; 0 = never")
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest request body the HTTP APIs read (bytes); past it a 413, before parsing"
+    )
+    as_of_granularity_seconds: int = Field(
+        60, ge=0, le=86_400, description="as_of instants are rounded down to this (seconds; 0 = not rounded): one"
+        " computation per distinct instant, shared by concurrent requests and kept until an event at or before it arrives",
+    )
 
     # ------------------------------------------------------------------ identity
     env: Literal["development", "production"] = Field(
@@ -55,10 +64,21 @@ class Settings(BaseSettings):
     auth_roles_claim: str = Field("realm_access.roles", description="dotted path of the roles claim in a token")
     auth_team_claim: str = Field("team", description="the claim naming the principal's team")
     dev_issuer_key: Path = Field(Path("var/dev-issuer.pem"), description="the development issuer's private key (made when missing)")
-    clock_skew_seconds: float = Field(120, ge=0, description="how far in the future an importer's occurred_at may be")
+    clock_skew_seconds: float = Field(
+        120, ge=0, le=86_400, description="how far in the future an importer's occurred_at may be (at most a day)")
     rate_limit_commands: str = Field("100/second", description="commands per principal (limits' notation)")
     rate_limit_reads: str = Field("100/second", description="reads per principal")
     rate_limit_costly: str = Field("60/minute", description="exports and as_of views per principal")
+
+    # ------------------------------------------------------------------ instants (aggregates/instants.py)
+    earliest_instant: AwareDatetime = Field(
+        EARLIEST, description="no instant a command states, an event holds or a query asks for may be earlier"
+        " (422 naming the field; a read node dead-letters such an event)",
+    )
+    latest_instant: AwareDatetime = Field(
+        LATEST, description="instants must be earlier than this: query parameters (as_of, start, end, at), an alert's"
+        " due_at, and events a read node applies (commands' occurred_at: at most now + clock_skew_seconds)",
+    )
 
     # ------------------------------------------------------------------ notifications
     notifier_state: Path = Field(Path("var/notifier.sqlite"), description="the notifier's own state: outbox, attempts, positions")
@@ -107,6 +127,13 @@ class Settings(BaseSettings):
     )
     relay_batch_size: int = Field(2_000, ge=1, description="events per relay publish (one acknowledgement wait)")
     consumer_batch_size: int = Field(20_000, ge=1, description="messages per read-node batch (one DuckDB transaction)")
+    poison_search_seconds: float = Field(
+        30.0, gt=0, description="how long a read node may search a failing batch for the event a read model"
+        " fails on; past it the events still suspected go to the dead letters together",
+    )
+    poison_search_memory_mb: int = Field(
+        1024, ge=16, description="how much a read node's memory may grow while it searches for that event",
+    )
     poll_interval: float = Field(0.05, gt=0, description="seconds between polls when idle (relay and log follower)")
 
     # ------------------------------------------------------------------ operations
@@ -120,6 +147,15 @@ class Settings(BaseSettings):
     fault_relay_pause: float = Field(0.0, ge=0, description="test only: seconds between Kafka's ack and recording the position")
     fault_commit_pause: float = Field(0.0, ge=0, description="test only: seconds inside a read-node transaction before commit")
     fault_automation_pause: float = Field(0.0, ge=0, description="test only: seconds between the automation's actions and saving its state")
+
+    @model_validator(mode="after")
+    def _window(self) -> Settings:
+        self.instants()  # a window outside the domain's own, or empty, fails at start-up
+        return self
+
+    def instants(self) -> InstantWindow:
+        """The window every instant must lie in (aggregates.instants)."""
+        return InstantWindow(self.earliest_instant, self.latest_instant)
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The environment an eventsourcing application or factory is configured from."""

@@ -84,6 +84,7 @@ def open_desk(settings: Settings, clock: Clock = utc_now) -> ComplaintDesk:
     of views of personal data beside it."""
     return ComplaintDesk(settings.eventsourcing_env(), clock=clock, sla_policy=load_sla_policy(settings.sla_policy),
                          max_clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+                         instants=settings.instants(),
                          access_log=open_access_log(settings),
                          sealer=Sealer(load_or_create_key(settings.secrets_key)))
 

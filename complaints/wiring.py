@@ -20,6 +20,7 @@ from aggregates.rules import Rules, load_rules
 from aggregates.sla import SlaPolicy, load_sla_policy
 from commands.access_log import AccessLog
 from commands.desk import ComplaintDesk
+from complaints.edge import limit_bodies
 from complaints.identity import (
     DEV_ISSUER, LocalIssuer, ProviderKeys, RateLimits, TokenVerifier, authenticator, config_router, dev_router,
 )
@@ -123,6 +124,7 @@ class Wiring:
                   projectors: Sequence[Any] | None = None, **options: Any) -> Any:
         """A read node as configured: on Kafka when COMPLAINTS_KAFKA_BOOTSTRAP is set (or
         `source="kafka"`), else following the event store in this process."""
+        from consumers.batching import PoisonBudget
         from consumers.read_node import ReadNode, load_projectors
 
         settings = self.settings if source is None else self.settings.model_copy(update={"source": source})
@@ -131,6 +133,9 @@ class Wiring:
             projectors = load_projectors(settings.projectors)
         options.setdefault("batch_size", settings.consumer_batch_size)
         options.setdefault("commit_pause", settings.fault_commit_pause)
+        options.setdefault("window", settings.instants())
+        options.setdefault("poison_budget", PoisonBudget(settings.poison_search_seconds,
+                                                         settings.poison_search_memory_mb * 2**20))
         return ReadNode(db or settings.read_db, chosen, projectors, **options)
 
     def _source(self, settings: Settings, client_id: str = "complaints-read-node") -> Any:
@@ -212,7 +217,7 @@ class Wiring:
         app.include_router(operations_router(
             lambda: None if notifier.caught_up.is_set() else "the notifier to catch up"))
         log.info("notifier serving http://%s:%d/deliveries", host, port)
-        self.serve(app, host, port)
+        self.serve(limit_bodies(app, self.settings.max_body_bytes), host, port)
 
     # ------------------------------------------------------------------ HTTP
     def command_app(self, desk: ComplaintDesk | None = None, node: Any = None) -> FastAPI:
@@ -227,7 +232,7 @@ class Wiring:
         app.include_router(customer_survey_router(desk, self.customer_links, pages=pages, limit=limit))
         app.include_router(operations_router(_store_answers(desk.recorder), *_caught_up(node)))
         self.sign_in_routes(app)
-        return app
+        return limit_bodies(app, self.settings.max_body_bytes)
 
     def read_app(self, node: Any) -> FastAPI:
         """The read API and dashboards over a read node, with /health, /ready and /metrics."""
@@ -235,18 +240,21 @@ class Wiring:
 
         app = create_read_app(node, self.authenticate, cache_seconds=self.settings.read_cache_seconds,
                               timezone=self.settings.timezone, policy=self.sla_policy,
-                              access_log=self.access_log)
+                              access_log=self.access_log, instants=self.settings.instants(),
+                              as_of_granularity=self.settings.as_of_granularity_seconds)
         app.include_router(self.customer_page_router(lambda: node))
         app.include_router(operations_router(*_caught_up(node)))
         self.sign_in_routes(app)
-        return app
+        return limit_bodies(app, self.settings.max_body_bytes)
 
     def read_router(self, node: Callable[[], Any]) -> Any:
         """The read API's routes and the customers' status page, over `node()`."""
         from read_api.app import read_router
 
         router = read_router(node, self.authenticate, cache_seconds=self.settings.read_cache_seconds,
-                             timezone=self.settings.timezone, policy=self.sla_policy, access_log=self.access_log)
+                             timezone=self.settings.timezone, policy=self.sla_policy, access_log=self.access_log,
+                             instants=self.settings.instants(),
+                             as_of_granularity=self.settings.as_of_granularity_seconds)
         router.include_router(self.customer_page_router(node))
         return router
 

@@ -57,6 +57,23 @@ def count_by_stage(cursor: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return dict(cursor.execute("SELECT stage, count(*) FROM dead_letters GROUP BY stage").fetchall())
 
 
+def messages_for(raw: Polled | None, rows: Sequence[dict[str, Any]]) -> list[Message]:
+    """`message_for` of each row, reading the poll's messages once whatever their number."""
+    if raw is None or len(rows) <= 1:
+        return [message_for(raw, row) for row in rows]
+    wanted = {row["position"] for row in rows}
+    found: dict[int, Message] = {}
+    for index, value in enumerate(raw.values):
+        try:
+            envelope = json.loads(value)
+        except (ValueError, RecursionError):
+            continue
+        position = envelope.get("position") if isinstance(envelope, dict) else None
+        if isinstance(position, int) and position in wanted and position not in found:
+            found[position] = raw.message(index)
+    return [found.get(row["position"]) or message_for(None, row) for row in rows]
+
+
 def message_for(raw: Polled | None, row: dict[str, Any]) -> Message:
     """The raw message an event came in (only looked for when a projector failed on it).
 
@@ -67,7 +84,7 @@ def message_for(raw: Polled | None, row: dict[str, Any]) -> Message:
         for index, value in enumerate(raw.values):
             try:
                 envelope = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(envelope, dict) and envelope.get("position") == row["position"]:
                 return raw.message(index)

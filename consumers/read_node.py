@@ -22,7 +22,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from consumers.batching import BatchApplier, BatchResult
+from aggregates.instants import InstantWindow
+from consumers.batching import BatchApplier, BatchResult, PoisonBudget
 from consumers.bookkeeping import RUNNER_SCHEMA, set_version, stored_positions, stored_versions
 from consumers.dead_letters import delete_dead_letters
 from consumers.metrics import READ_NODE_BATCH_MESSAGES, READ_NODE_EVENTS, READ_NODE_LAG, record_positions
@@ -49,6 +50,8 @@ class ReadNode:
         status_every: float = 2.0,
         commit_pause: float = 0.0,
         on_commit: Callable[[pa.Table], None] | None = None,
+        window: InstantWindow | None = None,
+        poison_budget: PoisonBudget | None = None,
     ) -> None:
         self.db_path = str(db_path)
         self.source = source
@@ -59,7 +62,9 @@ class ReadNode:
         self.poll_timeout = poll_timeout
         self.commit_pause = commit_pause  # fault tests only: widen the window a kill must hit
         self.on_commit = on_commit
-        self.batches = BatchApplier(self.event_log, source)
+        # `window`: events outside it are dead letters (aggregates.instants); `poison_budget`:
+        # what finding the event a projector fails on may cost (consumers.batching).
+        self.batches = BatchApplier(self.event_log, source, window=window, budget=poison_budget)
         self.status_file = StatusFile(self.db_path, status_every)
         self.db: duckdb.DuckDBPyConnection | None = None
         self.positions: dict[int, int] = {}

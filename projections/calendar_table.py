@@ -9,8 +9,18 @@ instant t is then an ASOF join on the last window starting at or before t:
 and the business time between a and b is cum(b) - cum(a), exactly (integer µs), the same
 numbers `aggregates.sla` computes, because the table is written from its functions.
 
-Coverage is kept in whole local years per calendar, contiguous (a gap would make the
-ASOF join answer from a window before the gap), and is extended on demand.
+Coverage is kept in whole local years per calendar, grown lazily: the local years of the
+events that arrive, one either side, and nothing between them. Each run of covered years
+ends in a gap marker, a row of no length whose `cum_us` is NULL at the local midnight
+that starts the first year not covered: an instant in a gap finds the marker, not a window
+from before the gap, so the join answers NULL there instead of a wrong figure (the SLA
+queries only ever ask for instants of events, whose years are covered). Only the years
+of the domain's window of instants (`aggregates.instants`: 1970 to 2200) and one either
+side may be covered: an event outside the window is poison (`projections.facts`) and asks
+for nothing here, and a year further out is refused (InstantOutOfRange) before any window
+is computed. So one event costs at most three calendar-years per calendar, wherever it
+lies: before, a year-9999 event asked for every year from the last event's to 10000
+(8.6 minutes, 2.6 GB, then `year 10000 is out of range`).
 """
 
 from __future__ import annotations
@@ -20,10 +30,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
 
+from aggregates.instants import EARLIEST, LATEST, InstantOutOfRange
 from aggregates.sla import BusinessCalendar
 
 log = logging.getLogger(__name__)
@@ -32,6 +44,9 @@ WINDOWS = "sla_calendar_windows"
 YEARS = "sla_calendar_years"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+# The local years the table may cover: those of the domain's window, and one either side.
+FIRST_YEAR = EARLIEST.year - 1
+LAST_YEAR = (LATEST - _US).year + 1
 
 
 def to_us(t: datetime) -> int:
@@ -60,12 +75,18 @@ def create_schema(db: duckdb.DuckDBPyConnection, temp: bool = False) -> None:
     db.execute(
         f"CREATE {kind} IF NOT EXISTS {WINDOWS} ("
         " calendar VARCHAR NOT NULL, start_us BIGINT NOT NULL, end_us BIGINT NOT NULL,"
-        " cum_us BIGINT NOT NULL)"
+        " cum_us BIGINT)"  # NULL: a gap marker
     )
     db.execute(
         f"CREATE {kind} IF NOT EXISTS {YEARS} ("
         " calendar VARCHAR NOT NULL, year INTEGER NOT NULL, fingerprint VARCHAR NOT NULL)"
     )
+    if not temp:  # a table written before gap markers: its cum_us was NOT NULL
+        strict = db.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = 'cum_us'"
+            " AND NOT is_nullable AND database_name <> 'temp'", [WINDOWS]).fetchall()
+        if strict[0][0]:
+            db.execute(f"ALTER TABLE {WINDOWS} ALTER COLUMN cum_us DROP NOT NULL")
 
 
 def exists(db: duckdb.DuckDBPyConnection) -> bool:
@@ -104,19 +125,21 @@ def ensure_years(
     calendars: Mapping[str, BusinessCalendar],
     years: Iterable[int],
 ) -> int:
-    """Make every calendar cover `years` and every year between; returns rows added.
+    """Make every calendar cover `years` (those only, with a gap marker after each run of
+    covered years); returns the windows added.
 
     A calendar whose definition changed (fingerprint) is rewritten from scratch; the
     SLA figures computed with the old one are then stale (see `stale_calendars`).
     """
-    wanted = sorted(set(years))
+    wanted = _bounded(years)
     if not wanted:
         return 0
     have: dict[str, tuple[set[int], str]] = {}
     for name, year, fp in db.execute(f"SELECT calendar, year, fingerprint FROM {YEARS}").fetchall():
         have.setdefault(name, (set(), fp))[0].add(year)
-    added: list[tuple[str, int, int, int]] = []
+    added: list[tuple[str, int, int, int | None]] = []
     year_rows: list[tuple[str, int, str]] = []
+    grown: list[tuple[str, BusinessCalendar, set[int]]] = []
     for name, calendar in calendars.items():
         fp = fingerprint(calendar)
         covered, old_fp = have.get(name, (set(), fp))
@@ -125,13 +148,16 @@ def ensure_years(
             db.execute(f"DELETE FROM {WINDOWS} WHERE calendar = ?", [name])
             db.execute(f"DELETE FROM {YEARS} WHERE calendar = ?", [name])
             covered = set()
-        span = covered | set(wanted)
-        for year in range(min(span), max(span) + 1):  # contiguous, or ASOF answers wrongly
-            if year in covered:
-                continue
+        missing = [year for year in wanted if year not in covered]
+        for year in missing:
             added.extend((name, s, e, c) for s, e, c in year_windows(calendar, year))
             year_rows.append((name, year, fp))
+        if missing:
+            grown.append((name, calendar, covered | set(missing)))
     if year_rows:
+        for name, calendar, now_covered in grown:  # the gap markers, after every run
+            db.execute(f"DELETE FROM {WINDOWS} WHERE calendar = ? AND cum_us IS NULL", [name])
+            added.extend((name, s, s, None) for s in gap_markers(calendar, now_covered))
         windows = pa.table(
             {
                 "calendar": [r[0] for r in added],
@@ -151,6 +177,21 @@ def ensure_years(
         db.execute(f"INSERT INTO {YEARS} SELECT * FROM years_t")
         log.info("calendar table: %d windows added for %d calendar-years", len(added), len(year_rows))
     return len(added)
+
+
+def _bounded(years: Iterable[int]) -> list[int]:
+    """`years`, sorted, if each is one the table may cover (else InstantOutOfRange)."""
+    wanted = sorted(set(years))
+    if wanted and (wanted[0] < FIRST_YEAR or wanted[-1] > LAST_YEAR):
+        raise InstantOutOfRange("calendar years", f"{wanted[0]}..{wanted[-1]}",
+                                f"calendar windows are kept for {FIRST_YEAR}..{LAST_YEAR}")
+    return wanted
+
+
+def gap_markers(calendar: BusinessCalendar, years: set[int]) -> list[int]:
+    """µs of the local midnights starting the first year after each run of `years`."""
+    zone = ZoneInfo(calendar.timezone)
+    return [to_us(datetime(year + 1, 1, 1, tzinfo=zone)) for year in sorted(years) if year + 1 not in years]
 
 
 def covers(db: duckdb.DuckDBPyConnection, calendars: Mapping[str, BusinessCalendar], years: Iterable[int]) -> bool:
@@ -181,7 +222,7 @@ def ensure_years_privately(
     alone: a copy of the database's windows of the calendars that have not changed, and
     the missing years added there. Works on a read-only connection.
     """
-    wanted = sorted(set(years))
+    wanted = _bounded(years)
     if not wanted:
         return 0
     if _located(db, temporary=True) is None:
@@ -214,20 +255,27 @@ def ensure_for_events(
 ) -> None:
     """Cover the years of every occurred_at in `relation` (plus one either side).
 
+    Only instants inside the domain's window count: an event outside it is poison to every
+    read model (`projections.facts`), and a view over an event log that holds one (stored
+    by an older version) must not ask for year 0 or 10000.
+
     `private`: never write the database's own tables (see `ensure_years_privately`).
     """
-    lo, hi = db.execute(
-        f"SELECT min(year(occurred_at AT TIME ZONE 'UTC')), max(year(occurred_at AT TIME ZONE 'UTC'))"
-        f" FROM {relation}"
-    ).fetchone() or (None, None)
-    if lo is not None:
-        (ensure_years_privately if private else ensure_years)(db, calendars, range(lo - 1, hi + 2))
+    found = db.execute(
+        f"SELECT DISTINCT year(occurred_at AT TIME ZONE 'UTC') FROM {relation}"
+        " WHERE occurred_at >= ?::TIMESTAMPTZ AND occurred_at < ?::TIMESTAMPTZ",
+        [EARLIEST, LATEST],
+    ).fetchall()
+    years = {year + step for (year,) in found for step in (-1, 0, 1)}
+    if years:
+        (ensure_years_privately if private else ensure_years)(db, calendars, years)
 
 
 def cum_sql(points: str, calendar_col: str = "calendar", t_col: str = "t_us") -> str:
     """`points` with a `cum_us` column: the cumulative business µs at each point.
 
-    NULL when the calendar is unknown or the point lies before the table's coverage.
+    NULL when the calendar is unknown or the point lies outside the table's coverage
+    (before it, or in a gap: its marker's cum_us is NULL).
     """
     return (
         f"SELECT p.*, w.cum_us + least(p.{t_col} - w.start_us, w.end_us - w.start_us) AS cum_us"

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from aggregates.instants import WINDOW
+
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = (
@@ -82,11 +84,17 @@ def _missing(name: str) -> str:
     return f"({_typed(name)} IS NULL)"
 
 
+# The domain's window of instants as SQL literals: an event outside it is poison (the SLA
+# clocks could not count from it, and the calendar table covers no year of it).
+_WINDOW = tuple(f"TIMESTAMPTZ '{t.isoformat()}'" for t in (WINDOW.earliest, WINDOW.latest))
+
 # What makes an event poison: the read models would be wrong or undefined with it.
 _PROBLEMS: tuple[tuple[str, str], ...] = (
     ("NOT json_valid(payload)", "payload is not valid JSON"),
     (f"event_type NOT IN {EVENT_TYPES!r}", "unknown event type"),
     ("occurred_at IS NULL", "occurred_at is missing"),
+    (f"occurred_at < {_WINDOW[0]} OR occurred_at >= {_WINDOW[1]}",
+     f"occurred_at is outside the instants this system accepts ({WINDOW.describe()})"),
     (f"event_type = 'Registered' AND ({_missing('channel')} OR {_missing('customer_id')})",
      "Registered without channel or customer.id"),
     (f"event_type = 'Triaged' AND ({_missing('category')} OR {_missing('severity')}"
@@ -98,6 +106,8 @@ _PROBLEMS: tuple[tuple[str, str], ...] = (
      "ContactRecorded without direction or visibility"),
     (f"event_type IN ('ContactRecorded', 'ResolutionProposed', 'Resolved')"
      f" AND {_bad_optional('first_response_at')}", "first_response_at is not a timestamp"),
+    (f"{_typed('first_response_at')} < {_WINDOW[0]} OR {_typed('first_response_at')} >= {_WINDOW[1]}",
+     f"first_response_at is outside the instants this system accepts ({WINDOW.describe()})"),
     (f"event_type = 'CustomerReplied' AND {_bad_optional('resolution_due')}",
      "resolution_due is not a timestamp"),
     (f"event_type IN ('ContactRecorded', 'CustomerReplied') AND {_bad_optional('next_response_due')}",

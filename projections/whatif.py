@@ -31,6 +31,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from aggregates.due_times import RECORDED, SlaClock
+from aggregates.instants import WINDOW
 from aggregates.sla import SlaPolicy
 from projections import queries
 from projections.event_log import EventLog
@@ -98,6 +99,8 @@ def due_patches(db: duckdb.DuckDBPyConnection, policy: SlaPolicy, events: str = 
     patches: list[str] = []
     clocks: dict[str, SlaClock] = {}
     for cid, version, kind, at, severity, category, direction, visibility in rows:
+        if at not in WINDOW:
+            continue  # outside the window of instants an event is poison: in no read model
         if kind == "Registered":
             clocks[cid] = SlaClock(registered_at=at)
             continue

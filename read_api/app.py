@@ -15,21 +15,24 @@ parallel threads (DuckDB releases the GIL while a query runs).
 (No `from __future__ import annotations`: FastAPI must see the real types.)
 """
 
-from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import duckdb
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, Field, create_model
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import AwareDatetime, BaseModel, Field, create_model
 
 from aggregates.access import (
     EVERY_COMPLAINT, EXPORT, PERSONAL_DATA, READ_ALERTS, READ_AUDIT, READ_EXECUTIVE, READ_MODELS,
     READ_PRODUCT, READ_SUPERVISOR, AccessDenied, Principal, masked,
 )
+from aggregates.instants import InstantWindow
 from aggregates.sla import SlaPolicy, load_sla_policy
 from projections.queries import DEFAULT_TIMEZONE
 from read_api import audit, export, figures
@@ -107,22 +110,107 @@ def utc_now() -> datetime:
 
 
 DEFAULT_CACHE_SECONDS = 5.0
+# as_of is rounded down to this many seconds: one computation per minute asked about.
+DEFAULT_AS_OF_GRANULARITY = 60
+MAX_ERRORS = 20
 
 
-def filters_model(timezone: str) -> type[Filters]:
-    """The filters, with `timezone` as the default of their `tz`."""
+def query_names(route: APIRoute) -> frozenset[str]:
+    """The query parameters `route` and its dependencies take, by alias (a parameter model's
+    fields for a parameter model, such as the filters)."""
+    names: set[str] = set()
+    dependants = [route.dependant]
+    while dependants:
+        dependant = dependants.pop()
+        for field in dependant.query_params:
+            model = field.field_info.annotation
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                names |= {info.alias or name for name, info in model.model_fields.items()}
+            else:
+                names.add(field.alias)
+        dependants += dependant.dependencies
+    return frozenset(names)
+
+
+def refuse_unknown_parameters() -> Callable[[Request], Any]:
+    """A GET route's guard: an unknown query parameter is a 422 naming it (a typo is told,
+    not silently ignored, and `?_=<random>` cannot make every request a new computation).
+    Each router has its own, remembering what each of its routes takes."""
+    known_by_path: dict[str, frozenset[str]] = {}
+
+    async def guard(request: Request) -> None:
+        route = request.scope.get("route")
+        if not isinstance(route, APIRoute):
+            return
+        known = known_by_path.get(route.path)
+        if known is None:
+            known = known_by_path[route.path] = query_names(route)
+        unknown = [name for name in request.query_params.keys() if name not in known]
+        if unknown:
+            takes = ", ".join(sorted(known)) or "none"
+            raise HTTPException(422, [{"loc": ["query", _safe(name, 100)], "type": "extra_forbidden",
+                                       "msg": f"unknown query parameter: this endpoint takes {takes}"}
+                                      for name in unknown[:MAX_ERRORS]])
+
+    return guard
+
+
+def at_granularity(instant: datetime, seconds: int) -> datetime:
+    """`instant` rounded down to a whole number of `seconds` since 1970 (0: as given)."""
+    if seconds <= 0:
+        return instant
+    step = timedelta(seconds=seconds)
+    try:
+        return instant - (instant - datetime(1970, 1, 1, tzinfo=UTC)) % step
+    except OverflowError:  # at the ends of time: as given (the filters' window refuses those)
+        return instant
+
+
+def _safe(value: Any, length: int = 300) -> Any:
+    """A location part or message fit for a JSON answer: short, and UTF-8 encodable."""
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    text = str(value)
+    text = text if len(text) <= length else text[:length] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def validation_problems(errors: Sequence[Any]) -> dict[str, Any]:
+    """A 422's body: at most MAX_ERRORS errors, never their input, every string encodable."""
+    shown = []
+    for error in errors[:MAX_ERRORS]:
+        problem: dict[str, Any] = {"type": _safe(error.get("type", "value_error")),
+                                   "loc": [_safe(part) for part in error.get("loc", ())],
+                                   "msg": _safe(error.get("msg", ""))}
+        ctx = {key: _safe(value) for key, value in (error.get("ctx") or {}).items()
+               if isinstance(value, str | int | float | bool)}
+        if ctx:
+            problem["ctx"] = ctx
+        shown.append(problem)
+    answer: dict[str, Any] = {"detail": shown}
+    if len(errors) > MAX_ERRORS:
+        answer["truncated"] = {"shown": MAX_ERRORS, "total": len(errors)}
+    return answer
+
+
+def filters_model(timezone: str, instants: InstantWindow | None = None) -> type[Filters]:
+    """The filters, with `timezone` as the default of their `tz` (and `instants` the window
+    their start, end and as_of must lie in)."""
     ZoneInfo(timezone)  # an unknown zone fails here, at start-up, not in every request
+    bounded = Filters.bounded(instants) if instants is not None else Filters
     if timezone == Filters.model_fields["tz"].default:
-        return Filters
+        return bounded
     described = Filters.model_fields["tz"].description
-    return create_model(Filters.__name__, __base__=Filters, __module__=Filters.__module__,
+    return create_model(Filters.__name__, __base__=bounded, __module__=Filters.__module__,
                         tz=(str, Field(timezone, description=described)))
 
 
 def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, *,
                 clock: Callable[[], datetime] = utc_now,
                 cache_seconds: float = DEFAULT_CACHE_SECONDS, timezone: str = DEFAULT_TIMEZONE,
-                policy: SlaPolicy | None = None, access_log: AccessLog | None = None) -> APIRouter:
+                policy: SlaPolicy | None = None, access_log: AccessLog | None = None,
+                instants: InstantWindow | None = None,
+                as_of_granularity: int = DEFAULT_AS_OF_GRANULARITY) -> APIRouter:
     """All read endpoints, reading through cursors of `get_db()`; `clock` says what "now" is.
 
     - `authenticate`: the dependency giving the request's principal; each endpoint asks
@@ -134,13 +222,25 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
       events arrive: see `read_api.cache`;
     - `timezone`: the default time zone of days, weeks and "today" (the `tz` filter);
     - `policy`: the SLA policy the clocks are judged with (warning time, calendars); the
-      one the read node's SLA projector uses (default: the packaged one).
+      one the read node's SLA projector uses (default: the packaged one);
+    - `as_of_granularity`: `as_of` is rounded down to this many seconds (the answer's
+      `window.as_of` says to what; 0: not rounded), so an `as_of` view costs one
+      computation per distinct instant at that granularity, kept until an event at or
+      before it arrives.
+
+    Every GET route refuses a query parameter it does not know (422 naming it).
     """
     router = APIRouter(responses={401: {"model": Problem, "description": "no valid bearer token"},
                                   403: {"model": Problem, "description": "not allowed for the role or team"}})
     cache = ResponseCache(cache_seconds)
     policy = policy or load_sla_policy(None)
-    RequestFilters = filters_model(timezone)
+    RequestFilters = filters_model(timezone, instants)
+
+    known_only = Depends(refuse_unknown_parameters())
+
+    def get(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A GET route that refuses unknown query parameters."""
+        return router.get(path, dependencies=[known_only], **options)
 
     def allowed(permission: str) -> Any:
         async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
@@ -153,7 +253,12 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         return Annotated[Principal, Depends(check)]
 
     def scoped(filters: Filters, principal: Principal) -> Filters:
-        """A team-bound principal's filters: its own team, whatever it asked for."""
+        """A team-bound principal's filters: its own team, whatever it asked for; and for
+        everyone, `as_of` rounded down to the granularity."""
+        if filters.as_of is not None:
+            rounded = at_granularity(filters.as_of, as_of_granularity)
+            if filters.start is None or filters.end is not None or rounded > filters.start:
+                filters = filters.model_copy(update={"as_of": rounded})
         if not principal.team_bound:
             return filters
         if filters.team not in (None, principal.team):
@@ -181,10 +286,13 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                 raise HTTPException(403, str(error)) from None
 
     def cached(request: Request, db: duckdb.DuckDBPyConnection, compute: Callable[[], Any],
-               filters: Filters | AlertFilters | None = None) -> Any:
-        team = filters.team if filters is not None else None
-        key = (request.url.path, tuple(sorted(request.query_params.multi_items())), team)
-        return cache.get(key, db, compute)
+               filters: Filters | AlertFilters | None = None, **params: Any) -> Any:
+        """`compute`'s answer through the cache, keyed by the route and the validated
+        parameters only: the filters as scoped and rounded, and the endpoint's own `params`
+        (never the raw query string: `?a=1&b=2`, `?b=2&a=1` and `?a=0&a=1&b=2` are one key)."""
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        key = (route, filters.model_dump_json() if filters is not None else None, tuple(sorted(params.items())))
+        return cache.get(key, db, compute, as_of=getattr(filters, "as_of", None))
 
     def with_alerts(answer: dict[str, Any], principal: Principal) -> dict[str, Any]:
         """A dashboard's answer, without its open alerts for a role that may not read alerts."""
@@ -215,9 +323,9 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
     ComplaintId = Annotated[UUID, Path(description="the complaint's id")]
 
     # ---------------------------------------------------------------- audit
-    @router.get("/audit/complaints/{complaint_id}/history", response_model=History, tags=["audit"],
-                responses=NOT_FOUND | NOT_READY,
-                summary="Every event of a complaint in order, with who, when, and what it changed")
+    @get("/audit/complaints/{complaint_id}/history", response_model=History, tags=["audit"],
+         responses=NOT_FOUND | NOT_READY,
+         summary="Every event of a complaint in order, with who, when, and what it changed")
     def history(complaint_id: ComplaintId, db: Db, principal: Auditing) -> dict[str, Any]:
         entries = audit.history(db, complaint_id)
         if not entries:
@@ -225,15 +333,18 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         require_team(db, principal, complaint_id)
         return personal(principal, [complaint_id], "audit", {"complaint_id": complaint_id, "events": entries})
 
-    @router.get("/audit/complaints/{complaint_id}/state", response_model=StateAt, tags=["audit"],
-                responses=NOT_FOUND | NOT_READY,
-                summary="The complaint as it was at a version or an instant (default: now)")
+    @get("/audit/complaints/{complaint_id}/state", response_model=StateAt, tags=["audit"],
+         responses=NOT_FOUND | NOT_READY,
+         summary="The complaint as it was at a version or an instant (default: now)")
     def state(complaint_id: ComplaintId, db: Db, principal: Auditing,
               version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
               at: Annotated[AwareDatetime | None, Query(description="an instant (with time zone)")] = None,
               ) -> dict[str, Any]:
         if version is not None and at is not None:
             raise _validation("at", "give version or at, not both")
+        if at is not None and at not in RequestFilters.instants:
+            raise _validation("at", f"{at.isoformat()} is outside the instants this system accepts"
+                                    f" ({RequestFilters.instants.describe()})")
         found = audit.state_at(db, complaint_id, version=version, at=at)
         if found is None:
             if audit.state_at(db, complaint_id) is None:
@@ -243,8 +354,8 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         return personal(principal, [complaint_id], "audit",
                         {"complaint_id": complaint_id, "version": found["version"], "state": found})
 
-    @router.get("/audit/complaints/{complaint_id}/timeline", response_model=Timeline, tags=["audit"],
-                responses=NOT_FOUND | NOT_READY, summary="The complaint's life, one line per event")
+    @get("/audit/complaints/{complaint_id}/timeline", response_model=Timeline, tags=["audit"],
+         responses=NOT_FOUND | NOT_READY, summary="The complaint's life, one line per event")
     def complaint_timeline(complaint_id: ComplaintId, db: Db, principal: Auditing) -> dict[str, Any]:
         entries = audit.history(db, complaint_id)
         if not entries:
@@ -252,10 +363,10 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         require_team(db, principal, complaint_id)
         return masked(timeline(complaint_id, entries))
 
-    @router.get("/audit/complaints/{complaint_id}/sla", response_model=ComplaintClocks, tags=["audit"],
-                responses=NOT_FOUND | NOT_READY,
-                summary="The complaint's SLA clocks now, each with its life so far: "
-                        "activated, paused, resumed, warned, breached, fulfilled, cancelled")
+    @get("/audit/complaints/{complaint_id}/sla", response_model=ComplaintClocks, tags=["audit"],
+         responses=NOT_FOUND | NOT_READY,
+         summary="The complaint's SLA clocks now, each with its life so far: "
+                 "activated, paused, resumed, warned, breached, fulfilled, cancelled")
     def complaint_clocks(complaint_id: ComplaintId, db: Db, principal: Auditing) -> dict[str, Any]:
         at = clock()
         found = audit.clocks(db, complaint_id, at, policy=policy, tz=timezone)
@@ -264,8 +375,8 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         require_team(db, principal, complaint_id)
         return {"complaint_id": complaint_id, "now": at, "clocks": found}
 
-    @router.get("/audit/search", response_model=SearchResults, tags=["audit"], responses=NOT_READY,
-                summary="Complaints by customer, order, product and text (title or description)")
+    @get("/audit/search", response_model=SearchResults, tags=["audit"], responses=NOT_READY,
+         summary="Complaints by customer, order, product and text (title or description)")
     def search(db: Db, principal: Auditing,
                customer: Annotated[str | None, Query(max_length=200)] = None,
                order: Annotated[str | None, Query(max_length=200)] = None,
@@ -278,17 +389,17 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         return {"items": items, "limit": limit, "offset": offset}
 
     # ---------------------------------------------------------------- dashboards
-    @router.get("/dashboards/supervisor", response_model=SupervisorDashboard, tags=["dashboards"],
-                responses=NOT_READY, summary="Today's flow, backlog, agents' load, SLA attainment, at-risk and breached")
+    @get("/dashboards/supervisor", response_model=SupervisorDashboard, tags=["dashboards"],
+         responses=NOT_READY, summary="Today's flow, backlog, agents' load, SLA attainment, at-risk and breached")
     def supervisor(request: Request, db: Db, filters: Filtered, principal: allowed(READ_SUPERVISOR),  # type: ignore[valid-type]
                    list_limit: Annotated[int, Query(ge=1, le=200, description="rows of the at-risk and breached lists")] = 20,
                    ) -> dict[str, Any]:
         filters = scoped(filters, principal)
         return with_alerts(cached(request, db, lambda: figures.supervisor(
-            db, filters, list_limit=list_limit, now=clock(), policy=policy), filters), principal)
+            db, filters, list_limit=list_limit, now=clock(), policy=policy), filters, list_limit=list_limit), principal)
 
-    @router.get("/dashboards/product", response_model=ProductDashboard, tags=["dashboards"],
-                responses=NOT_READY, summary="Product lines ranked, top categories, week-over-week growth, defects around a release")
+    @get("/dashboards/product", response_model=ProductDashboard, tags=["dashboards"],
+         responses=NOT_READY, summary="Product lines ranked, top categories, week-over-week growth, defects around a release")
     def product(request: Request, db: Db, filters: Filtered, principal: allowed(READ_PRODUCT),  # type: ignore[valid-type]
                 release: Annotated[date | None, Query(description="a release date: defect trend around it")] = None,
                 release_days: Annotated[int, Query(ge=1, le=90)] = 14) -> dict[str, Any]:
@@ -296,19 +407,20 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
             raise _validation("release", "release must be a date between 1971 and 9000")
         filters = scoped(filters, principal)
         return with_alerts(cached(request, db, lambda: figures.product(
-            db, filters, release=release, release_days=release_days, now=clock(), policy=policy), filters),
-            principal)
+            db, filters, release=release, release_days=release_days, now=clock(), policy=policy), filters,
+            release=release, release_days=release_days), principal)
 
-    @router.get("/dashboards/executive", response_model=ExecutiveDashboard, tags=["dashboards"],
-                responses=NOT_READY, summary="CSAT/NPS trend, monthly high-priority volume, handling time, reopen and repeat rates")
+    @get("/dashboards/executive", response_model=ExecutiveDashboard, tags=["dashboards"],
+         responses=NOT_READY, summary="CSAT/NPS trend, monthly high-priority volume, handling time, reopen and repeat rates")
     def executive(request: Request, db: Db, filters: Filtered, principal: allowed(READ_EXECUTIVE),  # type: ignore[valid-type]
                   granularity: Granularity = "week") -> dict[str, Any]:
         filters = scoped(filters, principal)
         return with_alerts(cached(request, db, lambda: figures.executive(
-            db, filters, granularity=granularity, now=clock(), policy=policy), filters), principal)
+            db, filters, granularity=granularity, now=clock(), policy=policy), filters, granularity=granularity),
+            principal)
 
-    @router.get("/dimensions", response_model=DimensionValues, tags=["dashboards"], responses=NOT_READY,
-                summary="The teams, products, categories and regions in the read model (for filters)")
+    @get("/dimensions", response_model=DimensionValues, tags=["dashboards"], responses=NOT_READY,
+         summary="The teams, products, categories and regions in the read model (for filters)")
     def dimensions(request: Request, db: Db, principal: Models) -> dict[str, list[str]]:
         def compute() -> dict[str, list[str]]:
             with figures.request(db, RequestFilters(), clock(), policy) as r:
@@ -325,9 +437,9 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
             raise HTTPException(503, "the read node keeps no alerts read model: run it with every read model"
                                      " (COMPLAINTS_PROJECTORS=projections.models:ALL_SPEC)")
 
-    @router.get("/alerts", response_model=AlertList, tags=["alerts"], responses=NO_ALERTS,
-                summary="Alerts: active ones (open or acknowledged) unless `status` says otherwise, "
-                        "critical first, then newest first")
+    @get("/alerts", response_model=AlertList, tags=["alerts"], responses=NO_ALERTS,
+         summary="Alerts: active ones (open or acknowledged) unless `status` says otherwise, "
+                 "critical first, then newest first")
     def alert_list(request: Request, db: Db, query: Annotated[AlertFilters, Query()],
                    principal: Alerting) -> dict[str, Any]:
         if principal.team_bound:
@@ -344,9 +456,9 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
 
         return cached(request, db, compute, query)
 
-    @router.get("/alerts/{alert_id}", response_model=AlertDetail, tags=["alerts"],
-                responses=ALERT_NOT_FOUND | NO_ALERTS,
-                summary="One alert with its evidence and its history (its events in order)")
+    @get("/alerts/{alert_id}", response_model=AlertDetail, tags=["alerts"],
+         responses=ALERT_NOT_FOUND | NO_ALERTS,
+         summary="One alert with its evidence and its history (its events in order)")
     def alert_detail(alert_id: Annotated[UUID, Path(description="the alert's id")], db: Db,
                      principal: Alerting) -> dict[str, Any]:
         alerts_table(db)
@@ -359,9 +471,9 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         return found
 
     # ---------------------------------------------------------------- read models
-    @router.get("/sla", response_model=Page[SlaRow], tags=["read models"], responses=NOT_READY,
-                summary="The SLA clocks of every complaint registered in the period (first response, resolution, "
-                        "one next response per customer message), judged at as_of (or now)")
+    @get("/sla", response_model=Page[SlaRow], tags=["read models"], responses=NOT_READY,
+         summary="The SLA clocks of every complaint registered in the period (first response, resolution, "
+                 "one next response per customer message), judged at as_of (or now)")
     def sla(request: Request, db: Db, filters: Filtered, principal: Models, sort: SlaSort = "registered_at",
             order: Order = "asc", limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
         filters = scoped(filters, principal)
@@ -373,15 +485,15 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                 return {"items": rows.rows(r.db), "total": total.rows(r.db)[0]["total"], "limit": limit,
                         "offset": offset, "sort": sort, "order": order}
 
-        return cached(request, db, compute, filters)
+        return cached(request, db, compute, filters, sort=sort, order=order, limit=limit, offset=offset)
 
     def page(rows: list[dict[str, Any]], sort: str, order: str, limit: int, offset: int,
              key: tuple[str, ...]) -> dict[str, Any]:
         return {"items": figures.sort_page(rows, sort, order, limit, offset, key), "total": len(rows),
                 "limit": limit, "offset": offset, "sort": sort, "order": order}
 
-    @router.get("/workload", response_model=Page[WorkloadRow], tags=["read models"], responses=NOT_READY,
-                summary="Per agent: open, waiting and overdue complaints now; resolved today and in 7 days")
+    @get("/workload", response_model=Page[WorkloadRow], tags=["read models"], responses=NOT_READY,
+         summary="Per agent: open, waiting and overdue complaints now; resolved today and in 7 days")
     def workload(request: Request, db: Db, filters: Filtered, principal: Models, sort: WorkloadSort = "open",
                  order: Order = "desc", limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
         filters = scoped(filters, principal)
@@ -390,10 +502,10 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
             with figures.request(db, filters, clock(), policy) as r:
                 return page(figures.workload_rows(r), sort, order, limit, offset, ("team", "agent"))
 
-        return cached(request, db, compute, filters)
+        return cached(request, db, compute, filters, sort=sort, order=order, limit=limit, offset=offset)
 
-    @router.get("/trends", response_model=Page[TrendRow], tags=["read models"], responses=NOT_READY,
-                summary="New complaints per time bucket and value of a dimension, registered in the period")
+    @get("/trends", response_model=Page[TrendRow], tags=["read models"], responses=NOT_READY,
+         summary="New complaints per time bucket and value of a dimension, registered in the period")
     def trends(request: Request, db: Db, filters: Filtered, principal: Models, dimension: Dimension = "product",
                granularity: Granularity = "day", sort: TrendSort = "bucket", order: Order = "asc",
                limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
@@ -403,10 +515,11 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
             with figures.request(db, filters, clock(), policy) as r:
                 return page(figures.trend_rows(r, dimension, granularity), sort, order, limit, offset, ("bucket", "key"))
 
-        return cached(request, db, compute, filters)
+        return cached(request, db, compute, filters, dimension=dimension, granularity=granularity, sort=sort,
+                      order=order, limit=limit, offset=offset)
 
     # ---------------------------------------------------------------- export
-    @router.get("/export/{dataset}", tags=["export"], responses={
+    @get("/export/{dataset}", tags=["export"], responses={
         200: {"content": {export.MEDIA_TYPES["csv"]: {}, export.MEDIA_TYPES["parquet"]: {}},
               "description": "the rows, streamed"}} | NOT_READY,
         response_class=StreamingResponse,
@@ -445,7 +558,9 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
 
 def create_read_app(db: CursorSource, authenticate: Authenticate, *, clock: Callable[[], datetime] = utc_now,
                     cache_seconds: float = DEFAULT_CACHE_SECONDS, timezone: str = DEFAULT_TIMEZONE,
-                    policy: SlaPolicy | None = None, access_log: AccessLog | None = None) -> FastAPI:
+                    policy: SlaPolicy | None = None, access_log: AccessLog | None = None,
+                    instants: InstantWindow | None = None,
+                    as_of_granularity: int = DEFAULT_AS_OF_GRANULARITY) -> FastAPI:
     """The read API with the dashboard page, as an app of its own, over `db` (settings:
     see `read_router`)."""
     app = FastAPI(
@@ -463,6 +578,12 @@ def create_read_app(db: CursorSource, authenticate: Authenticate, *, clock: Call
         ),
     )
     app.include_router(read_router(lambda: db, authenticate, clock=clock, cache_seconds=cache_seconds,
-                                   timezone=timezone, policy=policy, access_log=access_log))
+                                   timezone=timezone, policy=policy, access_log=access_log,
+                                   instants=instants, as_of_granularity=as_of_granularity))
     app.include_router(page_router())
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_problems(error.errors()), status_code=422)
+
     return app

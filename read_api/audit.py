@@ -95,6 +95,11 @@ def team_of(db: duckdb.DuckDBPyConnection, complaint_id: UUID) -> str | None:
     return row[0] if row else None
 
 
+def like_literal(text: str) -> str:
+    """`text` as a LIKE pattern that matches it literally (escape character: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def search(db: duckdb.DuckDBPyConnection, *, customer: str | None = None, order: str | None = None,
            product: str | None = None, text: str | None = None, team: str | None = None,
            limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
@@ -111,10 +116,13 @@ def search(db: duckdb.DuckDBPyConnection, *, customer: str | None = None, order:
             conditions.append(f"json_extract_string(payload, '{path}') = ?")
             params.append(value)
     if text:
+        # The text matches literally: `%` and `_` are LIKE's wildcards, escaped here.
         conditions.append(
-            "(json_extract_string(payload, '$.title') ILIKE ? OR json_extract_string(payload, '$.description') ILIKE ?)"
+            "(json_extract_string(payload, '$.title') ILIKE ? ESCAPE '\\'"
+            " OR json_extract_string(payload, '$.description') ILIKE ? ESCAPE '\\')"
         )
-        params += [f"%{text}%", f"%{text}%"]
+        pattern = f"%{like_literal(text)}%"
+        params += [pattern, pattern]
     rows = db.execute(
         f"""SELECT complaint_id, occurred_at,
                    json_extract_string(payload, '$.title'),

@@ -8,14 +8,15 @@ names the parameter (e.g. `["query", "severity"]`).
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, create_model, field_validator
 
 from aggregates.alert import AlertSeverity, AlertStatus, SubjectType
 from aggregates.complaint import Channel
+from aggregates.instants import WINDOW, InstantWindow
 from aggregates.priority import Severity, Tier
 
 Period = Literal["today", "7d", "30d", "90d", "365d", "all"]
@@ -48,6 +49,8 @@ class Filters(BaseModel):
     )
     tz: str = Field("Asia/Shanghai", description="IANA time zone for days, weeks and 'today'")
 
+    instants: ClassVar[InstantWindow] = WINDOW  # the window start, end and as_of must lie in
+
     @field_validator("tz")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -57,16 +60,46 @@ class Filters(BaseModel):
             raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Asia/Shanghai") from None
         return value
 
+    @field_validator("start", "end", "as_of")
+    @classmethod
+    def _sane(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        """Every instant asked about lies in the window (aggregates.instants; configured by
+        the composition root through `bounded`): far from it, date arithmetic ends in
+        OverflowError, and nothing was ever recorded there."""
+        if value is not None and value not in cls.instants:
+            raise ValueError(f"{value.isoformat()} is outside the instants this system accepts"
+                             f" ({cls.instants.describe()})")
+        return value
+
     @field_validator("end")
     @classmethod
-    def _after_start(cls, value: datetime | None, info: Any) -> datetime | None:
+    def _after_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
         start = info.data.get("start")
         if value is not None and start is not None and value <= start:
             raise ValueError("end must be after start")
         return value
 
+    @field_validator("as_of")
+    @classmethod
+    def _window_ends_after_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("start")
+        if value is not None and start is not None and info.data.get("end") is None and value < start:
+            raise ValueError("as_of must not be before start: without `end`, the window ends at as_of")
+        return value
+
+    @classmethod
+    def bounded(cls, instants: InstantWindow) -> type[Filters]:
+        """These filters, refusing instants outside `instants` instead of the default window."""
+        if instants == cls.instants:
+            return cls
+        model = create_model(cls.__name__, __base__=cls, __module__=cls.__module__)
+        model.instants = instants
+        return model
+
     def window(self, now: datetime) -> tuple[datetime, datetime]:
-        """[start, end) of the period, relative to `as_of` (or `now`)."""
+        """[start, end) of the period, relative to `as_of` (or `now`).
+
+        A `start` later than `now` (no `end`, no `as_of`) gives an empty window."""
         reference = self.as_of or now
         end = self.end or reference
         if self.start is not None:
