@@ -327,7 +327,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
          responses=NOT_FOUND | NOT_READY,
          summary="Every event of a complaint in order, with who, when, and what it changed")
     def history(complaint_id: ComplaintId, db: Db, principal: Auditing) -> dict[str, Any]:
-        entries = audit.history(db, complaint_id)
+        entries = _replayed(audit.history, db, complaint_id)
         if not entries:
             raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
         require_team(db, principal, complaint_id)
@@ -345,9 +345,9 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         if at is not None and at not in RequestFilters.instants:
             raise _validation("at", f"{at.isoformat()} is outside the instants this system accepts"
                                     f" ({RequestFilters.instants.describe()})")
-        found = audit.state_at(db, complaint_id, version=version, at=at)
+        found = _replayed(audit.state_at, db, complaint_id, version=version, at=at)
         if found is None:
-            if audit.state_at(db, complaint_id) is None:
+            if _replayed(audit.state_at, db, complaint_id) is None:
                 raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
             raise HTTPException(404, f"complaint {complaint_id} did not exist yet at that version or instant")
         require_team(db, principal, complaint_id)
@@ -357,7 +357,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
     @get("/audit/complaints/{complaint_id}/timeline", response_model=Timeline, tags=["audit"],
          responses=NOT_FOUND | NOT_READY, summary="The complaint's life, one line per event")
     def complaint_timeline(complaint_id: ComplaintId, db: Db, principal: Auditing) -> dict[str, Any]:
-        entries = audit.history(db, complaint_id)
+        entries = _replayed(audit.history, db, complaint_id)
         if not entries:
             raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
         require_team(db, principal, complaint_id)
@@ -554,6 +554,14 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                                  headers={"content-disposition": f'attachment; filename="{name}"'})
 
     return router
+
+
+def _replayed(replay: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A replay of a complaint's events, or 409 when the node lacks its beginning."""
+    try:
+        return replay(*args, **kwargs)
+    except audit.IncompleteHistory as error:
+        raise HTTPException(409, str(error)) from None
 
 
 def create_read_app(db: CursorSource, authenticate: Authenticate, *, clock: Callable[[], datetime] = utc_now,

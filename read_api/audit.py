@@ -38,12 +38,24 @@ def _event(complaint_id: UUID, row: Sequence[Any]) -> Any:
     )
 
 
+class IncompleteHistory(Exception):
+    """The read node holds this complaint's events from a later version on only (its
+    registration was set aside as a dead letter): it cannot be replayed (HTTP 409)."""
+
+    def __init__(self, complaint_id: UUID, first: int) -> None:
+        super().__init__(f"the read node holds complaint {complaint_id}'s history from version {first} on only"
+                         " (the events before were set aside: see the dead letters), so it cannot be replayed here")
+
+
 def _rows(db: duckdb.DuckDBPyConnection, complaint_id: UUID, where: str = "", params: Iterable[Any] = ()) -> list[Any]:
-    return db.execute(
+    rows = db.execute(
         f"SELECT {COLUMNS} FROM events WHERE complaint_id = ? AND event_type NOT LIKE 'Alert%' {where}"
         " ORDER BY complaint_version",  # an alert's id is no complaint's
         [str(complaint_id), *params],
     ).fetchall()
+    if rows and rows[0][0] != 1:
+        raise IncompleteHistory(complaint_id, rows[0][0])
+    return rows
 
 
 def _jsonable(value: Any) -> Any:

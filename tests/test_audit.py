@@ -15,7 +15,7 @@ from commands.models import (
 )
 from consumers.stored_events import envelopes
 from projections.base import to_batch
-from read_api.audit import history, search, state_at
+from read_api.audit import IncompleteHistory, history, search, state_at
 from tests.conftest import FakeClock
 from tests.identity import OPERATOR, acting
 
@@ -90,3 +90,23 @@ def test_search_by_customer_order_product_and_text(sqlite_settings) -> None:  # 
     assert [r["title"] for r in search(db, text="wifi")] == ["Slow wifi"]
     assert search(db, customer="C-1", product="tv-box")[0]["title"] == "No picture"
     assert search(db, text="nothing like this") == []
+
+
+def test_a_history_without_its_beginning_is_refused_not_replayed(sqlite_settings, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+    """A read node whose registration of a complaint went to dead letters holds its later
+    events only: replaying them is refused with the reason (HTTP 409), never a crash."""
+    desk = open_desk(sqlite_settings, clock=clock)
+    cid = desk.register(RegisterComplaint(
+        channel="web", customer={"id": "C-9"}, customer_personal={"name": "Li", "contact": "li@example.com"},
+        title="Broken", description="It broke"), OPERATOR).complaint_id
+    clock.advance(hours=1)
+    desk.execute(cid, TriageComplaint(category="billing", severity="normal"), acting("lead"))
+    db = events_db(desk)
+    db.execute("DELETE FROM events WHERE complaint_version = 1")  # as if set aside
+    for replay in (lambda: history(db, cid), lambda: state_at(db, cid)):
+        try:
+            replay()
+        except IncompleteHistory as error:
+            assert "from version 2 on only" in str(error)
+        else:
+            raise AssertionError("replayed a history without its registration")
