@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 
@@ -291,9 +290,9 @@ def test_notifier_killed_at_random_delivers_every_notification_at_least_once_thr
                  30, "the relay to catch up")
 
         def settled() -> bool:
-            report = status_of(state)
-            counts = outbox_counts(state)
-            return (report.get("lag") == 0 and datetime.fromisoformat(report.get("updated_at", "2000-01-01T00:00:00+00:00")) > after
+            report, counts = status_of(state), outbox_counts(state)
+            return (report.get("lag") == 0 and "updated_at" in report
+                    and datetime.fromisoformat(report["updated_at"]) > after
                     and counts["pending"] == 0 and counts["held"] == 0)
         wait_for(settled, 40, lambda: f"the notifier to settle: {status_of(state)}, outbox {outbox_counts(state)}"
                  f"\n{processes.log_of(notifier)[-2000:]}")
