@@ -47,8 +47,9 @@ class Settings(BaseSettings):
         1024 * 1024, ge=1024, description="largest request body the HTTP APIs read (bytes); past it a 413, before parsing"
     )
     as_of_granularity_seconds: int = Field(
-        60, ge=0, le=86_400, description="as_of instants are rounded down to this (seconds; 0 = not rounded): one"
-        " computation per distinct instant, shared by concurrent requests and kept until an event at or before it arrives",
+        60, ge=0, le=86_400, description="past as_of instants are rounded down to this (seconds; 0 = not rounded; the"
+        " current span is never rounded): one computation per distinct instant, shared by concurrent requests and kept"
+        " until an event at or before it arrives",
     )
 
     # ------------------------------------------------------------------ identity

@@ -257,7 +257,10 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         everyone, `as_of` rounded down to the granularity."""
         if filters.as_of is not None:
             rounded = at_granularity(filters.as_of, as_of_granularity)
-            if filters.start is None or filters.end is not None or rounded > filters.start:
+            # Only a closed span is rounded: in the current one, "as of now" must see the
+            # events of the last seconds too (it is cached like any "now" answer).
+            closed = rounded + timedelta(seconds=as_of_granularity) <= clock()
+            if closed and (filters.start is None or filters.end is not None or rounded > filters.start):
                 filters = filters.model_copy(update={"as_of": rounded})
         if not principal.team_bound:
             return filters
