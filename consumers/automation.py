@@ -43,6 +43,7 @@ from consumers.metrics import AUTOMATION_ACTIONS, AUTOMATION_LAG, AUTOMATION_LAT
 from consumers.retrying import Backoff
 from consumers.rules_engine import SUBJECTS, Action, Case, Engine, Memory
 from consumers.sources import Source, lag
+from consumers.status import StatusFile
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +221,8 @@ class Automation:
         self.actuator = Actuator(desk, rules, clock)
         self.engine = Engine(rules, policy)
         self.positions: dict[int, int] = {}
-        self.status_path = self.state.path.with_name(self.state.path.name + ".status.json")
-        self.status_every = status_every
+        self.status_file = StatusFile(str(self.state.path), status_every)
         self.fault_pause = fault_pause  # test only: widens the window between acting and saving
-        self._status_at = 0.0
         self._started = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -361,16 +360,7 @@ class Automation:
         }
 
     def write_status(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._status_at < self.status_every:
-            return
-        self._status_at = now
-        try:
-            tmp = self.status_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.status(), indent=2))
-            tmp.replace(self.status_path)
-        except Exception as error:  # the status is a report; it must not stop the work
-            log.debug("could not write %s: %s", self.status_path, error)
+        self.status_file.write(self.status, force)
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float | None:

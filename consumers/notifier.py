@@ -16,7 +16,6 @@ from the subscription and when it started failing, and by raising an alert about
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -43,6 +42,7 @@ from consumers.notify_render import RenderError, redacted
 from consumers.outbox import Outbox, SetAside
 from consumers.retrying import Backoff
 from consumers.sources import Source, lag
+from consumers.status import StatusFile
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,7 @@ class Notifier:
         self.subjects: dict[str, dict[str, Any]] = {}
         self.subscriptions: dict[str, dict[str, Any]] = {}
         self.positions: dict[int, int] = {}
-        self.status_path = self.outbox.path.with_name(self.outbox.path.name + ".status.json")
-        self.status_every = status_every
-        self._status_at = 0.0
+        self.status_file = StatusFile(str(self.outbox.path), status_every)
         self._started = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -288,13 +286,4 @@ class Notifier:
         }
 
     def write_status(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._status_at < self.status_every:
-            return
-        self._status_at = now
-        try:
-            tmp = self.status_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.status(), indent=2))
-            tmp.replace(self.status_path)
-        except Exception as error:  # the status is a report; it must not stop the work
-            log.debug("could not write %s: %s", self.status_path, error)
+        self.status_file.write(self.status, force)

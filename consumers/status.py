@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from consumers.dead_letters import count_by_stage
 
@@ -77,14 +77,15 @@ def read_model_status(node: ReadNode, known_lag: int | None = None) -> ReadModel
 
 
 class StatusFile:
-    """The status left next to a read node's file, at most every `every` seconds unless forced."""
+    """The status a process leaves next to its state file (a read node's DuckDB file, the
+    automation's or the notifier's SQLite file), at most every `every` seconds unless forced."""
 
     def __init__(self, db_path: str, every: float) -> None:
         self.path: Path | None = None if db_path == ":memory:" else Path(db_path + ".status.json")
         self.every = every
         self._last = 0.0
 
-    def write(self, status: Callable[[], ReadModelStatus], force: bool = False) -> None:
+    def write(self, status: Callable[[], ReadModelStatus | dict[str, Any]], force: bool = False) -> None:
         """Write `status()` (asked only when due); a failure is logged, never raised."""
         path = self.path
         if path is None:
@@ -95,7 +96,8 @@ class StatusFile:
         self._last = now
         try:
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(status().to_json())
+            report = status()
+            tmp.write_text(json.dumps(report, indent=2) if isinstance(report, dict) else report.to_json())
             os.replace(tmp, path)
         except Exception as error:
             log.warning("cannot write %s: %s", path, error)
