@@ -58,12 +58,15 @@ BACKDATE = "backdate"  # state `occurred_at` (imports of past events)
 MANAGE_SUBSCRIPTIONS = "manage_subscriptions"  # create, change, pause, resume, rotate, disable
 READ_DELIVERIES = "read:deliveries"  # /subscriptions, /deliveries
 RESEND_DELIVERY = "resend_delivery"
+# Erasure of a customer's personal data (crypto-shredding), with a stated legal basis.
+ERASE_PERSONAL_DATA = "erase_personal_data"
 READS = frozenset({READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_PRODUCT, READ_EXECUTIVE,
                    READ_MODELS, EXPORT, PERSONAL_DATA, ACCESS_LOG, READ_ALERTS})
 ALERTING = frozenset({ACKNOWLEDGE_ALERT, RESOLVE_ALERT, READ_ALERTS})
 NOTIFYING = frozenset({MANAGE_SUBSCRIPTIONS, READ_DELIVERIES, RESEND_DELIVERY})
 PERMISSIONS: tuple[str, ...] = (*sorted(COMMANDS), RAISE_ALERT, ACKNOWLEDGE_ALERT, RESOLVE_ALERT,
-                                MANAGE_SUBSCRIPTIONS, RESEND_DELIVERY, *sorted(READS), READ_DELIVERIES, BACKDATE)
+                                MANAGE_SUBSCRIPTIONS, RESEND_DELIVERY, ERASE_PERSONAL_DATA, *sorted(READS),
+                                READ_DELIVERIES, BACKDATE)
 
 DASHBOARDS = frozenset({READ_SUPERVISOR, READ_PRODUCT, READ_EXECUTIVE})
 
@@ -81,7 +84,7 @@ MATRIX: dict[Role, frozenset[str]] = {
     "executive": DASHBOARDS | {READ_MODELS, EXPORT, ACKNOWLEDGE_ALERT, READ_ALERTS},
     "auditor": READS | {READ_DELIVERIES},
     "analyst": DASHBOARDS | {READ_AUDIT, READ_MODELS, EXPORT, READ_ALERTS},
-    "admin": DASHBOARDS | NOTIFYING | {READ_MODELS, READ_ALERTS},
+    "admin": DASHBOARDS | NOTIFYING | {READ_MODELS, READ_ALERTS, ERASE_PERSONAL_DATA},
     "automation": frozenset({"triage", "assign", "escalate", "add_note", READ_COMPLAINT, RAISE_ALERT,
                              RESOLVE_ALERT, READ_ALERTS}),
     "importer": COMMANDS | {BACKDATE, READ_COMPLAINT},

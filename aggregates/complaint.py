@@ -23,6 +23,7 @@ from eventsourcing.domain import Aggregate, event
 
 from aggregates.due_times import SlaClock, responds
 from aggregates.instants import InstantOutOfRange
+from aggregates.personal_text import mask_personal
 from aggregates.priority import Impact, Priority, Severity, derive_priority
 from aggregates.sla import SlaPolicy
 
@@ -68,6 +69,8 @@ ALLOWED_FROM: dict[str, frozenset[Status]] = {
     "mark_duplicate": OPEN,
 }
 MAX_ESCALATION_LEVEL = 3
+# What a customer's personal field reads once their key is destroyed (erasure).
+ERASED = "[erased]"
 
 # Registration is idempotent by construction: the complaint's id derives from the
 # registering command's id, so registering twice collides on the same aggregate.
@@ -222,6 +225,7 @@ class Complaint(Aggregate):
         self.escalation_level = 0
         self.withdrawal_reason: str | None = None
         self.duplicate_of: UUID | None = None
+        self.personal_data_erased: dict[str, Any] | None = None
         self.commands: dict[str, dict[str, Any]] = {}
         self._applied("register", actor, occurred_at, command_id, fingerprint)
 
@@ -665,6 +669,28 @@ class Complaint(Aggregate):
         self.duplicate_of = duplicate_of
         self.status = "duplicate"
         self._applied("mark_duplicate", actor, occurred_at, command_id, fingerprint)
+
+    # ---------------------------------------------------------------- erasure
+    def erase_personal_data(self, legal_basis: str, meta: Meta) -> None:
+        """Record that the customer's personal data was erased (their key destroyed): in
+        any status, closed complaints too; once only."""
+        if self.personal_data_erased is not None:
+            raise RuleViolation("this complaint's personal data was erased already")
+        if not legal_basis.strip():
+            raise RuleViolation("an erasure states its legal basis")
+        self._personal_data_erased(legal_basis=legal_basis, **meta.fields())
+
+    @event("PersonalDataErased")
+    def _personal_data_erased(
+        self, legal_basis: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str,
+        acted_as: dict[str, Any] | None = None, fingerprint: str | None = None,
+    ) -> None:
+        self.customer_personal = {name: ERASED for name in self.customer_personal or {"name": 0, "contact": 0}}
+        self.title = mask_personal(self.title)
+        self.description = mask_personal(self.description)
+        self.attachments = [{**a, "filename": ERASED} if a.get("filename") else a for a in self.attachments]
+        self.personal_data_erased = {"at": occurred_at, "legal_basis": legal_basis}
+        self._applied("erase_personal_data", actor, occurred_at, command_id, fingerprint)
 
     # ---------------------------------------------------------------- views
     def state(self) -> dict[str, Any]:

@@ -51,6 +51,8 @@ class Registered(Payload):
     order_ref: str | None
     contract_ref: str | None
     attachments: list[dict[str, Any]]
+    sealed: str | None = Field(None, description="the personal fields, sealed under the customer's key by the store"
+                               " (docs/privacy.md); absent when there were none")
 
 
 class Triaged(Payload):
@@ -83,6 +85,8 @@ class NoteAdded(Payload):
     """An internal note."""
 
     text: str
+    sealed: str | None = Field(None, description="the personal fields, sealed under the customer's key by the store"
+                               " (docs/privacy.md); absent when there were none")
 
 
 class ContactRecorded(Payload):
@@ -96,6 +100,8 @@ class ContactRecorded(Payload):
     next_response_due: datetime | None = Field(
         description="set by a customer's message: when the next public reply is due; cleared by one"
     )
+    sealed: str | None = Field(None, description="the personal fields, sealed under the customer's key by the store"
+                               " (docs/privacy.md); absent when there were none")
 
 
 class WaitingOnCustomer(Payload):
@@ -110,6 +116,8 @@ class CustomerReplied(Payload):
     summary: str
     resolution_due: datetime | None
     next_response_due: datetime | None = Field(description="when the reply to this message is due")
+    sealed: str | None = Field(None, description="the personal fields, sealed under the customer's key by the store"
+                               " (docs/privacy.md); absent when there were none")
 
 
 class ResolutionProposed(Payload):
@@ -164,6 +172,13 @@ class MarkedDuplicate(Payload):
     duplicate_of: UUID
 
 
+class PersonalDataErased(Payload):
+    """The customer's personal data was erased: their key destroyed, so every sealed copy
+    reads `[erased]` (docs/privacy.md)."""
+
+    legal_basis: str
+
+
 class AlertRaised(Payload):
     """A rule raised an alert (the envelope's complaint_id is the alert's id; `complaint_id`
     here is the complaint it is about, if any)."""
@@ -202,13 +217,15 @@ COMPLAINT_PAYLOADS: dict[str, type[Payload]] = {
     for model in (
         Registered, Triaged, Assigned, NoteAdded, ContactRecorded, WaitingOnCustomer,
         CustomerReplied, ResolutionProposed, Resolved, Verified, Closed, Reopened, Escalated,
-        Withdrawn, MarkedDuplicate,
+        Withdrawn, MarkedDuplicate, PersonalDataErased,
     )
 }
 ALERT_PAYLOADS: dict[str, type[Payload]] = {
     model.__name__: model for model in (AlertRaised, AlertAcknowledged, AlertResolved)
 }
 PAYLOADS: dict[str, type[Payload]] = COMPLAINT_PAYLOADS | ALERT_PAYLOADS
+# The events whose personal fields the store seals into `sealed` (commands.event_mapper).
+SEALED_EVENTS = frozenset(name for name, model in PAYLOADS.items() if "sealed" in model.model_fields)
 # The payload versions on the wire (1 where not listed); aggregates.envelope.UPCASTERS
 # brings older ones up to date.
 EVENT_VERSIONS: dict[str, int] = {"Triaged": 2, "Assigned": 2}

@@ -28,9 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -95,9 +97,10 @@ wrk.headers["authorization"] = "Bearer %s"
 request = function()
   n = n + 1
   local id = ids[(n %% #ids) + 1]
-  return wrk.format(nil, "/complaints/" .. id .. "/notes", nil, '{"text":"load"}')
+  return wrk.format(nil, "/complaints/" .. id .. "/notes", nil, [==[%s]==])
 end
 """
+NOTE = '{"text":"load"}'
 
 
 def serve_without_tokens(path: Path, port: int) -> None:
@@ -116,14 +119,34 @@ def serve_without_tokens(path: Path, port: int) -> None:
     wiring.serve(wiring.command_app(), "127.0.0.1", port)
 
 
-def over_http(path: Path, complaints: int, seconds: int, connections: int, authenticated: bool) -> dict[str, float]:
+def over_http(path: Path, complaints: int, seconds: int, connections: int, authenticated: bool, *,
+              extra_env: dict[str, str] | None = None, register: dict[str, Any] = REGISTER,
+              note: str = NOTE) -> dict[str, float]:
+    """wrk's figures for `note` (a JSON body) posted to `complaints` rotating complaints, each
+    registered with `register`, the server's environment completed by `extra_env`."""
+    with serving(path, complaints, authenticated, extra_env=extra_env, register=register, note=note) as served:
+        return load(served.base, served.script, seconds, connections)
+
+
+class Served(NamedTuple):
+    base: str  # the server's URL
+    script: Path  # wrk's script
+    pid: int  # the server's process
+
+
+@contextmanager
+def serving(path: Path, complaints: int, authenticated: bool, *, extra_env: dict[str, str] | None = None,
+            register: dict[str, Any] = REGISTER, note: str = NOTE) -> Iterator[Served]:
+    """The command API on `path` (a process of its own) with `complaints` complaints registered,
+    for as long as the block lasts: its URL, the wrk script posting `note` to them in turn, its pid."""
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
     port = free_port()
     key = path.with_suffix(".pem")
     token = LocalIssuer(key, "complaints-api").token(BENCH_USER)
     env = os.environ | {"COMPLAINTS_STORE": "sqlite", "COMPLAINTS_SQLITE_PATH": str(path),
-                        "COMPLAINTS_DEV_ISSUER_KEY": str(key), "COMPLAINTS_RATE_LIMIT_COMMANDS": "1000000/second"}
+                        "COMPLAINTS_DEV_ISSUER_KEY": str(key), "COMPLAINTS_RATE_LIMIT_COMMANDS": "1000000/second",
+                        **(extra_env or {})}
     serve = (["-m", "complaints.cli", "serve", "--port", str(port)] if authenticated
              else ["-m", "bench.commands", "--serve-without-tokens", str(port), "--store", str(path)])
     server = subprocess.Popen([sys.executable, *serve], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -131,16 +154,21 @@ def over_http(path: Path, complaints: int, seconds: int, connections: int, authe
         base = f"http://127.0.0.1:{port}"
         wait_until_serving(f"{base}/health")
         with httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}) as client:
-            ids = [client.post("/complaints", json=REGISTER).json()["complaint_id"] for _ in range(complaints)]
+            ids = [client.post("/complaints", json=register).json()["complaint_id"] for _ in range(complaints)]
         script = Path(path).with_suffix(".lua")
-        script.write_text(WRK_SCRIPT % (",".join(json.dumps(i) for i in ids), token))
-        out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base],
-            capture_output=True, text=True, check=True,
-        ).stdout
+        script.write_text(WRK_SCRIPT % (",".join(json.dumps(i) for i in ids), token, note), encoding="utf-8")
+        yield Served(base, script, server.pid)
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(10)
+
+
+def load(base: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    """wrk (2 threads) running `script` against `base` for `seconds`: its figures."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base],
+        capture_output=True, text=True, check=True,
+    ).stdout
     return parse_wrk(out)
 
 

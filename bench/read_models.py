@@ -43,13 +43,16 @@ SECTION = "## Read models (issue 4)"
 
 
 # ------------------------------------------------------------------------------ the store
-def ensure_store(path: Path, events: int) -> float:
-    """Make a SQLite event store of about `events` events (once); returns seconds spent."""
+def ensure_store(path: Path, events: int, settings: Any = None) -> float:
+    """Make a SQLite event store of about `events` events (once), through the desk in bulk
+    saves of the demo's complaints, with `settings` (default: no aggregate cache) but for
+    the file; returns seconds spent."""
     if path.exists():
         return 0.0
+    from tqdm import tqdm
+
     from aggregates.complaint import Complaint, Meta
     from commands.demo import demo_commands
-    from commands.desk import ComplaintDesk
     from commands.models import COMPLAINT_COMMANDS, RegisterComplaint
     from complaints.settings import Settings
     from complaints.store import open_desk
@@ -58,37 +61,45 @@ def ensure_store(path: Path, events: int) -> float:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
     tmp.unlink(missing_ok=True)
-    desk = open_desk(Settings(store="sqlite", sqlite_path=tmp, aggregate_cache_size=0))
+    settings = settings or Settings(store="sqlite", aggregate_cache_size=0)
+    desk = open_desk(settings.model_copy(update={"sqlite_path": tmp}))
     end = datetime(2026, 11, 20, tzinfo=UTC)
     written, seed = 0, 1000
-    while written < events:
-        lives: dict[str, Complaint] = {}
-        touched: dict[int, Complaint] = {}
-        for kind, fields in demo_commands(2000, end, days=365, seed=seed):
-            fields = dict(fields)
-            key = fields.pop("complaint_command_id", None)
-            actor = fields.pop("actor")
-            if kind == "register":
-                command: Any = RegisterComplaint.model_validate(fields)
-                meta = Meta(actor, command.occurred_at, command.command_id, command.command_id)
-                complaint = lives[command.command_id] = Complaint(**command.event_fields(), **meta.fields())
-            else:
-                command = COMPLAINT_COMMANDS[kind].model_validate(fields)
-                complaint = lives[key]
-                command.carry_out(complaint, Meta(actor, command.occurred_at, command.command_id,
-                                                  command.command_id), desk.sla_policy)
-            touched[id(complaint)] = complaint
-            if len(touched) >= 1000:
-                written += sum(len(c.pending_events) for c in touched.values())
-                desk.save(*touched.values())
-                touched = {}
-        written += sum(len(c.pending_events) for c in touched.values())
-        desk.save(*touched.values())
-        seed += 1
-        print(f"  store: {written:,} events", file=sys.stderr, flush=True)
+    with tqdm(total=events, desc="store: events through the desk", unit="ev", unit_scale=True,
+              file=sys.stderr) as bar:
+        while written < events:
+            lives: dict[str, Complaint] = {}
+            touched: dict[int, Complaint] = {}
+            for kind, fields in demo_commands(2000, end, days=365, seed=seed):
+                fields = dict(fields)
+                key = fields.pop("complaint_command_id", None)
+                actor = fields.pop("actor")
+                if kind == "register":
+                    command: Any = RegisterComplaint.model_validate(fields)
+                    meta = Meta(actor, command.occurred_at, command.command_id, command.command_id)
+                    complaint = lives[command.command_id] = Complaint(**command.event_fields(), **meta.fields())
+                else:
+                    command = COMPLAINT_COMMANDS[kind].model_validate(fields)
+                    complaint = lives[key]
+                    command.carry_out(complaint, Meta(actor, command.occurred_at, command.command_id,
+                                                      command.command_id), desk.sla_policy)
+                touched[id(complaint)] = complaint
+                if len(touched) >= 1000:
+                    written += _save(desk, touched, bar)
+            written += _save(desk, touched, bar)
+            seed += 1
     desk.close()
     os.replace(tmp, path)
     return time.perf_counter() - started
+
+
+def _save(desk: Any, touched: dict[int, Any], bar: Any) -> int:
+    """Save the touched complaints in one transaction; the events saved."""
+    count = sum(len(c.pending_events) for c in touched.values())
+    desk.save(*touched.values())
+    touched.clear()
+    bar.update(count)
+    return count
 
 
 # ------------------------------------------------------------------------------ rebuild
@@ -190,7 +201,6 @@ def measure_one_at_a_time(store: Path, events: int, total: int, work: Path) -> d
     import duckdb
     from eventsourcing.persistence import Tracking
 
-    from commands.desk import ComplaintDesk
     from complaints.settings import Settings
     from complaints.store import open_desk
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Query, Request, status
+from fastapi import Depends, FastAPI, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -25,11 +25,14 @@ from commands.desk import (
 from commands.endpoints import EndpointRefused, check_url
 from commands.metrics import count_command
 from commands.strict_json import StrictJsonRoute, validation_problems
+from commands.personal_data import UnknownCustomer
 from commands.models import (
     COMPLAINT_COMMANDS,
     CommandResult,
     ComplaintCommand,
     ComplaintState,
+    EraseCustomer,
+    ErasureResult,
     InvalidCommand,
     PersonalDataView,
     Problem,
@@ -97,6 +100,7 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
     actions |= {f"/complaints/{{complaint_id}}/{path}": c.action for path, c in COMPLAINT_COMMANDS.items()}
     actions |= {f"/alerts/{{alert_id}}/{path}": c.action for path, c in ALERT_COMMANDS.items()}
     actions |= {"/subscriptions": CreateSubscription.action}
+    actions |= {"/customers/{customer_id}/erasure": EraseCustomer.action}
     actions |= {f"/subscriptions/{{subscription_id}}/{path}": c.action for path, c in SUBSCRIPTION_COMMANDS.items()}
     _add_error_handlers(app, actions)
 
@@ -125,6 +129,25 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
         version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     ) -> dict[str, Any]:
         return desk.complaint_for(actor, complaint_id, version)
+
+    @app.post(
+        "/customers/{customer_id}/erasure",
+        response_model=ErasureResult,
+        responses=_errors(401, 403, 404, 413, 429),
+        tags=["privacy"],
+        summary="Erase a customer's personal data (crypto-shredding; idempotent)",
+        description=(
+            "Destroys the customer's data keys: every sealed copy of their name, contact, attachment names and"
+            " the personal data found in their complaints' free text (in the store, on Kafka, in read nodes and"
+            " dead letters) no longer opens and reads `[erased]`; each complaint records a PersonalDataErased"
+            " event with the legal basis. Figures are unchanged. Erasing again answers with the first erasure"
+            " (`replayed`). 404 when no complaint of this customer is on record. See docs/privacy.md."),
+    )
+    def erase_customer(customer_id: Annotated[str, Path(min_length=1, max_length=100)], command: EraseCustomer,
+                       desk: Desk, actor: Actor) -> ErasureResult:
+        erased = desk.erase_customer(customer_id, command, actor)
+        count_command(EraseCustomer.action, "duplicate" if erased.replayed else "accepted")
+        return erased
 
     @app.get(
         "/complaints/{complaint_id}/personal-data-views",
@@ -262,6 +285,10 @@ def _add_error_handlers(app: FastAPI, actions: dict[str, str]) -> None:
     @app.exception_handler(ComplaintNotFound)
     def not_found(request: Request, error: ComplaintNotFound) -> JSONResponse:
         return problem(404, str(error), request, complaint_id=str(error.complaint_id))
+
+    @app.exception_handler(UnknownCustomer)
+    def unknown_customer(request: Request, error: UnknownCustomer) -> JSONResponse:
+        return problem(404, str(error), request, customer_id=error.customer_id)
 
     @app.exception_handler(AlertNotFound)
     def alert_not_found(request: Request, error: AlertNotFound) -> JSONResponse:

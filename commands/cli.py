@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from aggregates.access import ROLES, AccessDenied, Principal
 from aggregates.complaint import DomainError
+from commands.personal_data import UnknownCustomer
 from commands.desk import AlertNotFound, ComplaintDesk, ComplaintNotFound, SubscriptionNotFound, VersionConflict
 from commands.models import COMPLAINT_COMMANDS, Command, InvalidCommand, RegisterComplaint
 
@@ -96,7 +97,7 @@ def report(call: Any) -> None:
     except AccessDenied as error:
         typer.echo(f"forbidden: {error}", err=True)
         raise typer.Exit(3) from None
-    except (ComplaintNotFound, AlertNotFound, SubscriptionNotFound) as error:
+    except (ComplaintNotFound, AlertNotFound, SubscriptionNotFound, UnknownCustomer) as error:
         typer.echo(f"not found: {error}", err=True)
         raise typer.Exit(4) from None
     except (DomainError, VersionConflict) as error:

@@ -14,7 +14,9 @@ racing saves one fails.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from functools import partial
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,21 +29,26 @@ from eventsourcing.persistence import IntegrityError
 from pydantic import ValidationError
 
 from aggregates.access import (
-    BACKDATE, MANAGE_SUBSCRIPTIONS, PERSONAL_DATA, RAISE_ALERT, READ_COMPLAINT, AccessDenied, Principal, masked,
+    BACKDATE, MANAGE_SUBSCRIPTIONS, MASK, PERSONAL_DATA, RAISE_ALERT, READ_COMPLAINT, AccessDenied, Principal, masked,
 )
 from aggregates.alert import Alert
 from aggregates.complaint import Complaint, DomainError, Meta, complaint_id_for
 from aggregates.instants import InstantWindow
+from aggregates.personal_text import mask_personal
 from aggregates.sla import SlaPolicy, load_sla_policy
 from aggregates.subscription import Subscription, subscription_id_for
 from commands.access_log import AccessLog
 from commands.alerts import AlertCommand, AlertResult, RaiseAlert
+from commands.event_chain import EventChain, stored_link
+from commands.event_mapper import ComplaintMapper, PersonalFields
+from commands.personal_data import Keyring
 from commands.correlation import current_correlation_id
 from commands.metrics import record_command
 from commands.sealing import Sealer, new_webhook_secret
 from commands.subscriptions import CreateSubscription, RotateSecret, SubscriptionCommand, SubscriptionResult
 from commands.models import (
-    Command, CommandResult, ComplaintCommand, InvalidCommand, MarkDuplicate, RegisterComplaint, fingerprint,
+    Command, CommandResult, ComplaintCommand, EraseCustomer, ErasePersonalData, ErasureResult, InvalidCommand,
+    MarkDuplicate, RegisterComplaint, fingerprint,
 )
 
 log = logging.getLogger(__name__)
@@ -114,12 +121,40 @@ class ComplaintDesk(Application):
         # Every instant a command states lies in this window (aggregates.instants).
         self.instants = instants or InstantWindow()
         self.access_log = access_log
+        self.keyring: Keyring | None = None
         self._locks = [threading.Lock() for _ in range(64)]
 
     def close(self) -> None:
         if self.access_log is not None:
             self.access_log.close()
         super().close()
+
+    # ------------------------------------------------------------------ storage
+    def construct_mapper(self) -> ComplaintMapper:  # type: ignore[override]
+        base = super().construct_mapper()
+        return ComplaintMapper(base.transcoder, personal=None, chain=None, compressor=base.compressor,
+                               cipher=base.cipher)
+
+    def protect(self, keyring: Keyring | None, chain_key: bytes | None) -> None:
+        """Seal personal data under `keyring` and chain every event with `chain_key` from
+        now on (the composition root calls this before the desk takes a command)."""
+        self.keyring = keyring
+        self.mapper.personal = PersonalFields(keyring) if keyring is not None else None
+        self.mapper.chain = EventChain(chain_key, previous=partial(stored_link, self.recorder)) if chain_key else None
+        if keyring is not None:
+            _write_keys_with_events(self.recorder, keyring)
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        try:
+            return super().save(*objs, **kwargs)
+        except BaseException:
+            # The chain links and keys' rows made for events that were not stored are not theirs.
+            ids = [getattr(o, "id", None) for o in objs]
+            if self.mapper.chain is not None:
+                self.mapper.chain.forget(ids)
+            if self.keyring is not None:
+                self.keyring.forget(ids)
+            raise
 
     # ------------------------------------------------------------------ commands
     def register(self, command: RegisterComplaint, principal: Principal) -> CommandResult:
@@ -163,6 +198,10 @@ class ComplaintDesk(Application):
             return self._replay(complaint, meta, command.action)
         if command.expected_version is not None and command.expected_version != complaint.version:
             raise VersionConflict(complaint, command.expected_version)
+        if command.occurred_at is None and meta.occurred_at < complaint.updated_at:
+            # The server's clock was read before the complaint was loaded, and another process
+            # changed it in between: the command happens now, after that change.
+            meta = dataclasses.replace(meta, occurred_at=max(self.clock(), complaint.updated_at))
         if meta.occurred_at < complaint.updated_at:
             raise InvalidCommand(
                 "occurred_at", f"{meta.occurred_at.isoformat()} is before the complaint's last"
@@ -188,6 +227,29 @@ class ComplaintDesk(Application):
             meta.actor,
         )
         return self._result(complaint, meta.command_id)
+
+    # ------------------------------------------------------------------ erasure
+    def erase_customer(self, customer_id: str, command: EraseCustomer, principal: Principal) -> ErasureResult:
+        """Destroy the customer's keys, then record the erasure on each of their complaints
+        (a command id per complaint, so running it again completes what a crash left)."""
+        principal.require(command.action)
+        if self.keyring is None:
+            raise RuntimeError("this desk does not seal personal data (no keyring): nothing to erase")
+        erasure = self.keyring.erase(customer_id, command.legal_basis, principal.subject)
+        for complaint_id in erasure.complaint_ids:
+            self._evict(complaint_id)  # its cached copy holds the personal data in clear
+            try:
+                complaint = self.get_complaint(complaint_id)
+            except ComplaintNotFound:  # its registration was never stored
+                continue
+            if complaint.personal_data_erased is None:
+                self.execute(complaint_id, ErasePersonalData(
+                    legal_basis=erasure.legal_basis, command_id=f"erase-personal-data:{complaint_id}",
+                    correlation_id=command.correlation_id), principal)
+        log.info("erased customer %s (%d complaints)%s", customer_id, len(erasure.complaint_ids),
+                 "" if erasure.first_time else ", erased before")
+        return ErasureResult(customer_id=customer_id, legal_basis=erasure.legal_basis, erased_at=erasure.erased_at,
+                             complaints=erasure.complaint_ids, replayed=not erasure.first_time)
 
     # ------------------------------------------------------------------ alerts
     def raise_alert(self, command: RaiseAlert, principal: Principal) -> AlertResult:
@@ -347,7 +409,11 @@ class ComplaintDesk(Application):
         if principal.may(PERSONAL_DATA) and self.access_log is not None:
             self.access_log.record(principal, [complaint_id], via="complaint", at=self.clock())
             return state
-        return masked(state)  # type: ignore[return-value]  # shown only where the view is on record
+        shown: dict[str, Any] = masked(state)  # type: ignore[assignment]  # shown only where the view is on record
+        # The desk holds the opened originals: free text masked, attachment names hidden too.
+        shown["title"], shown["description"] = mask_personal(state["title"]), mask_personal(state["description"])
+        shown["attachments"] = [{**a, "filename": MASK} if a.get("filename") else a for a in state["attachments"]]
+        return shown
 
     def get_complaint(
         self, complaint_id: UUID, version: int | None = None, *, for_update: bool = False
@@ -421,6 +487,19 @@ class ComplaintDesk(Application):
         complaint.previous_result(meta.command_id, action, meta.fingerprint)  # raises unless the same command
         log.info("command %s seen before: answering with its first result", meta.command_id)
         return self._result(complaint, meta.command_id, replayed=True)
+
+
+def _write_keys_with_events(recorder: Any, keyring: Keyring) -> None:
+    """Make `recorder` write the keyring's new rows (a new customer's key, a complaint's
+    customer) in the transaction that stores the events sealed under them: eventsourcing's
+    recorders call `_insert_events` with that transaction's cursor, before the events."""
+    base = type(recorder)
+
+    def _insert_events(self: Any, cursor: Any, stored_events: Any, **kwargs: Any) -> Any:
+        keyring.write_pending(cursor)
+        return base._insert_events(self, cursor, stored_events, **kwargs)
+
+    recorder.__class__ = type(f"KeyWriting{base.__name__}", (base,), {"_insert_events": _insert_events})
 
 
 def _alert_result(alert: Alert, command_id: str, replayed: bool = False) -> AlertResult:

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, 
 from pydantic_core import PydanticCustomError
 
 from aggregates.complaint import Channel, Complaint, Direction, Meta, Status, Visibility
+from aggregates.personal_text import mask_personal
 from aggregates.priority import Impact, Severity, Tier
 from aggregates.sla import SlaPolicy
 
@@ -160,11 +161,24 @@ class InvalidCommand(ValueError):
 
 def fingerprint(command: Command, subject: str) -> str:
     """What makes a command the same command again: its action, its principal and its
-    canonical body (without the ids that name it)."""
-    body = command.model_dump(mode="json", exclude={"command_id", "correlation_id"})
+    canonical body (without the ids that name it), without personal data.
+
+    A fingerprint is stored with every event and outlives an erasure: over the original
+    text, the digits a masked copy hides (`138****5678`) would be found again by trying
+    them all. So it covers the name, the contact and file names not at all, and free text
+    as masked; a retry that differs only there is taken as the same command."""
+    body = _without_personal_data(command.model_dump(mode="json", exclude={"command_id", "correlation_id"}))
     canonical = json.dumps([command.action, subject, body], sort_keys=True, ensure_ascii=False,
                            separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _without_personal_data(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_personal_data(v) for k, v in value.items() if k not in ("customer_personal", "filename")}
+    if isinstance(value, list):
+        return [_without_personal_data(v) for v in value]
+    return mask_personal(value) if isinstance(value, str) else value
 
 
 class ComplaintCommand(Command):
@@ -368,6 +382,34 @@ class MarkDuplicate(ComplaintCommand):
 
     def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
         complaint.mark_duplicate(self.duplicate_of, meta)
+
+
+class ErasePersonalData(ComplaintCommand):
+    """Record that the customer's personal data was erased (issued by the desk's erasure of
+    a customer, one per complaint; not a route of its own)."""
+
+    action: ClassVar[str] = "erase_personal_data"
+    legal_basis: Text
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+        complaint.erase_personal_data(self.legal_basis, meta)
+
+
+class EraseCustomer(Command):
+    """Erase a customer's personal data: their keys are destroyed, and each of their
+    complaints records the erasure. Erasing again changes nothing."""
+
+    action: ClassVar[str] = "erase_personal_data"
+    legal_basis: Annotated[str, Field(min_length=3, max_length=500, description=(
+        "why the data may be erased, e.g. 'GDPR Art. 17(1)(a): consent withdrawn' or 'PIPL Art. 47: request'"))]
+
+
+class ErasureResult(BaseModel):
+    customer_id: str
+    legal_basis: str
+    erased_at: datetime
+    complaints: list[UUID] = Field(description="the customer's complaints, each with a PersonalDataErased event")
+    replayed: bool = Field(description="true when the customer had been erased before: nothing changed")
 
 
 # The commands on an existing complaint, by the path segment that names them over HTTP.

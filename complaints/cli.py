@@ -17,7 +17,9 @@ from typing import Annotated, Optional
 import typer
 
 from commands.cli import app as commands_app
+from commands.personal_data_cli import app as personal_data_app
 from commands.subscriptions_cli import app as subscriptions_app
+from consumers.audit_cli import app as audit_app
 from consumers.automation_cli import app as automation_app
 from complaints.logs import configure_logging
 from complaints.settings import get_settings
@@ -134,6 +136,7 @@ def run(
     else:
         automation.start_background()
     notifier.start_background()
+    wiring.start_audit_checkpoints()  # signed checkpoints of the log, in a thread (closed with the wiring)
     typer.echo(f"dashboard:   http://{host}:{port}/dashboard")
     typer.echo(f"API docs:    http://{host}:{port}/docs")
     typer.echo(f"deliveries:  http://{host}:{port}/deliveries (received: {receiver_url})")
@@ -199,6 +202,8 @@ app.add_typer(consumers_app)
 app.add_typer(automation_app)
 app.add_typer(notifier_app)
 app.add_typer(subscriptions_app)
+app.add_typer(audit_app)  # `complaints audit verify|public-key|checkpoints` (consumers.audit_cli)
+app.add_typer(personal_data_app)
 
 
 def main() -> None:

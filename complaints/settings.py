@@ -47,9 +47,9 @@ class Settings(BaseSettings):
         1024 * 1024, ge=1024, description="largest request body the HTTP APIs read (bytes); past it a 413, before parsing"
     )
     as_of_granularity_seconds: int = Field(
-        60, ge=0, le=86_400, description="past as_of instants are rounded down to this (seconds; 0 = not rounded; the"
-        " current span is never rounded): one computation per distinct instant, shared by concurrent requests and kept"
-        " until an event at or before it arrives",
+        60, ge=0, le=86_400, description="as_of instants are rounded down to this (seconds; 0 = not rounded) unless an"
+        " event occurred in between (rounding never hides an event): one computation per distinct instant, shared by"
+        " concurrent requests and kept until an event at or before it arrives",
     )
 
     # ------------------------------------------------------------------ identity
@@ -80,6 +80,30 @@ class Settings(BaseSettings):
         LATEST, description="instants must be earlier than this: query parameters (as_of, start, end, at), an alert's"
         " due_at, and events a read node applies (commands' occurred_at: at most now + clock_skew_seconds)",
     )
+
+    # ------------------------------------------------------------------ privacy and audit
+    master_key: Path = Field(
+        Path("var/master.key"), description="the master key wrapping each customer's data key (32 bytes). Made when"
+        " missing only in development and only while no data key exists; otherwise a missing or wrong key refuses to"
+        " start (docs/privacy.md)")
+    retired_master_keys: list[Path] = Field(
+        default_factory=list, description="earlier master keys, still opening data keys until `complaints"
+        " personal-data rotate` re-wraps them under master_key (JSON list of paths)")
+    seal_personal_data: bool = Field(
+        True, description="seal customers' personal data per customer (off only to measure what sealing costs)")
+    chain_key: Path = Field(
+        Path("var/chain.key"), description="the key of every event's chain link (made when missing while the store"
+        " holds no chained event; a key that does not verify the stored chain refuses to start)")
+    audit_checkpoints: Path | None = Field(
+        None, description="the signed checkpoints of the log's global chain, one JSON line each (copy it elsewhere);"
+        " unset = audit/checkpoints.jsonl beside the SQLite store (var/audit/checkpoints.jsonl), on PostgreSQL"
+        " var/audit/checkpoints[-<schema>].jsonl")
+    audit_signing_key: Path = Field(
+        Path("var/audit/signing.key"), description="the Ed25519 key signing the audit checkpoints (made when missing;"
+        " `complaints audit public-key` prints its public key)")
+    audit_checkpoint_every: int = Field(1000, ge=1, description="events between two signed audit checkpoints")
+    audit_checkpoint_idle_seconds: float = Field(
+        60.0, ge=0, description="a checkpoint of the events not yet covered once the log is idle this long; 0 = never")
 
     # ------------------------------------------------------------------ notifications
     notifier_state: Path = Field(Path("var/notifier.sqlite"), description="the notifier's own state: outbox, attempts, positions")
@@ -190,6 +214,15 @@ class Settings(BaseSettings):
         from consumers.sources import dead_letter_topic
 
         return dead_letter_topic(self.topic)
+
+    def audit_checkpoints_file(self) -> Path:
+        """Where the audit checkpoints go: the setting, else beside the store (one file per store)."""
+        if self.audit_checkpoints is not None:
+            return self.audit_checkpoints
+        if self.store == "sqlite":
+            return self.sqlite_path.parent / "audit" / "checkpoints.jsonl"
+        suffix = f"-{self.postgres_schema}" if self.postgres_schema else ""
+        return Path("var/audit") / f"checkpoints{suffix}.jsonl"
 
     def use_kafka(self) -> bool:
         if self.source == "kafka" and not self.kafka_bootstrap:

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
+from uuid import UUID
 from typing import Any
 
 from fastapi import FastAPI
@@ -26,7 +27,8 @@ from complaints.identity import (
 )
 from complaints.operations import Check, operations_router, serve_operations
 from complaints.settings import Settings
-from complaints.store import EventStore, open_access_log, open_desk, open_store
+from commands.personal_data import Keyring
+from complaints.store import EventStore, open_access_log, open_desk, open_keyring, open_store
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ class Wiring:
         from consumers.relay import Relay, make_producer
 
         bootstrap = self.settings.require_kafka()
-        return Relay(
+        relay = Relay(
             recorder=self.store.recorder,
             mapper=self.store.mapper,
             tracking=self.store.tracking,
@@ -119,6 +121,35 @@ class Wiring:
             batch_size=batch_size or self.settings.relay_batch_size,
             pause_before_tracking=self.settings.fault_relay_pause,
         )
+        self.start_audit_checkpoints()  # beside the relay: the log's signed checkpoints (docs/privacy.md)
+        return relay
+
+    @cached_property
+    def audit_checkpointer(self) -> Any:
+        """The follower signing checkpoints of the log's global chain (consumers.checkpoints),
+        publishing them to <topic>.checkpoints too when Kafka is configured."""
+        from consumers.checkpoints import Checkpointer, KafkaCheckpoints
+
+        settings = self.settings
+        publisher = (KafkaCheckpoints(settings.kafka_bootstrap, f"{settings.topic}.checkpoints")
+                     if settings.kafka_bootstrap else None)
+        return Checkpointer(self.store.recorder, settings.audit_checkpoints_file(), self.audit_signing_key(),
+                            every=settings.audit_checkpoint_every, idle_seconds=settings.audit_checkpoint_idle_seconds,
+                            publisher=publisher)
+
+    def audit_signing_key(self) -> Any:
+        """The checkpoints' Ed25519 signing key (its file made when missing, owner only)."""
+        from complaints.keys import load_or_create_key
+        from consumers.checkpoints import signing_key_from
+
+        return signing_key_from(load_or_create_key(self.settings.audit_signing_key))
+
+    def start_audit_checkpoints(self) -> None:
+        """The checkpointer in a thread of this process (the relay's; `complaints run`'s), closed with it."""
+        checkpointer = self.audit_checkpointer
+        if not checkpointer.running:
+            checkpointer.start_background()
+            self._closers.append(checkpointer.close)
 
     def read_node(self, db: Path | None = None, source: str | None = None,
                   projectors: Sequence[Any] | None = None, **options: Any) -> Any:
@@ -196,7 +227,8 @@ class Wiring:
         router = Router(self.sla_policy, self.customer_links,
                         CustomerChannels(email=smtp is not None, sms=bool(settings.sms_gateway),
                                          language=settings.customer_language),
-                        public_url=settings.public_url, link_days=settings.link_days, timezone=settings.timezone)
+                        public_url=settings.public_url, link_days=settings.link_days, timezone=settings.timezone,
+                        opener=desk.keyring.open if desk.keyring is not None else None)
         delivery = Delivery(settings.notify_retry_schedule, settings.notify_disable_after, settings.notify_timeout,
                             settings.notify_concurrency, settings.notify_endpoint_concurrency)
         return Notifier(self._source(settings, "complaints-notifier"), self.store.recorder, desk, router,
@@ -240,7 +272,8 @@ class Wiring:
 
         app = create_read_app(node, self.authenticate, cache_seconds=self.settings.read_cache_seconds,
                               timezone=self.settings.timezone, policy=self.sla_policy,
-                              access_log=self.access_log, instants=self.settings.instants(),
+                              access_log=self.access_log, personal_data=self.keyring,
+                              chain_links=self.chain_links, instants=self.settings.instants(),
                               as_of_granularity=self.settings.as_of_granularity_seconds)
         app.include_router(self.customer_page_router(lambda: node))
         app.include_router(operations_router(*_caught_up(node)))
@@ -253,6 +286,7 @@ class Wiring:
 
         router = read_router(node, self.authenticate, cache_seconds=self.settings.read_cache_seconds,
                              timezone=self.settings.timezone, policy=self.sla_policy, access_log=self.access_log,
+                             personal_data=self.keyring, chain_links=self.chain_links,
                              instants=self.settings.instants(),
                              as_of_granularity=self.settings.as_of_granularity_seconds)
         router.include_router(self.customer_page_router(node))
@@ -263,6 +297,32 @@ class Wiring:
 
         pages, limit = self.customer_pages
         return customer_page_router(node, self.customer_links, pages=pages, limit=limit)
+
+    @cached_property
+    def chain_links(self) -> Callable[[UUID], dict[int, dict[str, Any]]] | None:
+        """A complaint's chain links as the event store holds them, checked (for the audit
+        view); None where the chain key is not here."""
+        from consumers.audit_chain import links_of
+
+        if not self.settings.chain_key.exists():
+            return None
+        key, recorder = self.settings.chain_key.read_bytes(), self.store.recorder
+
+        def links(complaint_id: UUID) -> dict[int, dict[str, Any]]:
+            return {link["version"]: {"link": link["link"], "intact": link["intact"], "problem": link["problem"]}
+                    for link in links_of(recorder, key, complaint_id)}
+
+        return links
+
+    @cached_property
+    def keyring(self) -> Keyring | None:
+        """The customers' data keys (to open sealed personal data): the desk's, when this
+        process has one; None when sealing is off."""
+        if self._desk is not None:
+            return self._desk.keyring
+        if not self.settings.seal_personal_data:
+            return None
+        return open_keyring(self.settings, self.store.recorder)
 
     @cached_property
     def access_log(self) -> AccessLog:

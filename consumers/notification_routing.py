@@ -29,6 +29,10 @@ from commands.endpoints import check_email
 from commands.subscriptions import PHONE
 from consumers.notices import Notice, Template
 
+# Opens an event's sealed personal fields: (sealed, complaint id, version) -> the fields, or
+# None once the customer is erased (the write side's keyring, given by the root).
+Opener = Callable[[str, UUID, int], "dict[str, Any] | None"]
+
 DELIVERY_NAMESPACE = UUID("8f2d7b41-6c3e-4e59-a1d0-93b5c7e2f614")
 CUSTOMER_EMAIL, CUSTOMER_SMS = "customer:email", "customer:sms"  # the customer's own channels
 # The customer hears of these status changes (the brief: "progress synced to the customer").
@@ -78,8 +82,9 @@ class CustomerChannels:
 
 class Router:
     def __init__(self, policy: SlaPolicy, links: CustomerLinks, customers: CustomerChannels, *, public_url: str,
-                 link_days: int, timezone: str) -> None:
+                 link_days: int, timezone: str, opener: Opener | None = None) -> None:
         self.policy = policy
+        self.opener = opener
         self.links = links
         self.customers = customers
         self.public_url = public_url
@@ -97,6 +102,8 @@ class Router:
             subject |= {"number": complaint_number(envelope.complaint_id), "title": payload["title"],
                         "product": payload.get("product"), "customer_id": payload["customer"]["id"],
                         "contact": (payload.get("customer_personal") or {}).get("contact"),
+                        # Sealed (docs/privacy.md): opened only to address a notice, never kept open.
+                        "sealed": [payload["sealed"], envelope.complaint_version] if payload.get("sealed") else None,
                         "status": "received", "registered_at": envelope.occurred_at.isoformat()}
         elif kind == "Triaged":
             subject |= {"category": payload["category"], "severity": payload["severity"], "status": "triaged",
@@ -129,7 +136,7 @@ class Router:
             # The customer's personal data never leaves in a notification: the envelope goes
             # out with it masked, as to a role without `personal_data`.
             notice = Notice(webhook_type(envelope.event_type), template, subscription["language"],
-                            envelope.occurred_at, masked(envelope.model_dump(mode="json")),  # type: ignore[arg-type]
+                            envelope.occurred_at, _without_personal_data(envelope),
                             self._staff_context(envelope, subject))
             planned.append(Planned(delivery_id(subscription["id"], event, template), subscription["id"],
                                    subscription["kind"], subscription["endpoint"], notice, envelope.position,
@@ -148,10 +155,27 @@ class Router:
                           **{k: subject.get(k) for k in ("title", "status", "product", "category", "severity",
                                                          "team")}}
 
+    def customer_contact(self, complaint_id: UUID, subject: dict[str, Any]) -> str | None:
+        """The customer's contact: opened from the registration's sealed fields (None once
+        the customer is erased, or without the keyring)."""
+        if not subject.get("sealed"):
+            return subject.get("contact")  # registered before personal data was sealed
+        if self.opener is None:
+            return None
+        sealed, version = subject["sealed"]
+        try:
+            opened = self.opener(sealed, complaint_id, version)
+        except LookupError:  # a key this store does not hold
+            return None
+        return ((opened or {}).get("customer_personal") or {}).get("contact")
+
     def _customer_notices(self, envelope: EventEnvelope, subject: dict[str, Any], event: str) -> list[Planned]:
-        channel = self.customers.channel_for(subject.get("contact"))
         kind = envelope.event_type
-        if channel is None or (kind not in CUSTOMER_STATUS_EVENTS and kind not in ("Registered", "Resolved")):
+        if kind not in CUSTOMER_STATUS_EVENTS and kind not in ("Registered", "Resolved"):
+            return []
+        contact = self.customer_contact(envelope.complaint_id, subject)
+        channel = self.customers.channel_for(contact)
+        if channel is None:
             return []
         if kind == "Assigned" and envelope.payload.get("previous_team") is not None:
             return []  # a handover inside the company is not news to the customer
@@ -177,7 +201,7 @@ class Router:
                         envelope.occurred_at, {"complaint_number": context["complaint_number"],
                                                "status": context.get("status", "received")}, context)
         kind_ = "email" if channel == CUSTOMER_EMAIL else "sms"
-        return [Planned(delivery_id(channel, event, template), channel, kind_, subject["contact"], notice,
+        return [Planned(delivery_id(channel, event, template), channel, kind_, contact, notice,
                         envelope.position)]
 
     def promised_first_response(self, registered_at: datetime) -> datetime:
@@ -185,6 +209,13 @@ class Router:
         first response of a normal complaint, on its calendar."""
         target, calendar = self.policy.target_for("normal", None)
         return calendar.add_business_seconds(registered_at, target.first_response_minutes * 60)
+
+
+def _without_personal_data(envelope: EventEnvelope) -> dict[str, Any]:
+    """The envelope as a staff notice carries it: masked, and without the sealed fields."""
+    data: dict[str, Any] = masked(envelope.model_dump(mode="json"))  # type: ignore[assignment]
+    data["payload"].pop("sealed", None)
+    return data
 
 
 def _is_email(contact: str) -> bool:

@@ -25,14 +25,16 @@ from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, JSONTranscoder, Mapper, Notification
 
+from commands.event_chain import split
 from aggregates.envelope import ENVELOPE_VERSION, PUBLISHED_TOPIC_PREFIXES, EventEnvelope, event_type_of, parse
 from aggregates.events import META_FIELDS
 
 Row = tuple[int, Any, int, str, bytes]  # (notification id, originator id, version, topic, state)
 Writer = Callable[[str, bytes, int, int, bytes], bytes]
 
-# Fields eventsourcing adds to every stored event that the envelope carries elsewhere.
-_STORE_FIELDS = {"timestamp", "originator_topic", "class_version", *META_FIELDS}
+# Fields eventsourcing adds to every stored event that the envelope carries elsewhere, and
+# the chain link the store adds (commands.event_chain), which is not the event's.
+_STORE_FIELDS = {"timestamp", "originator_topic", "class_version", "chain", *META_FIELDS}
 # The transcodings the splice knows how to unwrap (what pydantic would write for them).
 _SPLICEABLE = {"datetime_iso", "uuid_hex", "decimal_str"}
 
@@ -65,7 +67,9 @@ class NotificationRows:
     def __call__(self, after: int, limit: int) -> list[Row]:
         if self.statement is not None:
             with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-                cursor.row_factory = None  # plain tuples (the connection's factory makes sqlite3.Row)
+                # Plain tuples (the connection's factory makes sqlite3.Row): eventsourcing's
+                # cursor wraps sqlite3's.
+                cursor.sqlite_cursor.row_factory = None
                 cursor.execute(self.statement, (after, limit))
                 rows: list[Row] = cursor.fetchall()
                 return rows
@@ -118,6 +122,7 @@ def wire_writer(mapper: Mapper[Any]) -> Writer:
     def write(topic: str, complaint_id: bytes, complaint_version: int, position: int, state: bytes) -> bytes:
         if type(state) is not bytes:
             state = bytes(state)
+        state = split(state)[0]  # the chain link is the store's, not the event's
         event_type = event_types.get(topic)
         if event_type is None:
             event_type = event_types[topic] = _event_type(topic)
@@ -157,7 +162,7 @@ def _decoding_writer(mapper: Mapper[Any]) -> Writer:
             state = cipher.decrypt(state)
         if compressor:
             state = compressor.decompress(state)
-        decoded: dict[str, Any] = transcoder.decode(bytes(state))
+        decoded: dict[str, Any] = transcoder.decode(split(bytes(state))[0])
         envelope = {
             "envelope_version": ENVELOPE_VERSION,
             "event_type": event_type_of(topic),

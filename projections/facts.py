@@ -31,6 +31,7 @@ EVENT_TYPES = (
     "CustomerReplied", "ResolutionProposed", "Resolved", "Verified", "Closed", "Reopened",
     "Escalated", "Withdrawn", "MarkedDuplicate",
 )
+NOT_A_FACT = "PersonalDataErased"
 OPEN_STATUSES = ("received", "triaged", "assigned", "waiting_on_customer", "resolution_proposed")
 RESOLVED_STATUSES = ("resolved", "verified", "closed")
 
@@ -131,8 +132,12 @@ def parsed_sql(events: str, touched: str | None = None) -> str:
 
     Keeps poison events, with `problem` set; consumers filter on `problem IS NULL`.
     """
-    # `events.complaint_id` is a UUID (projections.event_log); batches carry text.
-    where = f"WHERE complaint_id IN (SELECT complaint_id::UUID FROM {touched})" if touched else ""
+    # `events.complaint_id` is a UUID (projections.event_log); batches carry text. An
+    # erasure of personal data is no fact of a complaint's handling: no read model sees it,
+    # so every figure is the same after it (docs/privacy.md).
+    where = f"WHERE event_type <> '{NOT_A_FACT}'"
+    if touched:
+        where += f" AND complaint_id IN (SELECT complaint_id::UUID FROM {touched})"
     cols = ", ".join(f"{_typed(n)} AS {n}" for n, _, _ in FIELDS)
     return f"""
         SELECT complaint_id::VARCHAR AS complaint_id, complaint_version AS v, position,

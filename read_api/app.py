@@ -29,7 +29,7 @@ from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BaseModel, Field, create_model
 
 from aggregates.access import (
-    EVERY_COMPLAINT, EXPORT, PERSONAL_DATA, READ_ALERTS, READ_AUDIT, READ_EXECUTIVE, READ_MODELS,
+    EXPORT, PERSONAL_DATA, READ_ALERTS, READ_AUDIT, READ_EXECUTIVE, READ_MODELS,
     READ_PRODUCT, READ_SUPERVISOR, AccessDenied, Principal, masked,
 )
 from aggregates.instants import InstantWindow
@@ -57,6 +57,17 @@ class AccessLog(Protocol):
 
     def record(self, principal: Principal, complaint_ids: Any, *, via: str, at: datetime) -> None: ...
 
+
+class PersonalData(Protocol):
+    """Opens the personal fields an event carries sealed (the write side's keyring, given by
+    the root): the fields, or None once the customer is erased."""
+
+    def open(self, sealed: str, complaint_id: UUID | str, version: int) -> dict[str, Any] | None: ...
+
+
+# A complaint's hash chain as the event store holds it (given by the root): version ->
+# {"link": hex or None, "intact": bool, "problem": str or None}.
+ChainLinks = Callable[[UUID], dict[int, dict[str, Any]]]
 
 # The composition root's dependency: the request's verified principal (401 without one).
 Authenticate = Callable[..., Any]
@@ -209,6 +220,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                 clock: Callable[[], datetime] = utc_now,
                 cache_seconds: float = DEFAULT_CACHE_SECONDS, timezone: str = DEFAULT_TIMEZONE,
                 policy: SlaPolicy | None = None, access_log: AccessLog | None = None,
+                personal_data: PersonalData | None = None, chain_links: ChainLinks | None = None,
                 instants: InstantWindow | None = None,
                 as_of_granularity: int = DEFAULT_AS_OF_GRANULARITY) -> APIRouter:
     """All read endpoints, reading through cursors of `get_db()`; `clock` says what "now" is.
@@ -216,7 +228,10 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
     - `authenticate`: the dependency giving the request's principal; each endpoint asks
       for its permission (`aggregates.access`), team-bound principals see their team only,
       and personal data is masked unless the principal may see it and `access_log` records
-      the view;
+      the view; then `personal_data` opens what events carry sealed (`[erased]` once the
+      customer is erased);
+    - `chain_links`: each history entry shows its link in the complaint's hash chain and
+      whether it holds, checked against the event store;
 
     - `cache_seconds`: JSON answers are reused that long (0 turns it off) unless new
       events arrive: see `read_api.cache`;
@@ -252,15 +267,17 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
 
         return Annotated[Principal, Depends(check)]
 
-    def scoped(filters: Filters, principal: Principal) -> Filters:
+    def scoped(filters: Filters, principal: Principal, db: duckdb.DuckDBPyConnection) -> Filters:
         """A team-bound principal's filters: its own team, whatever it asked for; and for
         everyone, `as_of` rounded down to the granularity."""
         if filters.as_of is not None:
             rounded = at_granularity(filters.as_of, as_of_granularity)
-            # Only a closed span is rounded: in the current one, "as of now" must see the
-            # events of the last seconds too (it is cached like any "now" answer).
-            closed = rounded + timedelta(seconds=as_of_granularity) <= clock()
-            if closed and (filters.start is None or filters.end is not None or rounded > filters.start):
+            # Rounding never hides an event: "as of now" sees the events of the last seconds.
+            # Decided by the events alone (not by the clock), so read nodes holding the same
+            # events give the same answer to the same request, whenever it arrives.
+            if rounded < filters.as_of and (filters.start is None or filters.end is not None
+                                            or rounded > filters.start) \
+                    and not _any_event_between(db, rounded, filters.as_of):
                 filters = filters.model_copy(update={"as_of": rounded})
         if not principal.team_bound:
             return filters
@@ -278,8 +295,19 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
             return True
         return False
 
-    def personal(principal: Principal, complaint_ids: Any, via: str, answer: Any) -> Any:
-        return answer if shows_personal(principal, complaint_ids, via) else masked(answer)
+    def replayed_for(principal: Principal, complaint_id: UUID, replay: Callable[..., Any], db: Any,
+                     **options: Any) -> tuple[Any, bool]:
+        """`replay` of the complaint (None or empty: not there), with its personal fields
+        opened when the principal may see them (the view then on record), and whether they were."""
+        found = _replayed(replay, db, complaint_id, **options)
+        if not found:
+            return found, False
+        require_team(db, principal, complaint_id)
+        if not shows_personal(principal, [complaint_id], "audit"):
+            return masked(found), False
+        if personal_data is None:
+            return found, True
+        return _replayed(replay, db, complaint_id, opener=personal_data.open, **options), True
 
     def require_team(db: duckdb.DuckDBPyConnection, principal: Principal, complaint_id: UUID) -> None:
         if principal.team_bound:
@@ -330,11 +358,15 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
          responses=NOT_FOUND | NOT_READY,
          summary="Every event of a complaint in order, with who, when, and what it changed")
     def history(complaint_id: ComplaintId, db: Db, principal: Auditing) -> dict[str, Any]:
-        entries = _replayed(audit.history, db, complaint_id)
+        entries, _ = replayed_for(principal, complaint_id, audit.history, db)
         if not entries:
             raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
-        require_team(db, principal, complaint_id)
-        return personal(principal, [complaint_id], "audit", {"complaint_id": complaint_id, "events": entries})
+        if chain_links is not None:
+            links = chain_links(complaint_id)
+            for entry in entries:
+                entry["chain"] = links.get(entry["version"]) or {
+                    "link": None, "intact": False, "problem": "the event store holds no such event"}
+        return {"complaint_id": complaint_id, "events": entries}
 
     @get("/audit/complaints/{complaint_id}/state", response_model=StateAt, tags=["audit"],
          responses=NOT_FOUND | NOT_READY,
@@ -348,14 +380,12 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         if at is not None and at not in RequestFilters.instants:
             raise _validation("at", f"{at.isoformat()} is outside the instants this system accepts"
                                     f" ({RequestFilters.instants.describe()})")
-        found = _replayed(audit.state_at, db, complaint_id, version=version, at=at)
+        found, _ = replayed_for(principal, complaint_id, audit.state_at, db, version=version, at=at)
         if found is None:
             if _replayed(audit.state_at, db, complaint_id) is None:
                 raise HTTPException(404, f"no complaint with id {complaint_id} in the read model")
             raise HTTPException(404, f"complaint {complaint_id} did not exist yet at that version or instant")
-        require_team(db, principal, complaint_id)
-        return personal(principal, [complaint_id], "audit",
-                        {"complaint_id": complaint_id, "version": found["version"], "state": found})
+        return {"complaint_id": complaint_id, "version": found["version"], "state": found}
 
     @get("/audit/complaints/{complaint_id}/timeline", response_model=Timeline, tags=["audit"],
          responses=NOT_FOUND | NOT_READY, summary="The complaint's life, one line per event")
@@ -397,7 +427,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
     def supervisor(request: Request, db: Db, filters: Filtered, principal: allowed(READ_SUPERVISOR),  # type: ignore[valid-type]
                    list_limit: Annotated[int, Query(ge=1, le=200, description="rows of the at-risk and breached lists")] = 20,
                    ) -> dict[str, Any]:
-        filters = scoped(filters, principal)
+        filters = scoped(filters, principal, db)
         return with_alerts(cached(request, db, lambda: figures.supervisor(
             db, filters, list_limit=list_limit, now=clock(), policy=policy), filters, list_limit=list_limit), principal)
 
@@ -408,7 +438,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                 release_days: Annotated[int, Query(ge=1, le=90)] = 14) -> dict[str, Any]:
         if release is not None and not date(1971, 1, 1) <= release <= date(9000, 1, 1):
             raise _validation("release", "release must be a date between 1971 and 9000")
-        filters = scoped(filters, principal)
+        filters = scoped(filters, principal, db)
         return with_alerts(cached(request, db, lambda: figures.product(
             db, filters, release=release, release_days=release_days, now=clock(), policy=policy), filters,
             release=release, release_days=release_days), principal)
@@ -417,7 +447,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
          responses=NOT_READY, summary="CSAT/NPS trend, monthly high-priority volume, handling time, reopen and repeat rates")
     def executive(request: Request, db: Db, filters: Filtered, principal: allowed(READ_EXECUTIVE),  # type: ignore[valid-type]
                   granularity: Granularity = "week") -> dict[str, Any]:
-        filters = scoped(filters, principal)
+        filters = scoped(filters, principal, db)
         return with_alerts(cached(request, db, lambda: figures.executive(
             db, filters, granularity=granularity, now=clock(), policy=policy), filters, granularity=granularity),
             principal)
@@ -479,7 +509,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                  "one next response per customer message), judged at as_of (or now)")
     def sla(request: Request, db: Db, filters: Filtered, principal: Models, sort: SlaSort = "registered_at",
             order: Order = "asc", limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
-        filters = scoped(filters, principal)
+        filters = scoped(filters, principal, db)
 
         def compute() -> dict[str, Any]:
             with figures.request(db, filters, clock(), policy) as r:
@@ -499,7 +529,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
          summary="Per agent: open, waiting and overdue complaints now; resolved today and in 7 days")
     def workload(request: Request, db: Db, filters: Filtered, principal: Models, sort: WorkloadSort = "open",
                  order: Order = "desc", limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
-        filters = scoped(filters, principal)
+        filters = scoped(filters, principal, db)
 
         def compute() -> dict[str, Any]:
             with figures.request(db, filters, clock(), policy) as r:
@@ -512,7 +542,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
     def trends(request: Request, db: Db, filters: Filtered, principal: Models, dimension: Dimension = "product",
                granularity: Granularity = "day", sort: TrendSort = "bucket", order: Order = "asc",
                limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
-        filters = scoped(filters, principal)
+        filters = scoped(filters, principal, db)
 
         def compute() -> dict[str, Any]:
             with figures.request(db, filters, clock(), policy) as r:
@@ -530,15 +560,17 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
     def export_dataset(dataset: Dataset, filters: Filtered, principal: allowed(EXPORT),  # type: ignore[valid-type]
                        fmt: Fmt = "csv", dimension: Dimension = "product",
                        granularity: Granularity = "day") -> StreamingResponse:
-        filters = scoped(filters, principal)
-        # Only the event log holds personal data: shown to those who may see it, on record.
-        unmasked = dataset == "events" and shows_personal(principal, [EVERY_COMPLAINT], "export")
         # Its own cursor and view, closed by the stream: they must outlive this function.
         db = open_cursor()
+        try:
+            filters = scoped(filters, principal, db)
+        except BaseException:
+            db.close()
+            raise
         opened = figures.request(db, filters, clock(), policy)
         try:
             r = opened.__enter__()
-            made = (figures.events_rows(r, masked=not unmasked) if dataset == "events"
+            made = (figures.events_rows(r) if dataset == "events"
                     else DATASETS[dataset](r, dimension=dimension, granularity=granularity))
             reader = (r.db.sql(made.sql, params=made.params).to_arrow_reader(export.BATCH_ROWS)
                       if isinstance(made, Sql) else export.rows_reader(made))
@@ -559,6 +591,15 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
     return router
 
 
+def _any_event_between(db: duckdb.DuckDBPyConnection, after: datetime, until: datetime) -> bool:
+    """Whether an event occurred in (after, until]."""
+    try:
+        return db.execute("SELECT 1 FROM events WHERE occurred_at > ? AND occurred_at <= ? LIMIT 1",
+                          [after, until]).fetchone() is not None
+    except duckdb.CatalogException:  # no events table yet
+        return False
+
+
 def _replayed(replay: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """A replay of a complaint's events, or 409 when the node lacks its beginning."""
     try:
@@ -570,6 +611,7 @@ def _replayed(replay: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def create_read_app(db: CursorSource, authenticate: Authenticate, *, clock: Callable[[], datetime] = utc_now,
                     cache_seconds: float = DEFAULT_CACHE_SECONDS, timezone: str = DEFAULT_TIMEZONE,
                     policy: SlaPolicy | None = None, access_log: AccessLog | None = None,
+                    personal_data: PersonalData | None = None, chain_links: ChainLinks | None = None,
                     instants: InstantWindow | None = None,
                     as_of_granularity: int = DEFAULT_AS_OF_GRANULARITY) -> FastAPI:
     """The read API with the dashboard page, as an app of its own, over `db` (settings:
@@ -589,7 +631,8 @@ def create_read_app(db: CursorSource, authenticate: Authenticate, *, clock: Call
         ),
     )
     app.include_router(read_router(lambda: db, authenticate, clock=clock, cache_seconds=cache_seconds,
-                                   timezone=timezone, policy=policy, access_log=access_log,
+                                   timezone=timezone, policy=policy, access_log=access_log, personal_data=personal_data,
+                                   chain_links=chain_links,
                                    instants=instants, as_of_granularity=as_of_granularity))
     app.include_router(page_router())
 

@@ -9,7 +9,7 @@ and `mutate` applies it exactly as the write side did.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -19,6 +19,7 @@ from eventsourcing.utils import get_topic
 
 from aggregates.complaint import Complaint
 from aggregates.events import PAYLOADS
+from aggregates.sealed_fields import restored
 from aggregates.sla import SlaPolicy
 from projections import queries
 
@@ -27,15 +28,34 @@ COLUMNS = "complaint_version, event_type, occurred_at, recorded_at, actor, comma
 NOT_DIFFED = {"version", "modified_on", "updated_at", "updated_by", "created_on"}
 
 
-def _event(complaint_id: UUID, row: Sequence[Any]) -> Any:
+# Opens an event's sealed personal fields: (sealed, complaint id, version) -> the fields, or
+# None once the customer is erased; a LookupError when it cannot here (they stay sealed).
+# Given only for a principal who may see personal data.
+Opener = Callable[[str, UUID, int], dict[str, Any] | None]
+
+
+def _event(complaint_id: UUID, row: Sequence[Any], opener: Opener | None) -> tuple[Any, dict[str, Any]]:
+    """The Complaint event a row was, and its payload as shown: personal fields opened with
+    `opener`, or left sealed (`[sealed]`, masked free text) without one."""
     version, event_type, occurred_at, recorded_at, actor, command_id, correlation_id, payload, _ = row
-    fields = PAYLOADS[event_type].model_validate_json(payload).model_dump()
+    shown = json.loads(payload)
+    sealed = shown.pop("sealed", None)
+    fields = PAYLOADS[event_type].model_validate(shown).model_dump()
+    fields.pop("sealed", None)
+    if sealed is not None and opener is not None:
+        try:
+            originals = opener(sealed, complaint_id, version)
+        except LookupError:
+            originals = {}
+        restored(fields, originals)
+        restored(shown, originals)
     extra = {"originator_topic": get_topic(Complaint)} if event_type == "Registered" else {}
-    return getattr(Complaint, event_type)(
+    event = getattr(Complaint, event_type)(
         originator_id=complaint_id, originator_version=version, timestamp=recorded_at,
         actor=actor, occurred_at=occurred_at, command_id=command_id,
         correlation_id=correlation_id, acted_as=None, fingerprint=None, **fields, **extra,
     )
+    return event, shown
 
 
 class IncompleteHistory(Exception):
@@ -63,8 +83,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def state_at(db: duckdb.DuckDBPyConnection, complaint_id: UUID, *, version: int | None = None,
-             at: datetime | None = None) -> dict[str, Any] | None:
-    """The complaint as it was at `version`, or at the instant `at` (None: now)."""
+             at: datetime | None = None, opener: Opener | None = None) -> dict[str, Any] | None:
+    """The complaint as it was at `version`, or at the instant `at` (None: now); its
+    personal fields opened with `opener` (else as stored: sealed or masked)."""
     where, params = "", []
     if version is not None:
         where, params = "AND complaint_version <= ?", [version]
@@ -72,15 +93,17 @@ def state_at(db: duckdb.DuckDBPyConnection, complaint_id: UUID, *, version: int 
         where, params = "AND occurred_at <= ?", [at]
     complaint = None
     for row in _rows(db, complaint_id, where, params):
-        complaint = _event(complaint_id, row).mutate(complaint)
+        complaint = _event(complaint_id, row, opener)[0].mutate(complaint)
     return _jsonable(complaint.state()) if complaint is not None else None
 
 
-def history(db: duckdb.DuckDBPyConnection, complaint_id: UUID) -> list[dict[str, Any]]:
-    """Every event in order, with the fields of the complaint it changed (before, after)."""
+def history(db: duckdb.DuckDBPyConnection, complaint_id: UUID, opener: Opener | None = None) -> list[dict[str, Any]]:
+    """Every event in order, with the fields of the complaint it changed (before, after);
+    personal fields opened with `opener` (else as stored: sealed or masked)."""
     entries, complaint, before = [], None, {}
     for row in _rows(db, complaint_id):
-        complaint = _event(complaint_id, row).mutate(complaint)
+        event, shown = _event(complaint_id, row, opener)
+        complaint = event.mutate(complaint)
         after = _jsonable(complaint.state())
         changes = {
             key: {"before": before.get(key), "after": value}
@@ -92,7 +115,7 @@ def history(db: duckdb.DuckDBPyConnection, complaint_id: UUID) -> list[dict[str,
             "version": version, "event_type": event_type, "occurred_at": occurred_at,
             "recorded_at": recorded_at, "actor": actor, "command_id": command_id,
             "correlation_id": correlation_id, "position": position,
-            "payload": json.loads(payload), "changes": changes,
+            "payload": shown, "changes": changes,
         })
         before = after
     return entries

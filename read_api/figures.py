@@ -543,16 +543,18 @@ def complaints_rows(r: Request) -> Query:
                  " ORDER BY registered_at, complaint_id", r.params())
 
 
-# A registration's personal fields, masked.
-MASKED_PERSONAL = json.dumps({"customer_personal": {"name": MASK, "contact": MASK}})
+# A registration's personal fields masked, and no event's sealed ones: an export holds no
+# personal data, not even sealed (docs/privacy.md).
+MASKED_PERSONAL = json.dumps({"customer_personal": {"name": MASK, "contact": MASK}, "sealed": None})
+NO_SEALED = json.dumps({"sealed": None})
 
 
-def events_rows(r: Request, masked: bool = True) -> Query:
+def events_rows(r: Request) -> Query:
     """The event log in the period (for export), as of `now`, of the complaints the filters
-    pick; the customers' personal data masked unless `masked` is false."""
+    pick; no personal data (masked, free text as stored: masked)."""
     payload = ("CASE WHEN json_type(payload, '$.customer_personal') = 'OBJECT'"
-               f" THEN json_merge_patch(payload, '{MASKED_PERSONAL}')::VARCHAR ELSE payload::VARCHAR END"
-               if masked else "payload::VARCHAR")
+               f" THEN json_merge_patch(payload, '{MASKED_PERSONAL}')::VARCHAR"
+               f" ELSE json_merge_patch(payload, '{NO_SEALED}')::VARCHAR END")
     # The dimension filters (a team lead's team among them) pick the complaints.
     narrowed = f" AND complaint_id IN (SELECT complaint_id::UUID FROM {r.facts()})" if r.where() != "true" else ""
     return Query(

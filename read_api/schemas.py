@@ -387,6 +387,13 @@ class Change(BaseModel):
     after: Any
 
 
+class ChainLink(BaseModel):
+    link: str | None = Field(description="the event's keyed hash (hex), as stored with it; None: from before the chain")
+    intact: bool = Field(description="whether the link holds over the event's stored bytes and the link before it"
+                         " (a changed event shows alone; `complaints audit verify` checks the whole log)")
+    problem: str | None = Field(None, description="what is wrong, when it is not intact")
+
+
 class HistoryEntry(BaseModel):
     version: int
     event_type: str
@@ -398,6 +405,8 @@ class HistoryEntry(BaseModel):
     position: int
     payload: dict[str, Any]
     changes: dict[str, Change] = Field(description="complaint fields this event changed")
+    chain: ChainLink | None = Field(None, description="the event's link in its complaint's hash chain, checked"
+                                    " against the event store (None where this node cannot reach it)")
 
 
 class History(BaseModel):

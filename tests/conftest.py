@@ -243,6 +243,8 @@ def backbone_env(store: Path, read_db: Path, topic: str, bootstrap: str | None =
         COMPLAINTS_TOPIC=topic,
         COMPLAINTS_PARTITIONS="3",
         COMPLAINTS_DEV_ISSUER_KEY=str(ISSUER_KEY),
+        # The relay's signed checkpoints beside the test's store, never in the repository's var/.
+        COMPLAINTS_AUDIT_CHECKPOINTS=str(read_db.parent / "audit-checkpoints.jsonl"),
         PYTHONUNBUFFERED="1",
     )
     if bootstrap:

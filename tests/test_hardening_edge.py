@@ -359,6 +359,30 @@ def test_7_as_of_costs_one_computation_per_minute(read_history: History, monkeyp
     db.close()
 
 
+def test_7_as_of_is_rounded_by_the_events_alone_and_never_hides_one(read_history: History) -> None:
+    """Two read nodes with the same events gave two answers to one `as_of` (the scaled-out
+    topology test, once): one request came before the minute was over, one after, and
+    rounding depended on the clock. It depends on the events alone now."""
+    db = build_read_db(read_history.desk)
+    (last,) = db.execute("SELECT max(occurred_at) FROM events").fetchone()
+    last = last.astimezone(UTC)
+    if last.second == 0 and last.microsecond == 0:
+        last += timedelta(microseconds=1)  # an instant inside its minute (the event stays before it)
+    minute = last.replace(second=0, microsecond=0)
+    clocks = iter([minute + timedelta(seconds=59.9), minute + timedelta(seconds=61)] * 2)
+    app = create_read_app(db, AUTHENTICATE, clock=lambda: next(clocks), cache_seconds=0)
+    with TestClient(app, headers=bearer()) as client:
+        # An event in the minute before as_of: never rounded, whenever asked.
+        answers = [client.get("/sla", params={"as_of": last.isoformat(), "period": "all"}) for _ in range(2)]
+        assert [a.status_code for a in answers] == [200, 200], answers[0].text
+        assert answers[0].json() == answers[1].json()
+        # No event between the minute and as_of: rounded, whenever asked.
+        quiet = minute + timedelta(hours=1, seconds=30)
+        answers = [client.get("/sla", params={"as_of": quiet.isoformat(), "period": "all"}) for _ in range(2)]
+        assert answers[0].json() == answers[1].json()
+    db.close()
+
+
 def test_7_concurrent_identical_requests_share_one_computation() -> None:
     db = duckdb.connect()
     db.execute("CREATE TABLE events (position BIGINT, occurred_at TIMESTAMPTZ)")

@@ -54,6 +54,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "close": {},
     "reopen": {"reason": "again"},
     "escalate": {"level": 1, "reason": "slow"},
+    "erasure": {"legal_basis": "GDPR Art. 17(1)(a): the customer asked"},
     "withdraw": {"reason": "solved"},
     "mark-duplicate": {},  # duplicate_of filled in below
     "acknowledge": {"note": "on it"},
@@ -198,7 +199,9 @@ def call(service: Desk, method: str, path: str, who: DevUser | None, complaint: 
          alert: str | None = None) -> Any:
     concrete = (path.replace("{complaint_id}", complaint).replace("{dataset}", "complaints")
                 .replace("{alert_id}", alert or service.our_alert)
-                .replace("{subscription_id}", service.subscription).replace("{delivery_id}", service.delivery))
+                .replace("{subscription_id}", service.subscription).replace("{delivery_id}", service.delivery)
+                # A customer with no complaint: the walk must not erase the ones the other tests read.
+                .replace("{customer_id}", "C-never-complained"))
     auth = {"Authorization": f"Bearer {token}"} if token else (headers(who) if who else {})
     if method == "GET":
         return service.client.get(concrete, headers=auth)
@@ -233,6 +236,8 @@ def permission_of(method: str, path: str) -> str:
     if method == "POST":
         if path == "/complaints":
             return "register"
+        if path.endswith("/erasure"):
+            return "erase_personal_data"
         from commands.alerts import ALERT_COMMANDS
         from commands.models import COMPLAINT_COMMANDS
 
