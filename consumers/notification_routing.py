@@ -116,6 +116,8 @@ class Router:
                                                 "subject_type", "subject", "owner", "due_at", "evidence")}
             subject |= {"status": "open", "product": payload["subject"] if payload["subject_type"] == "product"
                         else None}
+        elif kind == "PersonalDataErased":  # the customer is no one to write to any more
+            subject |= {"contact": None, "sealed": None}
         elif kind in ("AlertAcknowledged", "AlertResolved"):
             subject["status"] = "acknowledged" if kind == "AlertAcknowledged" else "resolved"
         else:

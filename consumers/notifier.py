@@ -29,6 +29,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from aggregates.access import Principal
+from aggregates.customer_links import complaint_number
 from aggregates.envelope import EventEnvelope, parse
 from aggregates.subscription import Subscription
 from commands.alerts import RaiseAlert
@@ -133,7 +134,10 @@ class Notifier:
         planned: list[Planned] = []
         dead: list[SetAside] = []
         touched: dict[str, dict[str, Any]] = {}
+        erased: list[str] = []
         for envelope in self._envelopes(polled.values):
+            if envelope.event_type == "PersonalDataErased":
+                erased.append(complaint_number(envelope.complaint_id))
             try:
                 subject = self.router.follow(self.subjects, envelope)
                 listening = [s for s in self.subscriptions.values() if envelope.position >= s["from_position"]]
@@ -157,8 +161,8 @@ class Notifier:
                     continue
                 planned.append(plan)
         positions = {p: n for p, n in polled.next_positions.items() if self.positions.get(p) != n}
-        if planned or dead or positions:
-            new = self.outbox.save_plan(self.source.name, positions, planned, dead, touched, now)
+        if planned or dead or positions or erased:
+            new = self.outbox.save_plan(self.source.name, positions, planned, dead, touched, now, erased)
             self.positions.update(positions)
             if new:
                 for plan in planned:

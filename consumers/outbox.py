@@ -108,9 +108,11 @@ class Outbox:
         return subjects, subscriptions, positions
 
     def save_plan(self, source: str, positions: dict[int, int], planned: Sequence[Planned],
-                  dead: Sequence[SetAside], subjects: dict[str, dict[str, Any]], now: datetime) -> int:
+                  dead: Sequence[SetAside], subjects: dict[str, dict[str, Any]], now: datetime,
+                  erased: Sequence[str] = ()) -> int:
         """A batch's deliveries, dead letters, subjects and positions in one transaction;
-        returns how many deliveries are new."""
+        returns how many deliveries are new. The customer deliveries of the complaints
+        `erased` (their numbers) forget the customer's address, and those not made are not."""
         at = now.isoformat()
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -127,6 +129,12 @@ class Outbox:
                                 [(i, json.dumps(d)) for i, d in subjects.items()])
             self.db.executemany("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
                                 [(source, p, n) for p, n in positions.items()])
+            self.db.executemany(
+                "UPDATE deliveries SET endpoint = '[erased]',"
+                " last_error = CASE WHEN status IN ('pending', 'held') THEN 'not sent: the customer was erased'"
+                " ELSE last_error END, status = CASE WHEN status IN ('pending', 'held') THEN 'dead' ELSE status END"
+                " WHERE subscription LIKE 'customer:%' AND json_extract(notice, '$.data.complaint_number') = ?",
+                [(number,) for number in erased])
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")

@@ -21,6 +21,7 @@ import base64
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -822,6 +823,29 @@ def test_the_customer_gets_the_acknowledgement_in_chinese(world: World, smtp: Sm
     delivery = world.delivery(delivery_id)
     assert (delivery["subscription"], delivery["kind"], delivery["status"]) == ("customer:email", "email", "delivered")
     assert delivery["endpoint"] == address and history(delivery) == [("delivered", 250)]
+
+
+def test_an_erased_customer_is_written_to_no_more_and_their_address_is_forgotten(world: World, smtp: SmtpSink) -> None:
+    address = f"erase.me.{unique()}@example.com"
+    complaint_id = world.register(contact=address)
+    message = mail_to(smtp, address, 1)[0].message
+    delivery_id = re.fullmatch(r"<(msg_[0-9a-f]+)@example\.com>", message["Message-ID"]).group(1)  # type: ignore[union-attr]
+    customer = world.desk.get_complaint(complaint_id).customer["id"]
+    erased = world.post(f"/customers/{customer}/erasure", {"legal_basis": "PIPL Art. 47: the customer asked"})
+    assert erased.status_code == 200, erased.text
+    eventually(lambda: world.delivery(delivery_id)["endpoint"] == "[erased]", what="the delivery to forget the address")
+    # A change the customer would hear of, then another customer's: once theirs arrives, the
+    # notifier has passed the first one's, and wrote nothing to the erased customer.
+    world.command(complaint_id, "triage", category="billing", severity="minor")
+    world.command(complaint_id, "assign", team="billing", agent="billing-1")
+    other = f"still.here.{unique()}@example.com"
+    world.register(contact=other)
+    mail_to(smtp, other, 1)
+    assert len([m for m in smtp.messages if address in m.rcpt_tos]) == 1
+    assert world.notifier is not None
+    with sqlite3.connect(world.notifier.outbox.path) as outbox:
+        assert outbox.execute("SELECT count(*) FROM deliveries WHERE endpoint = ?", [address]).fetchone() == (0,)
+        assert outbox.execute("SELECT count(*) FROM subjects WHERE data LIKE ?", [f"%{address}%"]).fetchone() == (0,)
 
 
 def test_the_customer_gets_the_acknowledgement_in_english_when_so_configured(
