@@ -14,7 +14,7 @@ the raw ceilings measured in the same run.
    over the store (timed: the checkpointer's own rate).
 3. Each measurement `--runs` times, the best run reported (the machine is shared):
    - read: `audit_chain.log_rows` alone (the rows as plain tuples, batches of 20,000);
-   - read, NotificationRows as it is (sqlite3.Row rows: see the note in docs/benchmarks.md);
+   - read, NotificationRows (the relay's reader: plain tuples since the note in docs/benchmarks.md);
    - hash: over the rows in memory, one HMAC-SHA256 of the link's message and one SHA-256
      of the global chain per event, nothing else (the cryptography's ceiling): with
      `hmac.digest`, and with the key's pads hashed once (`hashlib` copies, as verify does:
@@ -185,7 +185,7 @@ def main() -> None:
 
     measurements: list[tuple[str, Callable[[], int]]] = [
         ("read: log_rows (plain tuples)", read_tuples),
-        ("read: NotificationRows as it is (sqlite3.Row)", read_notification_rows),
+        ("read: NotificationRows (the relay's reader)", read_notification_rows),
         ("hash: hmac.digest + one SHA-256 per event, rows in memory", hash_only),
         ("hash: HMAC from precomputed pads (as verify does) + one SHA-256, rows in memory", hash_pads),
         ("verify, rows in memory", verify_memory),

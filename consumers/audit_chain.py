@@ -150,17 +150,6 @@ def log_rows(recorder: Any, after: int = 0, batch: int = 20_000,
     """Every notification after `after`, in order, as plain tuples (position, originator id,
     version, topic, state); `on_batch(rows)` after each batch read (a progress bar)."""
     read: Callable[[int, int], Sequence[Row]] = NotificationRows(recorder)
-    statement = read.statement  # type: ignore[attr-defined]
-    if statement is not None:
-        def read(after: int, limit: int) -> Sequence[Row]:
-            # NotificationRows' query, on the sqlite3 cursor itself: eventsourcing's transaction
-            # yields its wrapper, where setting row_factory changes nothing (sqlite3.Row rows).
-            with recorder.datastore.transaction(commit=False) as cursor:
-                cursor = getattr(cursor, "sqlite_cursor", cursor)
-                cursor.row_factory = None
-                cursor.execute(statement, (after, limit))
-                rows: list[Row] = cursor.fetchall()
-                return rows
 
     def batches(after: int) -> Iterator[Sequence[Row]]:
         while rows := read(after, batch):
