@@ -198,9 +198,11 @@ class ComplaintDesk(Application):
             return self._replay(complaint, meta, command.action)
         if command.expected_version is not None and command.expected_version != complaint.version:
             raise VersionConflict(complaint, command.expected_version)
-        if command.occurred_at is None and meta.occurred_at < complaint.updated_at:
+        ahead = complaint.updated_at - meta.occurred_at
+        if command.occurred_at is None and timedelta(0) < ahead <= self.max_clock_skew:
             # The server's clock was read before the complaint was loaded, and another process
-            # changed it in between: the command happens now, after that change.
+            # changed it in between (its clock a little ahead, at most): the command happens
+            # after that change.
             meta = dataclasses.replace(meta, occurred_at=max(self.clock(), complaint.updated_at))
         if meta.occurred_at < complaint.updated_at:
             raise InvalidCommand(

@@ -130,3 +130,35 @@ def test_the_same_command_racing_with_itself_is_written_once(store_settings: Set
     assert sorted(a.replayed for a in answers) == [False, True]
     assert {a.version for a in answers} == {2}
     assert stored_versions(store_settings, complaint_id) == [1, 2]
+
+
+def test_a_command_whose_clock_another_process_overtook_happens_after_its_change(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two processes on one store: one reads its clock, the other changes the complaint with a
+    clock a moment ahead, then the first loads it. Once a 422 ("before the complaint's last
+    change", the automation's faults test caught it); now the command takes the time after that
+    change, when it is within the clocks' skew (and stays a 422 beyond it)."""
+    from datetime import UTC, datetime, timedelta
+
+    from commands.models import InvalidCommand
+    from tests.conftest import FakeClock
+
+    settings = Settings(store="sqlite", sqlite_path=tmp_path / "events.sqlite", aggregate_cache_size=0)
+    behind, ahead = FakeClock(datetime(2026, 12, 1, 9, tzinfo=UTC)), FakeClock(datetime(2026, 12, 1, 9, tzinfo=UTC))
+    first, second = open_desk(settings, clock=behind), open_desk(settings, clock=ahead)
+    try:
+        cid = first.register(RegisterComplaint(channel="web", customer={"id": "C-1"},
+                                               customer_personal={"name": "Li", "contact": "li@example.com"},
+                                               title="t", description="d"), OPERATOR).complaint_id
+        ahead.advance(seconds=1)
+        second.execute(cid, AddNote(text="from the other process"), OPERATOR)
+        done = first.execute(cid, AddNote(text="this one's clock is a second behind"), OPERATOR)
+        assert done.version == 3
+        assert first.get_complaint(cid).updated_at == ahead.now
+        ahead.advance(hours=1)  # far ahead: not a race, a clock to fix
+        second.execute(cid, AddNote(text="an hour ahead"), OPERATOR)
+        with pytest.raises(InvalidCommand, match="before the complaint's last change"):
+            first.execute(cid, AddNote(text="an hour behind"), OPERATOR)
+        assert first.get_complaint(cid).version == 4
+    finally:
+        first.close()
+        second.close()
