@@ -100,8 +100,6 @@ TEAM_BOUND: frozenset[Role] = frozenset({"agent", "supervisor"})
 TAKES_UNASSIGNED: frozenset[Role] = frozenset({"supervisor"})
 
 MASK = "[masked]"
-# The access log's name for views of many complaints at once (an export).
-EVERY_COMPLAINT = "*"
 
 
 def masked(value: object) -> object:

@@ -60,8 +60,8 @@ class AccessLog(Application):
         self.save(views)
 
     def views(self, complaint_id: UUID | str) -> list[dict[str, Any]]:
-        """Every recorded view of the complaint's personal data, oldest first (exports that
-        showed everyone's are under `aggregates.access.EVERY_COMPLAINT`)."""
+        """Every recorded view of the complaint's personal data, oldest first (exports, which
+        once showed everyone's, are under "*"; they show none now)."""
         try:
             found: PersonalDataViews = self.repository.get(PersonalDataViews.create_id(str(complaint_id)))
         except AggregateNotFoundError:

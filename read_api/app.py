@@ -570,8 +570,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         opened = figures.request(db, filters, clock(), policy)
         try:
             r = opened.__enter__()
-            made = (figures.events_rows(r) if dataset == "events"
-                    else DATASETS[dataset](r, dimension=dimension, granularity=granularity))
+            made = DATASETS[dataset](r, dimension=dimension, granularity=granularity)
             reader = (r.db.sql(made.sql, params=made.params).to_arrow_reader(export.BATCH_ROWS)
                       if isinstance(made, Sql) else export.rows_reader(made))
         except BaseException:
