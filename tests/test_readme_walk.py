@@ -57,3 +57,14 @@ def test_the_readme_rules_walk_works_as_written(tmp_path: Path) -> None:
                                   "run", "--demo-count", "0")
     assert [json.loads(a) for a in alerts] == [{"severity": "critical", "title_zh": "致命投诉（product_defect，ebike）",
                                                 "team": "tech-support", "complaint_id": complaint}]
+
+
+def test_the_readme_erasure_walk_works_as_written(tmp_path: Path) -> None:
+    """Personal data: opened for a role that may see it, masked for one that may not, and
+    `[erased]` once the customer is erased; the lines the README shows in its comments."""
+    *seen, erased, after = run_walk(tmp_path, r"```sh\n(API=http://127\.0\.0\.1:8000\n[^`]*?/erasure.*?)```", "serve")
+    script = re.search(r"```sh\n(API=http://127\.0\.0\.1:8000\n[^`]*?/erasure.*?)```",
+                       (ROOT / "README.md").read_text(), re.S).group(1)  # type: ignore[union-attr]
+    shown = [json.loads(line.split("# ", 1)[1]) for line in script.splitlines() if line.startswith("seen ")]
+    assert [json.loads(line) for line in (*seen, after)] == shown
+    assert json.loads(erased)["replayed"] is False and len(json.loads(erased)["complaints"]) == 1
