@@ -323,3 +323,16 @@ def keycloak():
     server = Keycloak(url)
     yield server
     server.close()
+
+
+# The longest files first. Two workers take whole files in the order they were collected
+# (`--dist loadfile`): a long one collected last ran alone at the end while the other worker
+# idled, which is how the 5-minute soak (test_soak.py sorts late) stretched `make test`.
+LONGEST_FIRST = ("test_soak.py", "test_topology.py", "test_backbone_faults.py", "test_notifier_faults.py",
+                 "test_automation_faults.py", "test_read_api_schemathesis.py", "test_command_api_schemathesis.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole, in order
+
