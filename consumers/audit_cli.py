@@ -9,15 +9,15 @@ in the typer context (the settings, the event store, the checkpointer). docs/pri
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional, Protocol
 from uuid import UUID
 
 import typer
+
+from consumers.cli import stop_on_signals
 
 log = logging.getLogger("consumers.audit_cli")
 
@@ -191,14 +191,7 @@ def checkpoints(
         typer.echo(f"{len(records)} checkpoints; the last: {records[-1]}")
         return
     checkpointer = wiring.audit_checkpointer
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("%s received: stopping the checkpointer", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    stop = stop_on_signals("stopping the checkpointer")
     try:
         if once:
             if not checkpointer.open():

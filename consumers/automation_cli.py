@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional, Protocol
 
 import typer
+
+from consumers.cli import stop_on_signals
 
 log = logging.getLogger("consumers.automation_cli")
 
@@ -81,13 +81,7 @@ def automation(
                 pass
             typer.echo(json.dumps(runner.status(), indent=2))
             return
-        stop = threading.Event()
-
-        def handler(signum: int, _frame: Any) -> None:
-            log.info("%s received: finishing the current step", signal.Signals(signum).name)
-            stop.set()
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop = stop_on_signals("finishing the current step")
         wiring.serve_operations(lambda: None if runner.caught_up.is_set() else "the automation to catch up")
         typer.echo(f"automation (rules {runner.rules.version}) on {runner.source.name}; state {path}")
         runner.run(stop)

@@ -85,12 +85,13 @@ def _wiring(ctx: typer.Context) -> Wiring:
     return wiring
 
 
-def _stop_on_signals() -> threading.Event:
-    """SIGTERM and SIGINT finish the current batch, then stop."""
+def stop_on_signals(then: str = "finishing the current batch") -> threading.Event:
+    """An event SIGTERM and SIGINT set (logged with what the process does `then`): a
+    following process finishes its step, then stops."""
     stop = threading.Event()
 
     def handler(signum: int, _frame: Any) -> None:
-        log.info("%s received: finishing the current batch", signal.Signals(signum).name)
+        log.info("%s received: %s", signal.Signals(signum).name, then)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
@@ -126,7 +127,7 @@ def relay(
     except ValueError as error:
         _fail(str(error))
         return
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     the_relay: Any = None
 
     def ready() -> str | None:
@@ -174,7 +175,7 @@ def read_node(
         # writing process); uvicorn handles SIGTERM, then the consumer thread stops.
         wiring.serve_read_node(node, host, serve)
         return
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     wiring.serve_operations(lambda: None if node.caught_up.is_set() else f"the read node to catch up with {node.source.name}")
     try:
         if until_caught_up:
@@ -204,7 +205,7 @@ def replay(
     path = db or wiring.settings.read_db
     if not yes and not typer.confirm(f"drop every read model in {path} and rebuild it?"):
         raise typer.Exit(1)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     projectors = load_projectors(projector) if projector else None
     node = wiring.read_node(path, _source(source), projectors)
     try:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional, Protocol
 
 import typer
+
+from consumers.cli import stop_on_signals
 
 log = logging.getLogger("consumers.notifier_cli")
 
@@ -69,13 +69,7 @@ def notifier(
             runner.start_background()
             wiring.serve_notifier(runner, wiring.settings.host, port)
             return
-        stop = threading.Event()
-
-        def handler(signum: int, _frame: Any) -> None:
-            log.info("%s received: finishing the current step", signal.Signals(signum).name)
-            stop.set()
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop = stop_on_signals("finishing the current step")
         wiring.serve_operations(lambda: None if runner.caught_up.is_set() else "the notifier to catch up")
         runner.run(stop)
     finally:
