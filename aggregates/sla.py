@@ -6,8 +6,9 @@ Internally every instant is an integer count of microseconds since 1970-01-01 UT
 sums and differences are exact (no float drift over millions of calls); floats appear
 only at the public boundary.  Per local day a calendar has a fixed list of business
 windows as UTC instants; these are cached per (calendar engine, day), and the business
-time before a day is computed arithmetically (whole weeks + holiday and DST corrections),
-so no function ever walks time second by second or, for long spans, day by day.
+time before a day is computed arithmetically (whole weeks + corrections for holidays,
+make-up working days and DST), so no function ever walks time second by second or, for
+long spans, day by day.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pydantic import (
 )
 
 from aggregates.instants import EARLIEST, LATEST, InstantOutOfRange
+from aggregates.official_days import HOLIDAY_SOURCES, HolidaySource, official_days
 
 __all__ = [
     "Severity",
@@ -168,32 +170,45 @@ _Day = tuple[int, int, tuple[tuple[int, int], ...], int, int, int]
 #  cumulative business µs from the 1970-01-01 local day start to this day's start, ordinal)
 
 
+_Windows = tuple[tuple[int, int], ...]  # ((start µs, end µs) wall clock from local midnight)
+
+
 class _Engine:
     __slots__ = (
-        "tz_key", "tz", "week", "holidays", "nominal", "week_total", "prefix7",
-        "hol_sorted", "hol_prefix", "hol_epoch", "fixed", "guess_off", "_yd", "_S",
-        "_S_lo", "_S_hi", "__weakref__",
+        "tz_key", "tz", "week", "holidays", "make_up", "make_up_windows", "nominal",
+        "make_up_nominal", "week_total", "prefix7", "exc_days", "exc_prefix", "exc_epoch",
+        "fixed", "guess_off", "_yd", "_S", "_S_lo", "_S_hi", "__weakref__",
     )
 
     def __init__(
-        self, tz_key: str, week: tuple[tuple[tuple[int, int], ...], ...], holidays: frozenset[int]
+        self, tz_key: str, week: tuple[_Windows, ...], holidays: frozenset[int],
+        make_up: frozenset[int], make_up_windows: _Windows,
     ) -> None:
         self.tz_key = tz_key
         self.tz = ZoneInfo(tz_key)
-        self.week = week  # per weekday (Mon=0): ((start µs, end µs) wall clock from midnight)
-        self.holidays = holidays
+        self.week = week  # per weekday (Mon=0)
+        self.holidays = holidays  # day ordinals closed all day
+        self.make_up = make_up  # day ordinals worked with make_up_windows, whatever the weekday
+        self.make_up_windows = make_up_windows
         self.nominal = tuple(sum(e - s for s, e in w) for w in week)  # wall-clock µs/weekday
+        self.make_up_nominal = sum(e - s for s, e in make_up_windows)
         self.week_total = sum(self.nominal)
         # Business µs of the first r days counted from 1970-01-01 (a Thursday, weekday 3).
         self.prefix7 = [0] * 8
         for r in range(7):
             self.prefix7[r + 1] = self.prefix7[r] + self.nominal[(3 + r) % 7]
-        # Holidays remove their nominal weekday time; prefix sums make the correction O(log h).
-        self.hol_sorted = sorted(holidays)
-        self.hol_prefix = [0]
-        for h in self.hol_sorted:
-            self.hol_prefix.append(self.hol_prefix[-1] + self.nominal[(h - 1) % 7])
-        self.hol_epoch = self.hol_prefix[bisect_left(self.hol_sorted, _EPOCH_ORD)]
+        # The days off the weekly pattern: a holiday removes its weekday's time, a make-up
+        # day has its own hours instead. Prefix sums of these signed corrections make the
+        # correction before any day O(log h).
+        exceptions = sorted(
+            [(h, -self.nominal[(h - 1) % 7]) for h in holidays]
+            + [(m, self.make_up_nominal - self.nominal[(m - 1) % 7]) for m in make_up]
+        )
+        self.exc_days = [n for n, _ in exceptions]
+        self.exc_prefix = [0]
+        for _, delta in exceptions:
+            self.exc_prefix.append(self.exc_prefix[-1] + delta)
+        self.exc_epoch = self.exc_prefix[bisect_left(self.exc_days, _EPOCH_ORD)]
         self.fixed = _is_fixed_offset(tz_key)
         off = datetime(2026, 1, 1, tzinfo=UTC).astimezone(self.tz).utcoffset()
         self.guess_off = (off or timedelta(0)) // _ONE_US
@@ -202,7 +217,13 @@ class _Engine:
         self._S_lo = self._S_hi = 1970
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickle/deepcopy rebuild the caches
-        return (_Engine, (self.tz_key, self.week, self.holidays))
+        return (_Engine, (self.tz_key, self.week, self.holidays, self.make_up, self.make_up_windows))
+
+    def _plan(self, n: int) -> tuple[_Windows, int]:
+        """Day `n`'s wall-clock windows and their nominal µs (holidays aside)."""
+        if n in self.make_up:
+            return self.make_up_windows, self.make_up_nominal
+        return self.week[(n - 1) % 7], self.nominal[(n - 1) % 7]
 
     # -- local wall clock -> UTC -------------------------------------------------------
 
@@ -232,10 +253,10 @@ class _Engine:
         end = self._resolve(n + 1, 0, False)
         if n in self.holidays:
             return start, end, (), 0
-        spec = self.week[(n - 1) % 7]
+        spec, nominal = self._plan(n)
         if end - start == _DAY_US:  # no offset change today: wall clock == elapsed time
             wins = tuple((start + s, start + e) for s, e in spec)
-            return start, end, wins, self.nominal[(n - 1) % 7]
+            return start, end, wins, nominal
         out: list[tuple[int, int]] = []
         for ws, we in spec:
             s = max(self._resolve(n, ws, False), start)
@@ -257,7 +278,7 @@ class _Engine:
             for e in sorted(_transition_days(self.tz, year)):
                 if e in self.holidays:
                     continue
-                delta = self.compute(e)[3] - self.nominal[(e - 1) % 7]
+                delta = self.compute(e)[3] - self._plan(e)[1]
                 if delta:
                     found.append((e, delta))
             r = self._yd[year] = tuple(found)
@@ -279,8 +300,8 @@ class _Engine:
         """Business µs from the start of local 1970-01-01 to the start of day `n`."""
         w, r = divmod(n - _EPOCH_ORD, 7)
         c = w * self.week_total + self.prefix7[r]
-        if self.hol_sorted:
-            c -= self.hol_prefix[bisect_left(self.hol_sorted, n)] - self.hol_epoch
+        if self.exc_days:
+            c += self.exc_prefix[bisect_left(self.exc_days, n)] - self.exc_epoch
         if not self.fixed:
             year = date.fromordinal(n).year
             c += self._dst_before_year(year)
@@ -436,7 +457,7 @@ def _check_windows(windows: tuple[WorkingWindow, ...]) -> tuple[WorkingWindow, .
     return ordered
 
 
-def _expand_holidays(v: Any) -> Any:
+def _expand_days(v: Any) -> Any:
     """Accept dates plus "YYYY-MM-DD..YYYY-MM-DD" ranges (inclusive)."""
     if isinstance(v, (str, date)):
         v = [v]
@@ -447,25 +468,51 @@ def _expand_holidays(v: Any) -> Any:
         if isinstance(item, str) and ".." in item:
             a, b = (date.fromisoformat(p.strip()) for p in item.split("..", 1))
             if b < a:
-                raise ValueError(f"holiday range {item!r} ends before it starts")
+                raise ValueError(f"range {item!r} ends before it starts")
             out.extend(a + timedelta(days=i) for i in range((b - a).days + 1))
         else:
             out.append(item)
     return out
 
 
+_DayWindows = Annotated[tuple[WorkingWindow, ...], AfterValidator(_check_windows)]
+
+
+def _days_in_effect(
+    source: HolidaySource | None, holidays: frozenset[date], make_up_days: frozenset[date]
+) -> tuple[frozenset[date], frozenset[date]]:
+    """(closed days, make-up days): the source's, where the calendar's own days do not
+    say otherwise, plus the calendar's own."""
+    if source is None:
+        return holidays, make_up_days
+    official = official_days(source)
+    return (
+        holidays | (official.closures - make_up_days),
+        make_up_days | (official.make_up_days - holidays),
+    )
+
+
 class BusinessCalendar(BaseModel):
-    """Time zone + weekly working windows + holidays; all arithmetic is DST-correct."""
+    """Time zone + weekly working windows + holidays and make-up working days (调休);
+    all arithmetic is DST-correct."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     timezone: str
-    week: dict[DayName, Annotated[tuple[WorkingWindow, ...], AfterValidator(_check_windows)]]
+    week: dict[DayName, _DayWindows]
+    # Public holidays and make-up days as published (aggregates.official_days), resolved
+    # at load; the calendar's own `holidays` and `make_up_days` come on top and win.
+    holidays_from: HolidaySource | None = None
     holidays: frozenset[date] = frozenset()
+    make_up_days: frozenset[date] = frozenset()  # worked whatever their weekday
+    # None: the hours of Monday to Friday, which must then be the same.
+    make_up_hours: _DayWindows | None = Field(default=None, validate_default=True)
 
     _engine: _Engine = PrivateAttr()
     _key: tuple[Any, ...] = PrivateAttr()
+    _closed: frozenset[date] = PrivateAttr()
+    _worked: frozenset[date] = PrivateAttr()
 
     @field_validator("timezone")
     @classmethod
@@ -483,13 +530,35 @@ class BusinessCalendar(BaseModel):
             raise ValueError("the week has no working window; the SLA clock could never run")
         return v
 
-    @field_validator("holidays", mode="before")
+    @field_validator("holidays", "make_up_days", mode="before")
     @classmethod
     def _ranges(cls, v: Any) -> Any:
-        return _expand_holidays(v)
+        return _expand_days(v)
 
-    @field_serializer("holidays")
-    def _sorted_holidays(self, v: frozenset[date]) -> list[date]:
+    @field_validator("make_up_days")
+    @classmethod
+    def _not_also_closed(cls, v: frozenset[date], info: ValidationInfo) -> frozenset[date]:
+        both = sorted(v & info.data.get("holidays", frozenset()))
+        if both:
+            raise ValueError(f"{', '.join(map(str, both))}: both a holiday and a make-up day; keep one")
+        return v
+
+    @field_validator("make_up_hours")
+    @classmethod
+    def _hours_known(cls, v: tuple[WorkingWindow, ...] | None, info: ValidationInfo) -> Any:
+        if v is not None or not {"week", "holidays", "make_up_days"} <= info.data.keys():
+            return v  # given, or an earlier field failed (and is reported)
+        worked = _days_in_effect(info.data.get("holidays_from"), info.data["holidays"], info.data["make_up_days"])[1]
+        weekdays = {info.data["week"].get(d, ()) for d in DAY_NAMES[:5]}
+        if worked and (len(weekdays) != 1 or not any(weekdays)):
+            raise ValueError(
+                "make-up days work Monday to Friday's hours, but those differ or are closed: "
+                'give the hours, e.g. make_up_hours = ["09:00-12:00", "13:00-18:00"]'
+            )
+        return v
+
+    @field_serializer("holidays", "make_up_days")
+    def _sorted_days(self, v: frozenset[date]) -> list[date]:
         # Set order follows date hashes, which are seeded per process: sort so that dumps
         # (and fingerprints taken from them) are stable across runs.
         return sorted(v)
@@ -498,8 +567,24 @@ class BusinessCalendar(BaseModel):
         week = tuple(
             tuple(w.span_us for w in self.week.get(d, ())) for d in DAY_NAMES  # type: ignore[call-overload]
         )
-        self._key = (self.name, self.timezone, week, self.holidays)
-        self._engine = _Engine(self.timezone, week, frozenset(h.toordinal() for h in self.holidays))
+        hours = self.make_up_hours if self.make_up_hours is not None else self.week.get("mon", ())
+        make_up_windows = tuple(w.span_us for w in hours)
+        self._closed, self._worked = _days_in_effect(self.holidays_from, self.holidays, self.make_up_days)
+        self._key = (self.name, self.timezone, week, self._closed, self._worked, make_up_windows)
+        self._engine = _Engine(
+            self.timezone, week, frozenset(d.toordinal() for d in self._closed),
+            frozenset(d.toordinal() for d in self._worked), make_up_windows,
+        )
+
+    @property
+    def all_holidays(self) -> frozenset[date]:
+        """Every day the calendar is closed: its own holidays and its source's."""
+        return self._closed
+
+    @property
+    def all_make_up_days(self) -> frozenset[date]:
+        """Every make-up working day: its own and its source's."""
+        return self._worked
 
     # Frozen pydantic models hash their fields; a dict field is unhashable, so hash the
     # normalised spec instead (equal calendars share hash and equality).
@@ -586,8 +671,28 @@ class SlaPolicy(BaseModel):
 
     version: str = Field(min_length=1)
     warning_before_minutes: Annotated[int, Field(ge=0, strict=True)] = 15
+    # The share of clocks the desk aims to meet in time: the dashboards' target line.
+    target_attainment: Annotated[float, Field(gt=0, le=1)] = 0.9
     calendars: dict[str, BusinessCalendar]
     rules: list[SlaRule] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_names_the_days_data(cls, data: Any) -> Any:
+        # A calendar whose days come from a package changes when the package does (next
+        # year's days, a corrected one) while the file stays the same: the data's tag is
+        # part of the version recorded at triage, so one version is one set of days.
+        if not isinstance(data, dict) or not isinstance(data.get("version"), str):
+            return data
+        calendars = data.get("calendars")
+        sources = {
+            c.get("holidays_from") if isinstance(c, dict) else getattr(c, "holidays_from", None)
+            for c in (calendars.values() if isinstance(calendars, dict) else ())
+        }
+        suffix = "".join(f"+{official_days(s).tag}" for s in HOLIDAY_SOURCES if s in sources)
+        if not data["version"] or data["version"].endswith(suffix):  # empty: min_length says so
+            return data
+        return {**data, "version": data["version"] + suffix}
 
     @field_validator("calendars", mode="before")
     @classmethod

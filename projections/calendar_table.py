@@ -14,11 +14,14 @@ events that arrive, one either side, and nothing between them. Each run of cover
 ends in a gap marker, a row of no length whose `cum_us` is NULL at the local midnight
 that starts the first year not covered: an instant in a gap finds the marker, not a window
 from before the gap, so the join answers NULL there instead of a wrong figure (the SLA
-queries only ever ask for instants of events, whose years are covered). Only the years
-of the domain's window of instants (`aggregates.instants`: 1970 to 2200) and one either
-side may be covered: an event outside the window is poison (`projections.facts`) and asks
-for nothing here, and a year further out is refused (InstantOutOfRange) before any window
-is computed. So one event costs at most three calendar-years per calendar, wherever it
+queries only ever ask for instants of events, whose years are covered). Each run also
+starts with a marker, a row of no length with the cumulative figure at the local
+midnight that starts its first year, unless a window starts right there: an instant of
+that year before its first window (New Year's Day is a holiday) finds it, not nothing.
+Only the years of the domain's window of instants (`aggregates.instants`: 1970 to 2200)
+and one either side may be covered: an event outside the window is poison
+(`projections.facts`) and asks for nothing here, and a year further out is refused
+(InstantOutOfRange) before any window is computed. So one event costs at most three calendar-years per calendar, wherever it
 lies: before, a year-9999 event asked for every year from the last event's to 10000
 (8.6 minutes, 2.6 GB, then `year 10000 is out of range`).
 """
@@ -26,10 +29,12 @@ lies: before, a year-9999 event asked for every year from the last event's to 10
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -64,10 +69,15 @@ def cum_us(calendar: BusinessCalendar, t: datetime) -> int:
     return round(Fraction(calendar.cumulative_business_seconds(t)) * 1_000_000)
 
 
+@lru_cache(maxsize=64)
 def fingerprint(calendar: BusinessCalendar) -> str:
-    """Changes whenever the calendar's hours, zone or holidays change."""
-    spec = calendar.model_dump_json(exclude={"name"})
-    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+    """Changes whenever the calendar's hours, zone, holidays or make-up days change,
+    those its holiday source gives it included (a newer package may move a day)."""
+    spec = calendar.model_dump(mode="json", exclude={"name"}) | {
+        "holidays": sorted(d.isoformat() for d in calendar.all_holidays),
+        "make_up_days": sorted(d.isoformat() for d in calendar.all_make_up_days),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def create_schema(db: duckdb.DuckDBPyConnection, temp: bool = False) -> None:
@@ -155,9 +165,10 @@ def ensure_years(
         if missing:
             grown.append((name, calendar, covered | set(missing)))
     if year_rows:
-        for name, calendar, now_covered in grown:  # the gap markers, after every run
-            db.execute(f"DELETE FROM {WINDOWS} WHERE calendar = ? AND cum_us IS NULL", [name])
+        for name, calendar, now_covered in grown:  # the markers around every run
+            db.execute(f"DELETE FROM {WINDOWS} WHERE calendar = ? AND start_us = end_us", [name])
             added.extend((name, s, s, None) for s in gap_markers(calendar, now_covered))
+            added.extend((name, s, s, c) for s, c in run_starts(calendar, now_covered))
         windows = pa.table(
             {
                 "calendar": [r[0] for r in added],
@@ -192,6 +203,22 @@ def gap_markers(calendar: BusinessCalendar, years: set[int]) -> list[int]:
     """µs of the local midnights starting the first year after each run of `years`."""
     zone = ZoneInfo(calendar.timezone)
     return [to_us(datetime(year + 1, 1, 1, tzinfo=zone)) for year in sorted(years) if year + 1 not in years]
+
+
+def run_starts(calendar: BusinessCalendar, years: set[int]) -> list[tuple[int, int]]:
+    """(µs, cum µs) of the local midnights starting each run of `years`, where no window
+    starts (a window starting there answers from there itself; a marker beside it would
+    tie with it in the join)."""
+    zone = ZoneInfo(calendar.timezone)
+    starts = []
+    for year in sorted(years):
+        if year - 1 in years:
+            continue
+        midnight = datetime(year, 1, 1, tzinfo=zone)
+        first = calendar.business_windows(date(year, 1, 1))
+        if not first or first[0][0] != midnight:
+            starts.append((to_us(midnight), cum_us(calendar, midnight)))
+    return starts
 
 
 def covers(db: duckdb.DuckDBPyConnection, calendars: Mapping[str, BusinessCalendar], years: Iterable[int]) -> bool:

@@ -1,9 +1,9 @@
 """Random complaint histories for the read-model tests, made by the real domain.
 
 Hypothesis draws a list of steps; each step moves a controllable clock on (minutes to
-days, so histories cross midnights, weekends and the 2027 Spring Festival holidays) and
-sends one command through `ComplaintDesk` to a new or an existing complaint, chosen
-among the actions its current status allows. Commands the domain refuses are skipped.
+days, so histories cross midnights, weekends, the 2026 Spring Festival holidays and the
+make-up working Saturdays around them) and sends one command through `ComplaintDesk` to
+a new or an existing complaint, chosen among the actions its current status allows. Commands the domain refuses are skipped.
 The stored events become envelopes exactly as the relay would make them.
 """
 
@@ -23,8 +23,9 @@ from aggregates.envelope import EventEnvelope
 from consumers.stored_events import envelopes as envelopes_of
 from tests.identity import OPERATOR
 
-# Thursday 2027-02-04 09:30 in Shanghai: the Spring Festival closes 02-06..02-12.
-START = datetime(2027, 2, 4, 1, 30, tzinfo=UTC)
+# Thursday 2026-02-12 09:30 in Shanghai: Saturday 02-14 is worked, the Spring Festival
+# closes 02-15..02-23, Saturday 02-28 is worked (aggregates/sla_policy.toml: chinese-calendar).
+START = datetime(2026, 2, 12, 1, 30, tzinfo=UTC)
 DELTAS = [timedelta(0), timedelta(minutes=1), timedelta(minutes=7), timedelta(minutes=40),
           timedelta(hours=3), timedelta(hours=9), timedelta(days=1), timedelta(days=2, hours=5),
           timedelta(days=5)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -56,20 +57,29 @@ def day_windows(draw: st.DrawFn) -> list[str]:
     return out
 
 
+# Days near the instants drawn below: the calendars' holidays and make-up days.
+special_days = st.frozensets(
+    st.one_of(
+        st.dates(date(2026, 1, 1), date(2027, 12, 31)),
+        st.builds(lambda t, k: t.date() + timedelta(days=k), st.sampled_from(TRANSITIONS), st.integers(-3, 3)),
+    ),
+    max_size=12,
+)
+
+
 @st.composite
 def calendars(draw: st.DrawFn) -> BusinessCalendar:
-    week = {d: draw(day_windows()) for d in DAYS}
+    # Half the calendars work the same hours Monday to Friday, so that their make-up days
+    # may take those (no make_up_hours); the others must say their make-up hours.
+    same_weekdays = draw(st.booleans())
+    weekday = draw(day_windows())
+    week = {d: weekday if same_weekdays and i < 5 else draw(day_windows()) for i, d in enumerate(DAYS)}
     assume(any(week.values()))
-    holidays = draw(
-        st.frozensets(
-            st.one_of(
-                st.dates(date(2026, 1, 1), date(2027, 12, 31)),
-                st.builds(lambda t, k: t.date() + timedelta(days=k), st.sampled_from(TRANSITIONS), st.integers(-3, 3)),
-            ),
-            max_size=12,
-        )
-    )
-    return BusinessCalendar(name="random", timezone=draw(st.sampled_from(ZONES)), week=week, holidays=holidays)
+    holidays = draw(special_days)
+    make_up = draw(special_days) - holidays
+    hours = None if same_weekdays and weekday and draw(st.booleans()) else draw(day_windows())
+    return BusinessCalendar(name="random", timezone=draw(st.sampled_from(ZONES)), week=week, holidays=holidays,
+                            make_up_days=make_up, make_up_hours=hours)
 
 
 instants = st.one_of(
@@ -100,6 +110,77 @@ def windows_between(cal: BusinessCalendar, a: datetime, b: datetime) -> float:
     total = timedelta(0)
     for d in local_days_around(cal, a, b):
         for s, e in cal.business_windows(d):
+            if min(e, b) > max(s, a):
+                total += min(e, b) - max(s, a)
+    return total.total_seconds()
+
+
+# --- an independent oracle: the local wall clock, minute by minute -------------------------
+# Every zone above changes its offset on whole minutes and windows start and end on
+# quarter hours, so a walk over whole minutes is exact. The semantics it spells out
+# (docs/sla.md): a window runs from the first minute of its local day at which the wall
+# clock shows its start or later, to the last minute at which it shows its end (in a
+# fall-back fold, the second time), or, for an end the clock skips or 24:00, to the first
+# minute past it; windows of one day count once where they meet.
+
+
+@lru_cache(maxsize=4096)
+def wall_minutes(zone: str, day: date) -> tuple[tuple[int, int], ...]:
+    """(UTC minute since the epoch, wall-clock minute of the day) of the local `day`."""
+    tz = ZoneInfo(zone)
+    first = (date.toordinal(day) - date(1970, 1, 1).toordinal()) * 1440 - 15 * 60  # offsets are within ±15 h
+    out = []
+    for m in range(first, first + 54 * 60):
+        local = datetime.fromtimestamp(m * 60, tz)
+        if local.date() == day:
+            out.append((m, local.hour * 60 + local.minute))
+    return tuple(out)
+
+
+def wall(t: time) -> int:
+    return t.hour * 60 + t.minute
+
+
+def oracle_windows(cal: BusinessCalendar, day: date) -> list[tuple[datetime, datetime]]:
+    """The day's business windows as UTC instants, from the calendar's definition alone."""
+    if day in cal.holidays:
+        return []
+    if day in cal.make_up_days:
+        plan = cal.make_up_hours if cal.make_up_hours is not None else cal.week["mon"]
+    else:
+        plan = cal.week.get(DAYS[day.weekday()], ())  # type: ignore[call-overload]
+    minutes = wall_minutes(cal.timezone, day)
+    spans: list[list[int]] = []
+    for w in plan:
+        start, end = wall(w.start), 1440 if w.ends_at_midnight else wall(w.end)
+        opened = [m for m, c in minutes if c >= start]
+        shown = [m for m, c in minutes if c == end]
+        past = [m for m, c in minutes if c > end] or [minutes[-1][0] + 1]
+        if not opened:
+            continue
+        a, b = opened[0], shown[-1] if shown else past[0]
+        if b <= a:
+            continue
+        if spans and a <= spans[-1][1]:
+            spans[-1][1] = max(b, spans[-1][1])
+        else:
+            spans.append([a, b])
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return [(epoch + timedelta(minutes=a), epoch + timedelta(minutes=b)) for a, b in spans]
+
+
+def joined(windows: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Windows that touch as one (the same business time either way)."""
+    out: list[tuple[datetime, datetime]] = []
+    for s, e in windows:
+        out[-1:] = [(out[-1][0], e)] if out and s == out[-1][1] else [*out[-1:], (s, e)]
+    return out
+
+
+def oracle_between(cal: BusinessCalendar, a: datetime, b: datetime) -> float:
+    total = timedelta(0)
+    for d in local_days_around(cal, a, b):
+        for s, e in oracle_windows(cal, d):
             if min(e, b) > max(s, a):
                 total += min(e, b) - max(s, a)
     return total.total_seconds()
@@ -145,12 +226,62 @@ def test_additivity_and_cumulative(cal: BusinessCalendar, a: datetime, x: int, y
 def test_holidays_never_count(cal: BusinessCalendar, a: datetime, x: int, d: float) -> None:
     b = a + timedelta(seconds=x)
     holiday = a.astimezone(ZoneInfo(cal.timezone)).date()
-    closed = cal.model_copy(update={"holidays": cal.holidays | {holiday}})
+    closed = cal.model_copy(update={"holidays": cal.holidays | {holiday}, "make_up_days": cal.make_up_days - {holiday}})
     assert closed.business_windows(holiday) == []
     midnight = datetime.combine(holiday, time(0), ZoneInfo(cal.timezone))
     assert closed.business_seconds_between(midnight, midnight + timedelta(days=1)) == 0.0
     assert closed.business_seconds_between(a, b) <= cal.business_seconds_between(a, b)
     assert closed.add_business_seconds(a, d) >= cal.add_business_seconds(a, d)
+
+
+ORACLE_SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@ORACLE_SETTINGS
+@given(calendars(), instants, st.integers(0, 9 * 86_400))
+def test_business_time_is_the_wall_clock_walk(cal: BusinessCalendar, a: datetime, x: int) -> None:
+    """Windows per day, sums, and cumulative figures agree with the minute-by-minute walk,
+    on holidays, make-up days and DST days alike."""
+    b = a + timedelta(seconds=x, microseconds=x % 7)
+    for day in local_days_around(cal, a, b):
+        assert joined(cal.business_windows(day)) == joined(oracle_windows(cal, day)), day
+    expected = oracle_between(cal, a, b)
+    assert cal.business_seconds_between(a, b) == pytest.approx(expected, abs=TOL)
+    assert cal.cumulative_business_seconds(b) - cal.cumulative_business_seconds(a) == pytest.approx(expected, abs=1e-5)
+
+
+@ORACLE_SETTINGS
+@given(calendars(), instants, st.integers(0, 3 * 86_400).map(float))
+def test_due_times_are_the_wall_clock_walks(cal: BusinessCalendar, start: datetime, d: float) -> None:
+    due = cal.add_business_seconds(start, d)
+    assert oracle_between(cal, start, due) == pytest.approx(d, abs=TOL)
+    if d:  # the earliest such instant: inside one of the walk's windows or at its end
+        windows = [w for day in local_days_around(cal, due, due) for w in oracle_windows(cal, day)]
+        assert any(s < due <= e for s, e in windows)
+
+
+@SETTINGS
+@given(calendars(), instants, st.integers(0, WEEKS6), durations)
+def test_a_make_up_day_counts_its_hours(cal: BusinessCalendar, a: datetime, x: int, d: float) -> None:
+    b = a + timedelta(seconds=x)
+    day = b.astimezone(ZoneInfo(cal.timezone)).date()
+    assume(day not in cal.holidays)
+    worked = cal.model_copy(update={"make_up_days": cal.make_up_days | {day}})
+    # The day now has the make-up hours (whatever its weekday) and nothing else changes.
+    assert joined(worked.business_windows(day)) == joined(oracle_windows(worked, day))
+    assert [worked.business_windows(n) for n in (day - timedelta(days=1), day + timedelta(days=1))] == [
+        cal.business_windows(n) for n in (day - timedelta(days=1), day + timedelta(days=1))]
+    on_the_day = sum((e - s).total_seconds() for s, e in worked.business_windows(day))
+    was = sum((e - s).total_seconds() for s, e in cal.business_windows(day))
+    start = a - timedelta(days=2)
+    assert worked.business_seconds_between(start, b + timedelta(days=2)) == pytest.approx(
+        cal.business_seconds_between(start, b + timedelta(days=2)) + on_the_day - was, abs=TOL)
+    # Whole days later, everything has shifted by the day's difference.
+    far = b + timedelta(days=30)
+    assert worked.cumulative_business_seconds(far) - cal.cumulative_business_seconds(far) == pytest.approx(
+        on_the_day - was, abs=1e-5)
+    due = worked.add_business_seconds(a, d)
+    assert worked.business_seconds_between(a, due) == pytest.approx(d, abs=TOL)
 
 
 # Pauses as (offset from the start, length) so that they actually overlap the clock.
@@ -277,8 +408,12 @@ def business() -> BusinessCalendar:
         (datetime(2026, 11, 4, 17, 0), 60, datetime(2026, 11, 4, 18, 0)),  # ends exactly at closing
         (datetime(2026, 11, 4, 12, 15), 30, datetime(2026, 11, 4, 13, 30)),  # registered over lunch
         (datetime(2026, 11, 7, 10, 0), 60, datetime(2026, 11, 9, 10, 0)),  # registered on Saturday
-        (datetime(2026, 12, 31, 17, 0), 120, datetime(2027, 1, 4, 10, 0)),  # New Year holiday + weekend
-        (datetime(2027, 2, 5, 17, 0), 120, datetime(2027, 2, 15, 10, 0)),  # Spring Festival closure
+        (datetime(2025, 12, 31, 17, 0), 120, datetime(2026, 1, 4, 10, 0)),  # New Year holidays, then a make-up Sunday
+        (datetime(2025, 1, 24, 17, 0), 120, datetime(2025, 1, 26, 10, 0)),  # make-up Sunday before the Spring Festival
+        (datetime(2025, 1, 27, 17, 0), 120, datetime(2025, 2, 5, 10, 0)),  # Spring Festival closure 01-28..02-04
+        (datetime(2025, 2, 7, 17, 30), 60, datetime(2025, 2, 8, 9, 30)),  # make-up Saturday after it
+        (datetime(2026, 9, 30, 17, 0), 120, datetime(2026, 10, 8, 10, 0)),  # National Day 10-01..10-07
+        (datetime(2026, 10, 9, 17, 0), 120, datetime(2026, 10, 10, 10, 0)),  # make-up Saturday 10-10
         (datetime(2026, 11, 2, 9, 0), 2880, datetime(2026, 11, 9, 18, 0)),  # 48 business hours = 6 days
         (datetime(2026, 11, 2, 9, 0), 12000, datetime(2026, 12, 4, 18, 0)),  # 5 weeks: Friday closing
     ],

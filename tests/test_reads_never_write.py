@@ -51,9 +51,9 @@ BATCH = 25
 def other_policy(tmp: Path) -> SlaPolicy:
     """The packaged policy with another version, warning time and business calendar."""
     text = (Path(__file__).resolve().parent.parent / "aggregates" / "sla_policy.toml").read_text()
-    text = text.replace('version = "2026-11-01"', 'version = "reads-never-write"', 1)
+    text = text.replace('version = "2026-12-03"', 'version = "reads-never-write"', 1)
     text = text.replace("warning_before_minutes = 15", "warning_before_minutes = 90", 1)
-    text = text.replace('mon = ["09:00-12:00", "13:00-18:00"]', 'mon = ["08:00-12:00", "13:00-19:00"]', 1)
+    text = text.replace('= ["09:00-12:00", "13:00-18:00"]', '= ["08:00-12:00", "13:00-19:00"]')  # Mon-Fri
     path = tmp / "other-policy.toml"
     path.write_text(text)
     policy = load_sla_policy(path)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
-from datetime import date, time
+from datetime import date, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 
+import chinese_calendar
 import pytest
 from pydantic import ValidationError
 
+from aggregates.official_days import official_days
 from aggregates.sla import (
     TWENTY_FOUR_SEVEN,
     BusinessCalendar,
@@ -55,13 +58,17 @@ def errors(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[tuple, str]
 
 def test_packaged_policy_loads() -> None:
     policy = load_sla_policy()
-    assert policy.version == "2026-11-01"
+    assert policy.version == f"2026-12-03+chinese-calendar-{chinese_calendar.__version__}"
     assert policy.warning_before_minutes == 15
     assert set(policy.calendars) == {"business", "always"}
     business = policy.calendars["business"]
     assert business.timezone == "Asia/Shanghai" and business.name == "business"
-    assert {date(2027, 1, 1), date(2027, 2, 6), date(2027, 2, 12)} <= business.holidays
-    assert date(2026, 12, 25) not in business.holidays
+    assert business.holidays_from == "chinese-calendar" and not business.holidays and not business.make_up_days
+    # The Spring Festival of 2025: closed 01-28..02-04, the Sunday before and the
+    # Saturday after worked.
+    assert {date(2025, 1, 28) + timedelta(days=i) for i in range(8)} <= business.all_holidays
+    assert {date(2025, 1, 26), date(2025, 2, 8)} <= business.all_make_up_days
+    assert date(2026, 12, 25) not in business.all_holidays
     assert [str(w) for w in business.week["mon"]] == ["09:00-12:00", "13:00-18:00"]
     assert "sat" not in business.week
     assert policy.calendars["always"].week["sun"][0].ends_at_midnight
@@ -176,12 +183,13 @@ def test_field_errors_name_the_path(tmp_path: Path, before: str, after: str, loc
     assert any(l[: len(loc)] == loc and message in m for l, m in found), found
 
 
-def test_models_are_frozen_hashable_and_picklable() -> None:
+def test_models_are_frozen_hashable_and_picklable(tmp_path: Path) -> None:
     policy = load_sla_policy()
     business = policy.calendars["business"]
     twin = BusinessCalendar.model_validate(business.model_dump())
     assert twin == business and hash(twin) == hash(business) and twin is not business
-    assert twin != business.model_copy(update={"holidays": frozenset()})
+    assert twin != business.model_copy(update={"holidays_from": None})
+    assert twin != business.model_copy(update={"make_up_days": frozenset({date(2026, 12, 19)})})
     with pytest.raises(ValidationError):
         business.name = "x"  # type: ignore[misc]
 
@@ -196,7 +204,111 @@ def test_models_are_frozen_hashable_and_picklable() -> None:
     assert WorkingWindow.model_validate("00:00-24:00").end == time(0)
     assert SlaTarget(first_response_minutes=1, resolution_minutes=2).next_response_minutes is None
     assert SlaPolicy.model_validate(policy.model_dump()) == policy
-    # Dumps are stable across processes (set order is hash-seeded): holidays come sorted.
-    holidays = business.model_dump()["holidays"]
-    assert holidays == sorted(business.holidays)
-    assert '"holidays":["2027-01-01","2027-02-06",' in business.model_dump_json()
+    # Dumps are stable across processes (set order is hash-seeded): days come sorted.
+    own = load_sla_policy(write(tmp_path, VALID.replace(
+        'holidays = [2027-01-01, "2027-02-06..2027-02-08"]',
+        'holidays = [2027-01-01, "2027-02-06..2027-02-08"]\nmake_up_days = [2027-02-20, 2027-01-30]\n'
+        'make_up_hours = ["09:00-12:00"]'))).calendars["business"]
+    assert own.model_dump()["holidays"] == sorted(own.holidays)
+    assert '"holidays":["2027-01-01","2027-02-06",' in own.model_dump_json()
+    assert '"make_up_days":["2027-01-30","2027-02-20"]' in own.model_dump_json()
+
+
+# --- make-up working days (调休) and holidays from chinese-calendar -------------------------
+
+
+def test_the_packaged_calendar_works_the_days_china_works() -> None:
+    """Every day the package covers, by its own API: open iff a working day in China."""
+    business = load_sla_policy().calendars["business"]
+    data = official_days("chinese-calendar")
+    assert (data.first_year, data.last_year) == (2004, 2026)
+    day = date(data.first_year, 1, 1)
+    while day.year <= data.last_year:
+        assert bool(business.business_windows(day)) == chinese_calendar.is_workday(day), day
+        day += timedelta(days=1)
+    # A make-up day has the weekday hours: 09:00-12:00 and 13:00-18:00 in Shanghai.
+    assert [(s.hour, e.hour) for s, e in business.business_windows(date(2025, 1, 26))] == [(1, 4), (5, 10)]
+
+
+# Monday is the only weekday with hours, so make-up days must say theirs.
+MAKE_UP = VALID.replace('holidays = [2027-01-01, "2027-02-06..2027-02-08"]', """holidays = [2027-01-01, "2027-02-06..2027-02-08"]
+make_up_days = ["2027-01-30..2027-01-31", 2027-02-20]
+make_up_hours = ["10:00-12:00"]""")
+
+
+def test_own_make_up_days_and_their_hours(tmp_path: Path) -> None:
+    business = load_sla_policy(write(tmp_path, MAKE_UP)).calendars["business"]
+    assert business.make_up_days == {date(2027, 1, 30), date(2027, 1, 31), date(2027, 2, 20)}
+    assert business.all_make_up_days == business.make_up_days and business.all_holidays == business.holidays
+    assert [(s.hour, e.hour) for s, e in business.business_windows(date(2027, 1, 30))] == [(2, 4)]  # 10-12 local
+    assert business.business_windows(date(2027, 1, 29)) == []  # a Friday: closed in this calendar
+    # Without make_up_hours they are Monday to Friday's, which must then agree.
+    no_hours = MAKE_UP.replace('make_up_hours = ["10:00-12:00"]\n', "")
+    with pytest.raises(ValidationError) as exc:
+        load_sla_policy(write(tmp_path, no_hours))
+    ((loc, msg),) = errors(exc)
+    assert loc == ("calendars", "business", "make_up_hours") and "give the hours" in msg
+    weekdays = "\n".join(f'{d} = ["08:00-16:00"]' for d in ("mon", "tue", "wed", "thu", "fri"))
+    office = load_sla_policy(write(tmp_path, no_hours.replace('mon = ["09:00-12:00", "13:00-18:00"]', weekdays)))
+    assert [(s.hour, e.hour) for s, e in office.calendars["business"].business_windows(date(2027, 1, 30))] == [(0, 8)]
+
+
+def test_a_day_both_closed_and_worked_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as exc:
+        load_sla_policy(write(tmp_path, MAKE_UP.replace("2027-02-20]", "2027-02-20, 2027-02-07]")))
+    ((loc, msg),) = errors(exc)
+    assert loc == ("calendars", "business", "make_up_days")
+    assert "2027-02-07: both a holiday and a make-up day" in msg
+
+
+def test_own_days_win_over_the_packages(tmp_path: Path) -> None:
+    text = VALID.replace('holidays = [2027-01-01, "2027-02-06..2027-02-08"]', """holidays_from = "chinese-calendar"
+holidays = [2025-01-26, 2025-12-24]
+make_up_days = [2025-01-28]
+make_up_hours = ["09:00-12:00", "13:00-18:00"]""")
+    business = load_sla_policy(write(tmp_path, text)).calendars["business"]
+    # 01-26 is the package's make-up Sunday, 01-28 its Spring Festival's eve: both turned round.
+    assert date(2025, 1, 26) in business.all_holidays and date(2025, 1, 26) not in business.all_make_up_days
+    assert date(2025, 1, 28) in business.all_make_up_days and date(2025, 1, 28) not in business.all_holidays
+    assert business.business_windows(date(2025, 1, 26)) == []
+    assert len(business.business_windows(date(2025, 1, 28))) == 2
+    assert date(2025, 12, 24) in business.all_holidays and date(2025, 2, 8) in business.all_make_up_days
+
+
+def test_unknown_holiday_source_is_rejected(tmp_path: Path) -> None:
+    text = VALID.replace('holidays = [2027-01-01, "2027-02-06..2027-02-08"]', 'holidays_from = "holidays"')
+    with pytest.raises(ValidationError) as exc:
+        load_sla_policy(write(tmp_path, text))
+    ((loc, msg),) = errors(exc)
+    assert loc == ("calendars", "business", "holidays_from") and "'chinese-calendar'" in msg
+
+
+# --- the version recorded at triage --------------------------------------------------------
+
+
+def test_the_version_names_the_holiday_data(tmp_path: Path) -> None:
+    """Days from a package change with it: its name and version are in the policy's."""
+    plain = load_sla_policy(write(tmp_path, VALID))
+    assert plain.version == "test-1"  # no package, nothing added
+    tagged = load_sla_policy(write(tmp_path, VALID.replace(
+        'timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\nholidays_from = "chinese-calendar"\n'
+        'make_up_hours = ["09:00-18:00"]', 1)))
+    assert tagged.version == f"test-1+chinese-calendar-{chinese_calendar.__version__}"
+    # Loading a dump again (a what-if, a pickle) keeps it as it is: one tag, not two.
+    assert SlaPolicy.model_validate(tagged.model_dump()).version == tagged.version
+    assert pickle.loads(pickle.dumps(tagged)).version == tagged.version
+    assert SlaPolicy(version="v", calendars=tagged.calendars, rules=tagged.rules).version == tagged.version.replace(
+        "test-1", "v")
+
+
+# The packaged policy as of its version: a change to its targets, rules or calendars (the
+# days its package gives included, by the tag) that keeps the version fails here. Bump
+# `version` in aggregates/sla_policy.toml, then record the new pair.
+PACKAGED = ("2026-12-03+chinese-calendar-1.11.0", "e1ed83bd67a2beff")
+
+
+def test_the_packaged_policy_changes_only_with_its_version() -> None:
+    policy = load_sla_policy()
+    # Defaults left out: a new field with a default changes no policy.
+    digest = hashlib.sha256(policy.model_dump_json(exclude={"version"}, exclude_defaults=True).encode()).hexdigest()[:16]
+    assert (policy.version, digest) == PACKAGED, "the packaged SLA policy changed: bump its version"
