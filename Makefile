@@ -4,17 +4,27 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# What is installed, each remade when pyproject.toml changes: running needs the package and
+# its dependencies only; the tests and benchmarks the dev extra too (pytest, Playwright, ...).
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/pip
+	$(BIN)/pip install -q -e .
+	touch $(RUN_STAMP)
+
+# Everything running needs is in it too: `make run` after `make test` installs nothing.
+$(STAMP): pyproject.toml | $(BIN)/pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP) $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/complaints run
 
 test: $(STAMP)

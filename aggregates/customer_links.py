@@ -28,6 +28,7 @@ from uuid import UUID, uuid5
 import jwt
 
 from aggregates.complaint import Status
+from aggregates.languages import by_preference
 
 Purpose = Literal["status", "survey"]
 PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
@@ -152,20 +153,7 @@ def choose_language(requested: str | None, accept_language: str | None) -> Langu
             return asked
     if not accept_language or not accept_language.strip():
         return "zh-CN"
-    ranked: list[tuple[float, int, str]] = []
-    for order, item in enumerate(accept_language.split(",")):
-        tag, _, params = item.strip().partition(";")
-        quality = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if tag and quality > 0:
-            ranked.append((-quality, order, tag))
-    for _, _, tag in sorted(ranked):
+    for tag in by_preference(accept_language):
         chosen = _language_of(tag)
         if chosen is not None:
             return chosen

@@ -10,10 +10,14 @@ they put processes together.
 from __future__ import annotations
 
 import logging
+import re
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
+import duckdb
 import typer
 
 from commands.cli import app as commands_app
@@ -21,6 +25,7 @@ from commands.personal_data_cli import app as personal_data_app
 from commands.subscriptions_cli import app as subscriptions_app
 from consumers.audit_cli import app as audit_app
 from consumers.automation_cli import app as automation_app
+from complaints.error_language import CHINESE, ENGLISH, system_language
 from complaints.logs import configure_logging
 from complaints.settings import get_settings
 from complaints.wiring import Wiring
@@ -103,6 +108,11 @@ def run(
     except RulesError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
+    # Another process holding the read node's file (a second `make run`) is told before this
+    # one starts anything: it would otherwise subscribe, deliver and serve, then fail.
+    read_db = read_db or settings.read_db
+    read_db.parent.mkdir(parents=True, exist_ok=True)
+    duckdb.connect(str(read_db)).close()
     desk = wiring.desk()
     empty = not wiring.store.recorder.max_notification_id()
     automation = wiring.automation(desk=desk)
@@ -128,8 +138,15 @@ def run(
         typer.echo(f"empty event store: loading {demo_count} demo complaints")
 
         def demo_then_automation() -> None:
-            load_demo(desk, demo_count, progress=False, stop=stop_demo.is_set)
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            started = time.monotonic()
+            # A progress bar in a terminal (the log lines printed above it); in a log file, none.
+            with logging_redirect_tqdm():
+                sent = load_demo(desk, demo_count, progress=sys.stderr.isatty(), stop=stop_demo.is_set)
             if not stop_demo.is_set():
+                log.info("demo data loaded: %d complaints (%d commands) in %.1f s", demo_count, sent,
+                         time.monotonic() - started)
                 automation.start_background()
         demo = threading.Thread(target=demo_then_automation, daemon=True, name="demo")
         demo.start()
@@ -206,8 +223,48 @@ app.add_typer(audit_app)  # `complaints audit verify|public-key|checkpoints` (co
 app.add_typer(personal_data_app)
 
 
+# DuckDB's words when another process has the file open (it names the holder's PID).
+_HELD = re.compile(r'Could not set lock on file "(?P<path>[^"]+)": Conflicting lock is held in'
+                   r' (?P<program>.+?) \(PID (?P<pid>\d+)\)')
+_HELD_BY = {
+    ENGLISH: "{path} is in use by process {pid} ({holder}), and a DuckDB file opens in one process at a time:"
+          " stop that process (kill {pid}) and try again, or use another file (--db / --read-db,"
+          " COMPLAINTS_READ_DB); while it runs, its read API and dashboards answer from this file.",
+    CHINESE: "{path} 正被进程 {pid}（{holder}）占用，而 DuckDB 文件同一时间只能由一个进程打开：请先停止该进程"
+             "（kill {pid}）再试，或换用另一个文件（--db / --read-db、COMPLAINTS_READ_DB）；"
+             "该进程运行期间，可通过它的读取 API 和看板查看此文件中的数据。",
+}
+
+
+def held_file(error: duckdb.IOException) -> str | None:
+    """One line for people on a DuckDB file another process holds (None: another IO error)."""
+    found = _HELD.search(str(error))
+    if found is None:
+        return None
+    import psutil
+
+    pid = int(found["pid"])
+    try:
+        command = psutil.Process(pid).cmdline()
+    except psutil.Error:  # gone already, or not ours to look at
+        command = [found["program"]]
+    # `python -m complaints.cli run ...` and `.venv/bin/complaints run ...` alike: `complaints run ...`
+    for start, part in enumerate(command):
+        if part in ("complaints.cli", "complaints") or part.endswith("/complaints"):
+            command = ["complaints", *command[start + 1:]]
+            break
+    return _HELD_BY[system_language()].format(path=found["path"], pid=pid, holder=" ".join(command))
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except duckdb.IOException as error:
+        line = held_file(error)
+        if line is None:
+            raise
+        typer.echo(line, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from commands.models import COMPLAINT_COMMANDS
-from scripts.serving import free_port
+from scripts.serving import free_port, wait_until_serving
 from tests.identity import ISSUER_KEY, bearer
 
 
@@ -86,3 +92,52 @@ def test_a_read_node_consumes_and_serves_the_read_api(tmp_path: Path) -> None:
     finally:
         node.terminate()
         node.wait(20)
+
+
+def run_env(**extra: str) -> dict[str, str]:
+    """`complaints run` as `make run` starts it (defaults under ./var), trusting the tests' tokens."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COMPLAINTS_")} | {
+        "COMPLAINTS_DEV_ISSUER_KEY": str(ISSUER_KEY), "PYTHONUNBUFFERED": "1"} | extra
+
+
+@contextmanager
+def running(tmp_path: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """`complaints run ARGS` in `tmp_path` (its var/ there) on a free port, serving: its
+    address, process and log; stopped at the end."""
+    port = free_port()
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "complaints.cli", "run", "--port", str(port), *args],
+                                   cwd=tmp_path, env=run_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/health", timeout=60)
+        yield f"http://127.0.0.1:{port}", process, log
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_a_second_run_and_figures_say_in_one_line_who_holds_the_read_file(tmp_path: Path) -> None:
+    """A second `make run`, or `read-models figures` while `make run` serves: one line naming
+    the process that holds the DuckDB file and what to do (in the user's language), no
+    traceback, a failing exit code; the first one serves on."""
+    with running(tmp_path, "--demo-count", "20") as (address, first, log):
+        deadline = time.monotonic() + 60
+        while "demo data loaded" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # `make run` tells when its demo data is in: how many complaints, how long it took.
+        assert re.search(r"demo data loaded: 20 complaints \(\d+ commands\) in \d+\.\d s", log.read_text()), \
+            log.read_text()[-3000:]
+        held = str(tmp_path / "var" / "read.duckdb")
+        for language, words in (("C.UTF-8", "is in use by process"), ("zh_CN.UTF-8", "正被进程")):
+            for second in (["run", "--port", str(free_port())], ["read-models", "figures"]):
+                done = subprocess.run([sys.executable, "-m", "complaints.cli", *second], cwd=tmp_path,
+                                      env=run_env(LANG=language), capture_output=True, text=True, timeout=120)
+                assert done.returncode != 0, (second, done.stdout)
+                assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+                line = done.stderr.strip()
+                assert held in line and words in line and f"{first.pid}" in line, line
+                assert f"complaints run --port {address.rsplit(':', 1)[1]}" in line, line
+                assert "COMPLAINTS_READ_DB" in line and done.stdout == "", (line, done.stdout)
+        assert first.poll() is None  # the first one serves on, as it did
+        assert httpx.get(f"{address}/ready").status_code == 200

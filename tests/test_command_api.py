@@ -131,6 +131,7 @@ def test_illegal_transition_is_409_with_the_state_and_changes_nothing(
     assert response.status_code == 409
     assert response.json() == {
         "detail": "cannot resolve a complaint that is received",
+        "type": "illegal_transition",
         "status": "received",
         "action": "resolve",
     }
