@@ -59,7 +59,8 @@ def serve_operations(host: str, port: int, *checks: Check) -> threading.Thread:
     """/health, /ready and /metrics of a headless process, on a thread of their own."""
     import uvicorn
 
-    app = FastAPI(title="Complaints: operations", docs_url=None, redoc_url=None)
+    # Probes and a scraper read this port, never people or generated clients: no OpenAPI either.
+    app = FastAPI(title="Complaints: operations", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(operations_router(*checks))
     # Off the main thread uvicorn leaves signals alone: the process's own handlers stop it.
     # log_config=None: uvicorn's loggers go through the process's handler (JSON or text).

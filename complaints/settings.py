@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     sla_policy: Path | None = Field(None, description="SLA policy TOML; None = the packaged one")
     timezone: str = Field("Asia/Shanghai", description="time zone of the dashboards' days and weeks")
     rules: Path | None = Field(None, description="automation rules TOML; None = the packaged one (aggregates/rules.toml)")
+    categories: Path | None = Field(None, description="complaint categories TOML (the read filter's values);"
+                                                     " None = the packaged one (aggregates/categories.toml)")
     automation_state: Path = Field(Path("var/automation.sqlite"), description="the automation's own state file")
 
     # ------------------------------------------------------------------ HTTP
