@@ -175,6 +175,22 @@ def search(db: duckdb.DuckDBPyConnection, *, customer: str | None = None, order:
 METRIC_ORDER = {"first_response": 0, "resolution": 1, "next_response": 2}
 
 
+def _undone_resolutions(db: duckdb.DuckDBPyConnection, complaint_id: str, now: datetime) -> list[tuple[Any, Any]]:
+    """(resolved at, reopened at) of each resolution a later reopening undid, by `now`."""
+    rows = db.execute(
+        "SELECT event_type, occurred_at FROM events WHERE complaint_id = ? AND occurred_at <= ?"
+        " AND event_type IN ('Resolved', 'Reopened') ORDER BY complaint_version", [complaint_id, now],
+    ).fetchall()
+    undone, resolved_at = [], None
+    for event_type, occurred_at in rows:
+        if event_type == "Resolved":
+            resolved_at = occurred_at
+        elif resolved_at is not None:
+            undone.append((resolved_at, occurred_at))
+            resolved_at = None
+    return undone
+
+
 def clocks(db: duckdb.DuckDBPyConnection, complaint_id: UUID, now: datetime, *,
            policy: SlaPolicy | None = None, tz: str | None = None) -> list[dict[str, Any]]:
     """The complaint's SLA clocks as of `now`, each with its life so far (activated,
@@ -187,6 +203,13 @@ def clocks(db: duckdb.DuckDBPyConnection, complaint_id: UUID, now: datetime, *,
         found = queries.sla_clocks(v, complaint_id=cid)
     for e in events:
         life.setdefault((e["metric"], e["cycle"]), []).append({"event": e["event"], "at": e["occurred_at"]})
+    # A reopening restarts the resolution clock, whose row then no longer holds the earlier
+    # stop: each resolution a reopening undid stays in the clock's life, as does the reopening.
+    for resolved_at, reopened_at in _undone_resolutions(db, cid, now):
+        life.setdefault(("resolution", 1), []).extend(
+            [{"event": "fulfilled", "at": resolved_at}, {"event": "reopened", "at": reopened_at}])
+    for moments in life.values():
+        moments.sort(key=lambda m: m["at"])
     rows = sorted(found, key=lambda k: (METRIC_ORDER.get(k["metric"], 9), k["cycle"]))
     return [
         {"metric": k["metric"], "cycle": k["cycle"], "status": k["status"], "started_at": k["started_at"],

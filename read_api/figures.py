@@ -34,7 +34,7 @@ from projections.alerts import ACTIVE, ALERTS, SEVERITY_RANK
 from projections.queries import FACTS, RUNNING, WORK_OPEN
 from read_api.schemas import AlertFilters, Dimension, Filters, Granularity
 
-DIMENSION_FILTERS = ("team", "product", "channel", "severity", "tier")
+DIMENSION_FILTERS = ("team", "agent", "category", "product", "region", "channel", "severity", "tier")
 
 
 @dataclass
@@ -78,8 +78,7 @@ class Request:
     def dims(self, **extra: Any) -> queries.Filters:
         """The complaint dimensions of the filters, in the read models' terms."""
         f = self.filters
-        return queries.Filters(team=f.team, product=f.product, channel=f.channel,
-                               severity=f.severity, tier=f.tier, **extra)
+        return queries.Filters(**{name: getattr(f, name) for name in DIMENSION_FILTERS} | extra)
 
     def in_window(self, **extra: Any) -> queries.Filters:
         """The dimensions, and registration inside the period."""
@@ -88,8 +87,7 @@ class Request:
     def params(self) -> dict[str, Any]:
         f = self.filters
         return {"start": self.start, "end": self.end, "now": self.now, "tz": f.tz,
-                "today": self.view.local_midnight(self.now), "team": f.team, "product": f.product,
-                "channel": f.channel, "severity": f.severity, "tier": f.tier}
+                "today": self.view.local_midnight(self.now)} | {name: getattr(f, name) for name in DIMENSION_FILTERS}
 
     def where(self) -> str:
         """SQL conditions for the dimensions that are set (only those: DuckDB then reads
@@ -295,7 +293,8 @@ def supervisor(db: duckdb.DuckDBPyConnection, filters: Filters, *, list_limit: i
             "agent_load": load,
             "avg_first_response_business_minutes": first["avg_business_minutes"],
             "sla": {"first_response": first, "resolution": _attainment(sla, "resolution"),
-                    "next_response": _attainment(sla, "next_response")},
+                    "next_response": _attainment(sla, "next_response"),
+                    "target_attainment": r.view.policy.target_attainment},
             "at_risk": due["warning"],
             "breached": due["breached"],
             "daily": daily,

@@ -7,7 +7,10 @@ copied into the repository and nothing is fetched from a CDN at run time.
 The page signs in (`/auth/config`, then the development sign-in or the provider's) and
 shows each role its own views: which ones, it reads from `/static/access.json`, made
 from the permission matrix (`aggregates.access`), so the page and the API never
-disagree. The shell is public; every figure behind it needs a bearer token.
+disagree. The names of the codes (statuses, categories...) in both languages, and the
+desk's time zone, it reads from `/static/vocabulary.json` (`aggregates.vocabulary`), with
+`i18n.js`, which the other pages share. The shell is public; every figure behind it needs
+a bearer token.
 """
 
 from __future__ import annotations
@@ -20,12 +23,23 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from aggregates.access import (
-    ACKNOWLEDGE_ALERT, EXPORT, MATRIX, READ_ALERTS, READ_AUDIT, READ_EXECUTIVE, READ_MODELS, READ_PRODUCT,
-    READ_SUPERVISOR, ROLE_NAMES, TEAM_BOUND,
+    ACKNOWLEDGE_ALERT,
+    EXPORT,
+    MATRIX,
+    READ_ALERTS,
+    READ_AUDIT,
+    READ_EXECUTIVE,
+    READ_MODELS,
+    READ_PRODUCT,
+    READ_SUPERVISOR,
+    ROLE_NAMES,
+    TEAM_BOUND,
 )
+from aggregates.vocabulary import vocabulary
 
 STATIC = Path(__file__).resolve().parent / "static"
-OWN_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+OWN_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript", "i18n.js": "text/javascript",
+             "workspace.js": "text/javascript", "workspace.css": "text/css"}
 CACHE = {"cache-control": "public, max-age=86400"}
 # The page's views, each with the permissions its requests need (the read API asks the same):
 # the executive view draws two of its charts from /trends.
@@ -57,7 +71,8 @@ def plotly_bundle() -> Path:
     return path
 
 
-def page_router() -> APIRouter:
+def page_router(time_zone: str) -> APIRouter:
+    """The pages' routes; `time_zone` is the desk's (the settings'), in which pages show dates."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/")
@@ -72,9 +87,17 @@ def page_router() -> APIRouter:
     def dashboard() -> FileResponse:
         return FileResponse(STATIC / "dashboard.html", media_type="text/html", headers={"cache-control": "no-cache"})
 
+    @router.get("/workspace")
+    def workspace() -> FileResponse:
+        return FileResponse(STATIC / "workspace.html", media_type="text/html", headers={"cache-control": "no-cache"})
+
     @router.get("/static/access.json")
     def access() -> Response:
         return JSONResponse(access_rules(), headers={"cache-control": "no-cache"})
+
+    @router.get("/static/vocabulary.json")
+    def names() -> Response:
+        return JSONResponse(vocabulary(time_zone), headers={"cache-control": "no-cache"})
 
     @router.get("/static/vendor/plotly.min.js")
     def plotly() -> FileResponse:
