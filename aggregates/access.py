@@ -39,6 +39,9 @@ HANDLING = frozenset({
     "resolve", "verify", "close", "escalate", "withdraw", "mark_duplicate",
 })
 COMMANDS = HANDLING | {"register", "triage", "assign", "reopen"}
+# An agent takes work from its team's queue: an assignment of a complaint of its own team to
+# itself, and no other (`Principal.permission_for`).
+TAKE = "take"
 # Alerts: raised by rules, taken on (acknowledged) and resolved by people or by the rule.
 RAISE_ALERT, ACKNOWLEDGE_ALERT, RESOLVE_ALERT = "raise_alert", "acknowledge_alert", "resolve_alert"
 
@@ -64,7 +67,7 @@ READS = frozenset({READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_PRODUCT, RE
                    READ_MODELS, EXPORT, PERSONAL_DATA, ACCESS_LOG, READ_ALERTS})
 ALERTING = frozenset({ACKNOWLEDGE_ALERT, RESOLVE_ALERT, READ_ALERTS})
 NOTIFYING = frozenset({MANAGE_SUBSCRIPTIONS, READ_DELIVERIES, RESEND_DELIVERY})
-PERMISSIONS: tuple[str, ...] = (*sorted(COMMANDS), RAISE_ALERT, ACKNOWLEDGE_ALERT, RESOLVE_ALERT,
+PERMISSIONS: tuple[str, ...] = (*sorted(COMMANDS), TAKE, RAISE_ALERT, ACKNOWLEDGE_ALERT, RESOLVE_ALERT,
                                 MANAGE_SUBSCRIPTIONS, RESEND_DELIVERY, ERASE_PERSONAL_DATA, *sorted(READS),
                                 READ_DELIVERIES, BACKDATE)
 
@@ -74,7 +77,7 @@ DASHBOARDS = frozenset({READ_SUPERVISOR, READ_PRODUCT, READ_EXECUTIVE})
 MATRIX: dict[Role, frozenset[str]] = {
     "intake": frozenset({"register", "add_note", "record_contact", "customer_replied", "withdraw",
                          READ_COMPLAINT, PERSONAL_DATA}),
-    "agent": (HANDLING | {"register"}) - {"mark_duplicate"}
+    "agent": (HANDLING | {"register", TAKE}) - {"mark_duplicate"}
     | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS, PERSONAL_DATA, ACKNOWLEDGE_ALERT, READ_ALERTS},
     "supervisor": COMMANDS | ALERTING | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS, EXPORT,
                                          PERSONAL_DATA},
@@ -151,6 +154,15 @@ class Principal:
         if permission not in self.permissions:
             roles = ", ".join(sorted(self.roles)) or "none"
             raise AccessDenied(f"{self.subject} (roles: {roles}) may not {permission.replace('_', ' ')}")
+
+    def permission_for(self, action: str, team: str | None = None, agent: str | None = None) -> str:
+        """The permission `action` needs from this principal: an assignment to itself within
+        its own team needs only `take` when it may take (an agent picking up work), every
+        other action the permission named as the action."""
+        if action == "assign" and TAKE in self.permissions and "assign" not in self.permissions \
+                and agent == self.subject and team is not None and team == self.team:
+            return TAKE
+        return action
 
     def may_work_on(self, team: str | None) -> bool:
         """Whether the row-level rule lets this principal act on a complaint of `team`."""

@@ -69,6 +69,13 @@ ALLOWED_FROM: dict[str, frozenset[Status]] = {
     "mark_duplicate": OPEN,
 }
 MAX_ESCALATION_LEVEL = 3
+
+
+def actions_in(status: Status) -> list[str]:
+    """The actions a complaint in `status` allows, in the lifecycle table's order."""
+    return [action for action, allowed in ALLOWED_FROM.items() if status in allowed]
+
+
 # What a customer's personal field reads once their key is destroyed (erasure).
 ERASED = "[erased]"
 

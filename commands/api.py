@@ -5,6 +5,7 @@ classes in the endpoint signatures generated below.)
 """
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID
@@ -12,6 +13,8 @@ from uuid import UUID
 from fastapi import Depends, FastAPI, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 
 from aggregates.access import ACCESS_LOG, READ_DELIVERIES, AccessDenied, Principal
 from aggregates.alert import AlertTransition
@@ -74,8 +77,18 @@ async def get_desk(request: Request) -> ComplaintDesk:
 Desk = Annotated[ComplaintDesk, Depends(get_desk)]
 
 
+def operation_id(route: APIRoute) -> str:
+    """A short, stable operation id: the route's first tag and its name (`complaints-add_note`).
+    FastAPI's default adds the path and method (`add_note_complaints__complaint_id__notes_post`),
+    which generated clients turn into unwieldy function names."""
+    tag = re.sub(r"\W+", "_", str(route.tags[0])) if route.tags else None
+    return f"{tag}-{route.name}" if tag else route.name
+
+
 def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Sequence[str] = ()) -> FastAPI:
-    app = FastAPI(
+    # Swagger UI and ReDoc from the installed fastapi-offline package, not a CDN.
+    app = FastAPIOffline(
+        generate_unique_id_function=operation_id,
         title="Complaints: command API",
         version="1.0",
         summary="Register and handle customer complaints; every command becomes an event.",
@@ -264,11 +277,14 @@ def _add_error_handlers(app: FastAPI, actions: dict[str, str]) -> None:
         route = request.scope.get("route")
         return actions.get(getattr(route, "path", "")) if request.method == "POST" else None
 
-    def problem(status_code: int, detail: str, request: Request | None = None, **extra: Any) -> JSONResponse:
+    def problem(status_code: int, kind: str, detail: str, request: Request | None = None,
+                **extra: Any) -> JSONResponse:
+        """An error's answer: its words, and its stable `type` for programs (and for the
+        words in the client's language: complaints.error_language)."""
         if request is not None and (action := action_of(request)):
             log.info("%s refused (%d): %s", action, status_code, detail,
                      extra={"action": action, "outcome": OUTCOME[status_code]})
-        return JSONResponse({"detail": detail, **extra}, status_code=status_code)
+        return JSONResponse({"detail": detail, "type": kind, **extra}, status_code=status_code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -284,51 +300,52 @@ def _add_error_handlers(app: FastAPI, actions: dict[str, str]) -> None:
 
     @app.exception_handler(ComplaintNotFound)
     def not_found(request: Request, error: ComplaintNotFound) -> JSONResponse:
-        return problem(404, str(error), request, complaint_id=str(error.complaint_id))
+        return problem(404, "complaint_not_found", str(error), request, complaint_id=str(error.complaint_id))
 
     @app.exception_handler(UnknownCustomer)
     def unknown_customer(request: Request, error: UnknownCustomer) -> JSONResponse:
-        return problem(404, str(error), request, customer_id=error.customer_id)
+        return problem(404, "customer_not_found", str(error), request, customer_id=error.customer_id)
 
     @app.exception_handler(AlertNotFound)
     def alert_not_found(request: Request, error: AlertNotFound) -> JSONResponse:
-        return problem(404, str(error), request, alert_id=str(error.alert_id))
+        return problem(404, "alert_not_found", str(error), request, alert_id=str(error.alert_id))
 
     @app.exception_handler(SubscriptionNotFound)
     def subscription_not_found(request: Request, error: SubscriptionNotFound) -> JSONResponse:
-        return problem(404, str(error), request, subscription_id=str(error.subscription_id))
+        return problem(404, "subscription_not_found", str(error), request, subscription_id=str(error.subscription_id))
 
     @app.exception_handler(SubscriptionTransition)
     def subscription_transition(request: Request, error: SubscriptionTransition) -> JSONResponse:
-        return problem(409, str(error), request, status=error.status)
+        return problem(409, "subscription_transition", str(error), request, status=error.status)
 
     @app.exception_handler(AlertTransition)
     def alert_transition(request: Request, error: AlertTransition) -> JSONResponse:
-        return problem(409, str(error), request, status=error.status)
+        return problem(409, "alert_transition", str(error), request, status=error.status)
 
     @app.exception_handler(AlertAlreadyRaised)
     def alert_raised(request: Request, error: AlertAlreadyRaised) -> JSONResponse:
-        return problem(409, str(error), request, alert_id=str(error.alert_id))
+        return problem(409, "alert_already_raised", str(error), request, alert_id=str(error.alert_id))
 
     @app.exception_handler(IllegalTransition)
     def illegal(request: Request, error: IllegalTransition) -> JSONResponse:
-        return problem(409, str(error), request, status=error.status, action=error.action)
+        return problem(409, "illegal_transition", str(error), request, status=error.status, action=error.action)
 
     @app.exception_handler(VersionConflict)
     def conflict(request: Request, error: VersionConflict) -> JSONResponse:
-        return problem(409, str(error), request, current_version=error.current_version, status=error.status)
+        return problem(409, "version_conflict", str(error), request, current_version=error.current_version,
+                       status=error.status)
 
     @app.exception_handler(RuleViolation)
     def rule(request: Request, error: RuleViolation) -> JSONResponse:
-        return problem(409, str(error), request)
+        return problem(409, "rule_violation", str(error), request)
 
     @app.exception_handler(CommandIdReused)
     def reused(request: Request, error: CommandIdReused) -> JSONResponse:
-        return problem(409, str(error), request)
+        return problem(409, "command_id_reused", str(error), request)
 
     @app.exception_handler(AccessDenied)
     def forbidden(request: Request, error: AccessDenied) -> JSONResponse:
-        return problem(403, str(error), request)
+        return problem(403, "access_denied", str(error), request)
 
     @app.exception_handler(InvalidCommand)
     def invalid_here(request: Request, error: InvalidCommand) -> JSONResponse:

@@ -32,7 +32,7 @@ from aggregates.access import (
     BACKDATE, MANAGE_SUBSCRIPTIONS, MASK, PERSONAL_DATA, RAISE_ALERT, READ_COMPLAINT, AccessDenied, Principal, masked,
 )
 from aggregates.alert import Alert
-from aggregates.complaint import Complaint, DomainError, Meta, complaint_id_for
+from aggregates.complaint import Complaint, DomainError, Meta, actions_in, complaint_id_for
 from aggregates.instants import InstantWindow
 from aggregates.personal_text import mask_personal
 from aggregates.sla import SlaPolicy, load_sla_policy
@@ -178,7 +178,8 @@ class ComplaintDesk(Application):
         return self._result(complaint, meta.command_id)
 
     def _execute_locked(self, complaint_id: UUID, command: ComplaintCommand, principal: Principal) -> CommandResult:
-        principal.require(command.action)
+        principal.require(principal.permission_for(
+            command.action, getattr(command, "team", None), getattr(command, "agent", None)))
         meta = self._meta(command, principal)
         # Commands on one complaint take turns in this process, so they can work on the
         # cached aggregate itself instead of a deep copy (a fifth of a command's cost);
@@ -408,6 +409,11 @@ class ComplaintDesk(Application):
         complaint = self.get_complaint(complaint_id, version)
         principal.require_team(complaint.team)
         state: dict[str, Any] = complaint.state()
+        # What this principal may do to it now (the workspace's buttons): the status allows it
+        # and the role does (an agent's assignment is taking it, to itself).
+        state["allowed_actions"] = [
+            action for action in actions_in(complaint.status)
+            if principal.may(principal.permission_for(action, complaint.team, principal.subject))]
         if principal.may(PERSONAL_DATA) and self.access_log is not None:
             self.access_log.record(principal, [complaint_id], via="complaint", at=self.clock())
             return state

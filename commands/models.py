@@ -459,6 +459,10 @@ class ComplaintState(BaseModel):
     version: int
     status: Status
     registered_at: datetime
+    allowed_actions: list[str] = Field(
+        default_factory=list,
+        description="the commands its status allows and the caller may give it now (`take`-only callers: assign to"
+                    " themselves); a page offers these")
 
 
 class PersonalDataView(Schema):

@@ -17,11 +17,14 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from aggregates.categories import load_categories
 from aggregates.rules import Rules, load_rules
 from aggregates.sla import SlaPolicy, load_sla_policy
 from commands.access_log import AccessLog
 from commands.desk import ComplaintDesk
+from complaints.docs_pages import same_origin_docs
 from complaints.edge import limit_bodies
+from complaints.error_language import in_the_client_language
 from complaints.identity import (
     DEV_ISSUER, LocalIssuer, ProviderKeys, RateLimits, TokenVerifier, authenticator, config_router, dev_router,
 )
@@ -58,7 +61,14 @@ class Wiring:
 
     @cached_property
     def sla_policy(self) -> SlaPolicy:
-        return load_sla_policy(self.settings.sla_policy)
+        policy = load_sla_policy(self.settings.sla_policy)
+        _warn_of_unpublished_years(policy)
+        return policy
+
+    @cached_property
+    def categories(self) -> tuple[str, ...]:
+        """The complaint categories the read API's `category` filter takes."""
+        return load_categories(self.settings.categories)
 
     @cached_property
     def rules(self) -> Rules:
@@ -241,15 +251,23 @@ class Wiring:
 
         return notifier_router(notifier.outbox.path, self.authenticate, notifier.dispatcher.wake)
 
-    def serve_notifier(self, notifier: Any, host: str, port: int) -> None:
+    def notifier_app(self, notifier: Any) -> FastAPI:
         """The notifier's /subscriptions and /deliveries, with /health, /ready and /metrics."""
-        app = FastAPI(title="Complaints: notifier", version="1.0",
-                      summary="Subscriptions as the notifier follows them, deliveries and their attempts, re-sends.")
+        from commands.api import operation_id
+        from fastapi_offline import FastAPIOffline
+
+        # Swagger UI and ReDoc from the installed fastapi-offline package, not a CDN.
+        app = FastAPIOffline(title="Complaints: notifier", version="1.0", generate_unique_id_function=operation_id,
+                             summary="Subscriptions as the notifier follows them, deliveries and their attempts,"
+                                     " re-sends.")
         app.include_router(self.notifier_router(notifier))
         app.include_router(operations_router(
             lambda: None if notifier.caught_up.is_set() else "the notifier to catch up"))
+        return in_the_client_language(limit_bodies(same_origin_docs(app), self.settings.max_body_bytes))
+
+    def serve_notifier(self, notifier: Any, host: str, port: int) -> None:
         log.info("notifier serving http://%s:%d/deliveries", host, port)
-        self.serve(limit_bodies(app, self.settings.max_body_bytes), host, port)
+        self.serve(self.notifier_app(notifier), host, port)
 
     # ------------------------------------------------------------------ HTTP
     def command_app(self, desk: ComplaintDesk | None = None, node: Any = None) -> FastAPI:
@@ -264,7 +282,7 @@ class Wiring:
         app.include_router(customer_survey_router(desk, self.customer_links, pages=pages, limit=limit))
         app.include_router(operations_router(_store_answers(desk.recorder), *_caught_up(node)))
         self.sign_in_routes(app)
-        return limit_bodies(app, self.settings.max_body_bytes)
+        return in_the_client_language(limit_bodies(same_origin_docs(app), self.settings.max_body_bytes))
 
     def read_app(self, node: Any) -> FastAPI:
         """The read API and dashboards over a read node, with /health, /ready and /metrics."""
@@ -274,11 +292,11 @@ class Wiring:
                               timezone=self.settings.timezone, policy=self.sla_policy,
                               access_log=self.access_log, personal_data=self.keyring,
                               chain_links=self.chain_links, instants=self.settings.instants(),
-                              as_of_granularity=self.settings.as_of_granularity_seconds)
+                              categories=self.categories, as_of_granularity=self.settings.as_of_granularity_seconds)
         app.include_router(self.customer_page_router(lambda: node))
         app.include_router(operations_router(*_caught_up(node)))
         self.sign_in_routes(app)
-        return limit_bodies(app, self.settings.max_body_bytes)
+        return in_the_client_language(limit_bodies(same_origin_docs(app), self.settings.max_body_bytes))
 
     def read_router(self, node: Callable[[], Any]) -> Any:
         """The read API's routes and the customers' status page, over `node()`."""
@@ -287,7 +305,7 @@ class Wiring:
         router = read_router(node, self.authenticate, cache_seconds=self.settings.read_cache_seconds,
                              timezone=self.settings.timezone, policy=self.sla_policy, access_log=self.access_log,
                              personal_data=self.keyring, chain_links=self.chain_links,
-                             instants=self.settings.instants(),
+                             instants=self.settings.instants(), categories=self.categories,
                              as_of_granularity=self.settings.as_of_granularity_seconds)
         router.include_router(self.customer_page_router(node))
         return router
@@ -336,7 +354,7 @@ class Wiring:
     def include_page(self, app: FastAPI) -> None:
         from read_api.page import page_router
 
-        app.include_router(page_router())
+        app.include_router(page_router(self.settings.timezone))
 
     def serve(self, app: FastAPI, host: str, port: int) -> None:
         """Serve until SIGTERM or SIGINT: requests in flight finish, then this returns."""
@@ -374,6 +392,22 @@ class Wiring:
                 self._closers.pop()()
             except Exception as error:  # closing one part must not keep the others open
                 log.debug("closing: %s", error)
+
+
+def _warn_of_unpublished_years(policy: SlaPolicy) -> None:
+    """Says so when a calendar's official holidays end before next year: later days count as
+    ordinary weeks (no Spring Festival) until a newer package publishes them."""
+    from datetime import date
+
+    from aggregates.official_days import official_days
+
+    for name, calendar in policy.calendars.items():
+        if calendar.holidays_from is not None:
+            last = official_days(calendar.holidays_from).last_year
+            if last <= date.today().year:
+                log.warning("SLA calendar %s: %s publishes holidays and make-up days up to %d only; later days count"
+                            " as ordinary weeks until it is upgraded (pip install -U %s)", name,
+                            calendar.holidays_from, last, calendar.holidays_from)
 
 
 def _store_answers(recorder: Any) -> Check:

@@ -15,6 +15,7 @@ parallel threads (DuckDB releases the GIL while a query runs).
 (No `from __future__ import annotations`: FastAPI must see the real types.)
 """
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol
@@ -26,12 +27,15 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Req
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from pydantic import AwareDatetime, BaseModel, Field, create_model
 
 from aggregates.access import (
-    EXPORT, PERSONAL_DATA, READ_ALERTS, READ_AUDIT, READ_EXECUTIVE, READ_MODELS,
+    EXPORT, PERSONAL_DATA, READ_ALERTS, READ_AUDIT, READ_COMPLAINT, READ_EXECUTIVE, READ_MODELS,
     READ_PRODUCT, READ_SUPERVISOR, AccessDenied, Principal, masked,
 )
+from aggregates.categories import load_categories
+from aggregates.complaint import Status
 from aggregates.instants import InstantWindow
 from aggregates.sla import SlaPolicy, load_sla_policy
 from projections.queries import DEFAULT_TIMEZONE
@@ -39,10 +43,11 @@ from read_api import audit, export, figures
 from read_api.figures import SLA_COLUMNS, TREND_COLUMNS, WORKLOAD_COLUMNS, Query as Sql
 from read_api.cache import ResponseCache
 from read_api.page import page_router
+from read_api.queue import WINDOW_FILTERS, DatedBy, Queue, QueueSort, complaint_list
 from read_api.schemas import (
     AlertDetail, AlertFilters, AlertList, ComplaintClocks, Dimension, DimensionValues, ExecutiveDashboard, Filters,
     Granularity, History, Order, Page, Problem,
-    ProductDashboard, SearchResults, SlaRow, StateAt, SupervisorDashboard, Timeline, TrendRow,
+    ProductDashboard, QueueAnswer, SearchResults, SlaRow, StateAt, SupervisorDashboard, Timeline, TrendRow,
     WorkloadRow,
 )
 from read_api.timeline import timeline
@@ -120,6 +125,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def operation_id(route: APIRoute) -> str:
+    """A short, stable operation id: the route's first tag and its name (`dashboards-supervisor`),
+    as the command API's (commands.api.operation_id: this layer may not import it)."""
+    tag = re.sub(r"\W+", "_", str(route.tags[0])) if route.tags else None
+    return f"{tag}-{route.name}" if tag else route.name
+
+
 DEFAULT_CACHE_SECONDS = 5.0
 # as_of is rounded down to this many seconds: one computation per minute asked about.
 DEFAULT_AS_OF_GRANULARITY = 60
@@ -160,7 +172,8 @@ def refuse_unknown_parameters() -> Callable[[Request], Any]:
         if unknown:
             takes = ", ".join(sorted(known)) or "none"
             raise HTTPException(422, [{"loc": ["query", _safe(name, 100)], "type": "extra_forbidden",
-                                       "msg": f"unknown query parameter: this endpoint takes {takes}"}
+                                       "msg": f"unknown query parameter: this endpoint takes {takes}",
+                                       "ctx": {"takes": takes}}
                                       for name in unknown[:MAX_ERRORS]])
 
     return guard
@@ -204,11 +217,14 @@ def validation_problems(errors: Sequence[Any]) -> dict[str, Any]:
     return answer
 
 
-def filters_model(timezone: str, instants: InstantWindow | None = None) -> type[Filters]:
-    """The filters, with `timezone` as the default of their `tz` (and `instants` the window
-    their start, end and as_of must lie in)."""
+def filters_model(timezone: str, instants: InstantWindow | None = None,
+                  categories: Sequence[str] | None = None) -> type[Filters]:
+    """The filters, with `timezone` as the default of their `tz` (`instants` the window
+    their start, end and as_of must lie in; `categories` the values `category` takes,
+    default the packaged ones)."""
     ZoneInfo(timezone)  # an unknown zone fails here, at start-up, not in every request
     bounded = Filters.bounded(instants) if instants is not None else Filters
+    bounded = bounded.of_categories(categories or load_categories())
     if timezone == Filters.model_fields["tz"].default:
         return bounded
     described = Filters.model_fields["tz"].description
@@ -221,7 +237,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                 cache_seconds: float = DEFAULT_CACHE_SECONDS, timezone: str = DEFAULT_TIMEZONE,
                 policy: SlaPolicy | None = None, access_log: AccessLog | None = None,
                 personal_data: PersonalData | None = None, chain_links: ChainLinks | None = None,
-                instants: InstantWindow | None = None,
+                instants: InstantWindow | None = None, categories: Sequence[str] | None = None,
                 as_of_granularity: int = DEFAULT_AS_OF_GRANULARITY) -> APIRouter:
     """All read endpoints, reading through cursors of `get_db()`; `clock` says what "now" is.
 
@@ -238,6 +254,8 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
     - `timezone`: the default time zone of days, weeks and "today" (the `tz` filter);
     - `policy`: the SLA policy the clocks are judged with (warning time, calendars); the
       one the read node's SLA projector uses (default: the packaged one);
+    - `categories`: the values the `category` filter takes (default: the packaged ones,
+      aggregates/categories.toml);
     - `as_of_granularity`: `as_of` is rounded down to this many seconds (the answer's
       `window.as_of` says to what; 0: not rounded), so an `as_of` view costs one
       computation per distinct instant at that granularity, kept until an event at or
@@ -249,7 +267,7 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
                                   403: {"model": Problem, "description": "not allowed for the role or team"}})
     cache = ResponseCache(cache_seconds)
     policy = policy or load_sla_policy(None)
-    RequestFilters = filters_model(timezone, instants)
+    RequestFilters = filters_model(timezone, instants, categories)
 
     known_only = Depends(refuse_unknown_parameters())
 
@@ -420,6 +438,28 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         items = audit.search(db, customer=customer, order=order, product=product, text=text,
                              team=team, limit=limit, offset=offset)
         return {"items": items, "limit": limit, "offset": offset}
+
+    # ---------------------------------------------------------------- workspace
+    @get("/queue", response_model=QueueAnswer, tags=["workspace"], responses=NOT_READY,
+         summary="The complaints to work on: mine, my team's, unassigned, breached, at risk, or all the filters select")
+    def complaint_queue(request: Request, db: Db, filters: Filtered, principal: allowed(READ_COMPLAINT),  # type: ignore[valid-type]
+                        queue: Queue = "mine", status: Status | Literal["open"] | None = None,
+                        dated_by: DatedBy = "registered", sort: QueueSort = "due", order: Order | None = None,
+                        limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+        if queue == "team" and filters.team is None and principal.team is not None:
+            filters = filters.model_copy(update={"team": principal.team})
+        filters = scoped(filters, principal, db)
+        windowed = bool(WINDOW_FILTERS & filters.model_fields_set)
+        caller = principal.subject
+
+        def compute() -> dict[str, Any]:
+            with figures.request(db, filters, clock(), policy) as r:
+                return complaint_list(r, queue, caller=caller, status=status, dated_by=dated_by, sort=sort, order=order,
+                                      limit=limit, offset=offset,
+                                      unassigned_of_no_team=principal.team_bound and principal.may_work_on(None))
+
+        return cached(request, db, compute, filters, queue=queue, status=status, dated_by=dated_by, sort=sort, order=order,
+                      limit=limit, offset=offset, windowed=windowed, caller=caller if queue == "mine" else None)
 
     # ---------------------------------------------------------------- dashboards
     @get("/dashboards/supervisor", response_model=SupervisorDashboard, tags=["dashboards"],
@@ -611,17 +651,19 @@ def create_read_app(db: CursorSource, authenticate: Authenticate, *, clock: Call
                     cache_seconds: float = DEFAULT_CACHE_SECONDS, timezone: str = DEFAULT_TIMEZONE,
                     policy: SlaPolicy | None = None, access_log: AccessLog | None = None,
                     personal_data: PersonalData | None = None, chain_links: ChainLinks | None = None,
-                    instants: InstantWindow | None = None,
+                    instants: InstantWindow | None = None, categories: Sequence[str] | None = None,
                     as_of_granularity: int = DEFAULT_AS_OF_GRANULARITY) -> FastAPI:
     """The read API with the dashboard page, as an app of its own, over `db` (settings:
     see `read_router`)."""
-    app = FastAPI(
+    # Swagger UI and ReDoc from the installed fastapi-offline package, not a CDN.
+    app = FastAPIOffline(
+        generate_unique_id_function=operation_id,
         title="Complaints: read API",
         version="1.0",
         summary="Dashboards, read models, audit replay and export, from the read node's DuckDB.",
         description=(
-            "Answers from the read models and the event history only. Filters: period, team, "
-            "product, channel, severity, tier, and `as_of` to see the figures as they stood at "
+            "Answers from the read models and the event history only. Filters: period, team, agent, "
+            "category, product, region, channel, severity, tier, and `as_of` to see the figures as they stood at "
             "an instant. Every request carries a bearer token; each role sees its own view "
             "(docs/security.md): team leads and agents their team, and personal data only for the "
             "roles allowed to see it, every view on record. Errors: 401 no valid token, 403 not "
@@ -631,9 +673,9 @@ def create_read_app(db: CursorSource, authenticate: Authenticate, *, clock: Call
     )
     app.include_router(read_router(lambda: db, authenticate, clock=clock, cache_seconds=cache_seconds,
                                    timezone=timezone, policy=policy, access_log=access_log, personal_data=personal_data,
-                                   chain_links=chain_links,
-                                   instants=instants, as_of_granularity=as_of_granularity))
-    app.include_router(page_router())
+                                   chain_links=chain_links, instants=instants, categories=categories,
+                                   as_of_granularity=as_of_granularity))
+    app.include_router(page_router(timezone))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:

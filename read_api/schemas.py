@@ -7,12 +7,13 @@ names the parameter (e.g. `["query", "severity"]`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, create_model, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 from aggregates.alert import AlertSeverity, AlertStatus, SubjectType
 from aggregates.complaint import Channel
@@ -32,15 +33,18 @@ EPOCH = datetime(1970, 1, 1).astimezone(ZoneInfo("UTC"))
 class Filters(BaseModel):
     """What every dashboard and read model can be narrowed by.
 
-    (Unknown query parameters are ignored, not rejected: FastAPI validates the whole
-    query string against this model, endpoint-specific parameters included.)
+    (An unknown query parameter is a 422 naming it: `read_api.app.refuse_unknown_parameters`.)
     """
 
     period: Period = Field("30d", description="window ending at `end` (or `as_of`, or now)")
     start: AwareDatetime | None = Field(None, description="explicit window start; overrides `period`")
     end: AwareDatetime | None = Field(None, description="explicit window end; defaults to `as_of` or now")
     team: str | None = Field(None, min_length=1, max_length=200)
+    agent: str | None = Field(None, min_length=1, max_length=200, description="the agent assigned now")
+    category: str | None = Field(None, min_length=1, max_length=200,
+                                 description="one of the configured categories (aggregates/categories.toml)")
     product: str | None = Field(None, min_length=1, max_length=200)
+    region: str | None = Field(None, min_length=1, max_length=200)
     channel: Channel | None = None
     severity: Severity | None = None
     tier: Tier | None = None
@@ -95,6 +99,15 @@ class Filters(BaseModel):
         model = create_model(cls.__name__, __base__=cls, __module__=cls.__module__)
         model.instants = instants
         return model
+
+    @classmethod
+    def of_categories(cls, categories: Sequence[str]) -> type[Filters]:
+        """These filters, with `category` one of `categories` (any other is a 422 listing them,
+        and the OpenAPI document shows them as the parameter's enum)."""
+        described = cls.model_fields["category"].description
+        return create_model(cls.__name__, __base__=cls, __module__=cls.__module__,
+                            category=(Literal[tuple(categories)] | None,  # type: ignore[valid-type]
+                                      Field(None, description=described)))
 
     def window(self, now: datetime) -> tuple[datetime, datetime]:
         """[start, end) of the period, relative to `as_of` (or `now`).
@@ -263,6 +276,7 @@ class SlaAttainment(BaseModel):
     first_response: MetricAttainment
     resolution: MetricAttainment
     next_response: MetricAttainment = Field(description="every customer message awaiting a reply")
+    target_attainment: float = Field(description="the SLA policy's target share of clocks met in time")
 
 
 class DailyFlow(BaseModel):
@@ -426,6 +440,7 @@ class TimelineItem(BaseModel):
     actor: str
     event_type: str
     summary: str
+    summary_zh: str = Field(description="the summary in Chinese (zh-CN)")
     status: str = Field(description="status after this event")
     since_registration_minutes: float
     changed: list[str]
@@ -441,7 +456,7 @@ class Timeline(BaseModel):
 
 
 class ClockMoment(BaseModel):
-    event: Literal["activated", "paused", "resumed", "warned", "breached", "fulfilled", "cancelled"]
+    event: Literal["activated", "paused", "resumed", "warned", "breached", "fulfilled", "cancelled", "reopened"]
     at: datetime
 
 
@@ -489,4 +504,45 @@ class DimensionValues(BaseModel):
 
 
 class Problem(BaseModel):
+    """An error: what went wrong."""
+
+    # Titled apart from the command API's Problem: where both are served (`complaints run`),
+    # generated clients name their classes by title, and two classes cannot share one.
+    model_config = ConfigDict(title="ReadProblem")
+
     detail: str
+
+
+class QueueRow(BaseModel):
+    """A complaint in a workspace list, with what orders it: its next due time and SLA state."""
+
+    complaint_id: UUID
+    title: str | None = Field(description="personal data in it masked")
+    registered_at: datetime
+    last_event_at: datetime | None
+    version: int = Field(description="the complaint's version as the read model holds it")
+    status: str
+    priority: str | None
+    severity: str | None
+    category: str | None
+    product: str | None
+    channel: str | None
+    region: str | None
+    tier: str | None
+    team: str | None
+    agent: str | None
+    next_due_at: datetime | None = Field(description="the earliest due time of its running SLA clocks")
+    next_due_metric: str | None
+    breached: bool = Field(description="a running clock is past its due time")
+    at_risk: bool = Field(description="a running clock is in its warning time (and none breached)")
+    age_seconds: float
+
+
+class QueueAnswer(BaseModel):
+    queue: str
+    sort: str
+    total: int
+    limit: int
+    offset: int
+    rows: list[QueueRow]
+    window: Window

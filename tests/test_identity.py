@@ -247,7 +247,7 @@ def permission_of(method: str, path: str) -> str:
         return READ_ALERTS
     if path.endswith("/personal-data-views"):
         return "read:access_log"
-    if path.startswith("/complaints/"):
+    if path.startswith("/complaints/") or path == "/queue":
         return READ_COMPLAINT
     if path.startswith("/audit/"):
         return READ_AUDIT

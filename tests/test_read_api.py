@@ -7,11 +7,13 @@ write side's aggregates (their status, due times and milestones), not from the r
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -27,7 +29,9 @@ from commands.models import (
     AssignComplaint, CloseComplaint, RecordContact, RegisterComplaint, ReopenComplaint,
     ResolveComplaint, TriageComplaint, VerifyResolution, WaitOnCustomer, WithdrawComplaint,
 )
+from aggregates.categories import load_categories
 from complaints.settings import Settings
+from complaints.wiring import Wiring
 from consumers.stored_events import envelopes
 from projections.base import to_batch
 from projections.event_log import EventLog
@@ -37,6 +41,8 @@ from tests.conftest import FakeClock
 from tests.identity import AUTHENTICATE, OPERATOR, bearer
 
 TZ_OFFSET = timedelta(hours=8)  # Asia/Shanghai, the default time zone of the filters
+# Where each complaint's customer is (D's did not say).
+REGIONS = {"P": "Guangdong", "A": "Guangdong", "B": "Shanghai", "C": "Guangdong", "D": None, "E": "Shanghai"}
 
 
 def build_read_db(desk: ComplaintDesk, db: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
@@ -116,7 +122,7 @@ class History:
             channel=channel, customer={"id": customer, "tier": tier},
             customer_personal={"name": name, "contact": f"{name}@example.com"},
             title=f"complaint {name}", description=f"about {product}", product=product,
-            order_ref=f"ORD-{name}",
+            region=REGIONS[name], order_ref=f"ORD-{name}",
         ), OPERATOR).complaint_id
         for command in commands:
             self.clock.advance(minutes=10)
@@ -237,6 +243,57 @@ def test_executive_dashboard(client: TestClient, history: History) -> None:
     assert sum(p["count"] for p in d["high_priority_monthly"]) == high
 
 
+@pytest.mark.parametrize(("name", "value"), [("agent", "ann"), ("agent", "bob"), ("category", "product_defect"),
+                                           ("category", "logistics"), ("region", "Guangdong"), ("region", "Shanghai")])
+def test_agent_category_and_region_narrow_every_figure(client: TestClient, history: History, name: str,
+                                                       value: str) -> None:
+    """Each filter the docs promise picks exactly the complaints the write side says have
+    that agent, category or region, in the dashboards, the read models and the exports."""
+    states = history.states()
+    chosen = {str(history.ids[n]) for n, s in states.items() if s[name] == value}
+    still_open = {str(history.ids[n]) for n, s in states.items() if s[name] == value and s["status"] in OPEN}
+    assert chosen and len(chosen) < len(states)  # the filter has something to narrow
+    params = {name: value}
+    supervisor = client.get("/dashboards/supervisor", params=params).json()
+    assert supervisor["counts"]["pending"] == len(still_open)
+    assert sum(a["open"] for a in supervisor["agent_load"]) == len(still_open)
+    assert {c["key"]: c["count"] for c in supervisor["by_status"]} == dict(
+        Counter(s["status"] for n, s in states.items() if s[name] == value))
+    assert client.get("/dashboards/product", params=params).json()["total"] == len(chosen)
+    assert client.get("/dashboards/executive", params=params).json()["total"] == len(chosen)
+    sla = client.get("/sla", params=params | {"limit": 1000}).json()
+    assert {r["complaint_id"] for r in sla["items"]} == chosen  # (its rows show agent and category, not region)
+    assert {r.get(name, value) for r in sla["items"]} == {value}
+    assert sum(r["open"] for r in client.get("/workload", params=params).json()["items"]) == len(still_open)
+    assert sum(r["count"] for r in client.get("/trends", params=params).json()["items"]) == len(chosen)
+    exported = pq.read_table(io.BytesIO(client.get("/export/complaints", params=params | {"format": "parquet"}).content))
+    assert set(exported.column("complaint_id").to_pylist()) == chosen
+
+
+def test_an_unknown_category_is_a_422_naming_the_allowed_ones(client: TestClient) -> None:
+    """Not silently unfiltered figures: the categories come from aggregates/categories.toml."""
+    allowed = load_categories()
+    for path in ("/dashboards/supervisor", "/dashboards/product", "/sla", "/workload", "/trends",
+                 "/export/complaints"):
+        response = client.get(path, params={"category": "refunds"})
+        assert response.status_code == 422, path
+        problem = response.json()["detail"][0]
+        assert problem["loc"] == ["query", "category"] and all(f"'{c}'" in problem["msg"] for c in allowed), problem
+    assert client.get("/sla", params={"category": allowed[0]}).status_code == 200
+
+
+def test_the_configured_categories_are_the_filters_values(tmp_path: Path) -> None:
+    """COMPLAINTS_CATEGORIES names another list: the read API's `category` takes those."""
+    listed = tmp_path / "categories.toml"
+    listed.write_text('categories = ["mortgage", "credit_card"]\n')
+    wiring = Wiring(Settings(store="sqlite", sqlite_path=tmp_path / "e.sqlite", categories=listed,
+                             dev_issuer_key=tmp_path / "issuer.pem"))
+    spec = wiring.read_app(None).openapi()
+    parameter = next(p for p in spec["paths"]["/sla"]["get"]["parameters"] if p["name"] == "category")
+    assert [alt.get("enum") for alt in parameter["schema"]["anyOf"]] == [["mortgage", "credit_card"], None]
+    wiring.close()
+
+
 # ------------------------------------------------------------------ read models
 def test_sla_pages_are_stable_and_sortable(client: TestClient) -> None:
     first = client.get("/sla", params={"limit": 5, "sort": "due_at", "order": "desc"}).json()
@@ -314,18 +371,52 @@ def test_export_csv_and_parquet(client: TestClient, history: History) -> None:
     response = client.get("/export/sla", params={"format": "csv"})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     assert 'filename="sla.csv"' in response.headers["content-disposition"]
-    rows = list(csv.DictReader(io.StringIO(response.text)))
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert len(rows) == 12 and {r["metric"] for r in rows} == {"first_response", "resolution"}
     parquet = pq.read_table(io.BytesIO(client.get("/export/complaints", params={"format": "parquet"}).content))
     assert parquet.num_rows == 6 and set(parquet.column("complaint_id").to_pylist()) == {str(i) for i in history.ids.values()}
-    events = list(csv.DictReader(io.StringIO(client.get("/export/events").text)))
+    events = list(csv.DictReader(io.StringIO(client.get("/export/events").content.decode("utf-8-sig"))))
     assert len(events) == sum(history.desk.get_complaint(c).version for c in history.ids.values())
-    section = list(csv.DictReader(io.StringIO(client.get("/export/product.by_product").text)))
+    section = list(csv.DictReader(io.StringIO(client.get("/export/product.by_product").content.decode("utf-8-sig"))))
     assert [(r["key"], r["count"]) for r in section] == [("router", "3"), ("tv", "3")]
     trends = pq.read_table(io.BytesIO(client.get("/export/trends", params={
         "format": "parquet", "dimension": "channel", "granularity": "month"}).content))
     assert sum(trends.column("count").to_pylist()) == 6
     assert client.get("/export/nothing").status_code == 422
+
+
+def test_csv_exports_open_in_excel_with_the_json_instants(tmp_path: Path) -> None:
+    """A CSV starts with the UTF-8 byte order mark (Excel then reads Chinese text as it is),
+    and its instants are the JSON answers' own, row for row."""
+    clock = FakeClock(datetime(2026, 11, 23, 2, 0, 0, 250_000, tzinfo=UTC))  # a fraction of a second too
+    desk = open_desk(Settings(store="sqlite", sqlite_path=tmp_path / "events.sqlite"), clock=clock)
+    try:
+        complaint = desk.register(RegisterComplaint(
+            channel="phone", customer={"id": "C-8"}, customer_personal={"name": "王芳", "contact": "wang@example.com"},
+            title="电动车电池有安全隐患", description="充电时冒烟", product="ebike"), OPERATOR).complaint_id
+        clock.advance(minutes=3)
+        desk.execute(complaint, TriageComplaint(category="product_defect", severity="major"), OPERATOR)
+        db = build_read_db(desk)
+    finally:
+        desk.close()
+    with TestClient(create_read_app(db, AUTHENTICATE, clock=lambda: clock.now + timedelta(hours=1)),
+                    headers=bearer()) as reads:
+        exported = reads.get("/export/events", params={"format": "csv", "period": "all"})
+        sla_csv = reads.get("/export/sla", params={"format": "csv", "period": "all"}).content
+        history_json = reads.get(f"/audit/complaints/{complaint}/history").json()["events"]
+        sla_json = reads.get("/sla", params={"period": "all"}).json()["items"]
+    assert exported.content.startswith(codecs.BOM_UTF8) and sla_csv.startswith(codecs.BOM_UTF8)
+    events = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
+    assert "电动车电池有安全隐患" in events[0]["payload"]
+    assert [(e["occurred_at"], e["recorded_at"]) for e in events] == [
+        (e["occurred_at"], e["recorded_at"]) for e in history_json]
+    assert events[0]["occurred_at"] == "2026-11-23T02:00:00.250000Z"
+    clocks = list(csv.DictReader(io.StringIO(sla_csv.decode("utf-8-sig"))))
+    instants = ("registered_at", "due_at", "stopped_at", "paused_since")
+    key = lambda row: (row["metric"], int(row["cycle"]))  # noqa: E731
+    assert sorted([key(r), *(r[i] or None for i in instants)] for r in clocks) == sorted(
+        [key(r), *(r[i] for i in instants)] for r in sla_json)
+    db.close()
 
 
 def test_export_streams_in_batches(history: History) -> None:
