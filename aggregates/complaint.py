@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -26,6 +26,9 @@ from aggregates.instants import InstantOutOfRange
 from aggregates.personal_text import mask_personal
 from aggregates.priority import Impact, Priority, Severity, derive_priority
 from aggregates.sla import SlaPolicy
+
+if TYPE_CHECKING:  # aggregates.fields reads the statuses from here
+    from aggregates.fields import FieldDefinitions
 
 Status = Literal[
     "received",
@@ -40,7 +43,8 @@ Status = Literal[
     "duplicate",
 ]
 Channel = Literal[
-    "phone", "wechat", "web", "app", "email", "store", "social_media", "sales_visit", "other"
+    "phone", "wechat", "web", "app", "email", "store", "social_media", "sales_visit", "referral", "postal_mail",
+    "fax", "other"
 ]
 Direction = Literal["inbound", "outbound"]
 Visibility = Literal["public", "internal"]
@@ -67,6 +71,9 @@ ALLOWED_FROM: dict[str, frozenset[Status]] = {
     "escalate": OPEN,
     "withdraw": OPEN,
     "mark_duplicate": OPEN,
+    "update_fields": ALL_STATUSES - TERMINAL,
+    "add_tag": ALL_STATUSES - TERMINAL,
+    "remove_tag": ALL_STATUSES - TERMINAL,
 }
 MAX_ESCALATION_LEVEL = 3
 
@@ -233,6 +240,8 @@ class Complaint(Aggregate):
         self.withdrawal_reason: str | None = None
         self.duplicate_of: UUID | None = None
         self.personal_data_erased: dict[str, Any] | None = None
+        self.fields: dict[str, Any] = {}  # custom fields (aggregates.fields): name -> value as JSON holds it
+        self.tags: list[str] = []  # normalised (aggregates.tags), in the order added
         self.commands: dict[str, dict[str, Any]] = {}
         self._applied("register", actor, occurred_at, command_id, fingerprint)
 
@@ -241,6 +250,9 @@ class Complaint(Aggregate):
         """Book-keeping shared by every event: idempotency and last change."""
         # An event body runs before eventsourcing bumps the version (except at creation).
         version = 1 if action == "register" else self.version + 1
+        done = self.commands.get(command_id)
+        if done is not None and done["version"] == self.version:
+            action = done["action"]  # a further event of the same command (fields given at registration or triage)
         self.commands[command_id] = {"action": action, "version": version, "status": self.status,
                                      "actor": actor, "fingerprint": fingerprint}
         self.updated_at = occurred_at
@@ -292,9 +304,12 @@ class Complaint(Aggregate):
     # ---------------------------------------------------------------- triage
     def triage(
         self, category: str, severity: Severity, impact: Impact, policy: SlaPolicy, meta: Meta,
-        reason: str | None = None,
+        reason: str | None = None, fields: dict[str, Any] | None = None,
+        definitions: FieldDefinitions | None = None,
     ) -> None:
         self.check("triage")
+        # Fields given with triage are checked for the category it gives, before anything is applied.
+        changes = definitions.changes(self.fields, fields, category) if fields and definitions else {}
         priority, reasons = derive_priority(
             severity, self.customer["tier"], impact, f"{self.title}\n{self.description}"
         )
@@ -312,6 +327,9 @@ class Complaint(Aggregate):
             reason=reason,
             **meta.fields(),
         )
+        if changes:
+            assert definitions is not None
+            self._fields_updated(changes=changes, definitions_version=definitions.version, **meta.fields())
 
     @event("Triaged")
     def _triaged(
@@ -677,6 +695,63 @@ class Complaint(Aggregate):
         self.status = "duplicate"
         self._applied("mark_duplicate", actor, occurred_at, command_id, fingerprint)
 
+    # ---------------------------------------------------------------- custom fields and tags
+    def update_fields(self, values: dict[str, Any], definitions: FieldDefinitions, meta: Meta) -> None:
+        """Set custom fields (null clears one); values equal to the current ones change nothing."""
+        self.check("update_fields")
+        changes = definitions.changes(self.fields, values, self.category)
+        if changes:
+            self._fields_updated(changes=changes, definitions_version=definitions.version, **meta.fields())
+
+    @event("FieldsUpdated")
+    def _fields_updated(
+        self,
+        changes: dict[str, dict[str, Any]],
+        definitions_version: str,
+        actor: str,
+        occurred_at: datetime,
+        command_id: str,
+        correlation_id: str,
+        acted_as: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        fields = dict(self.fields)  # a new dict: copies of the aggregate share none of its state
+        for name, change in changes.items():
+            if change["after"] is None:
+                fields.pop(name, None)
+            else:
+                fields[name] = change["after"]
+        self.fields = fields
+        self._applied("update_fields", actor, occurred_at, command_id, fingerprint)
+
+    def add_tag(self, tag: str, meta: Meta) -> None:
+        """Tag the complaint (`tag` normalised: aggregates.tags); a tag it has changes nothing."""
+        self.check("add_tag")
+        if tag not in self.tags:
+            self._tag_added(tag=tag, **meta.fields())
+
+    @event("TagAdded")
+    def _tag_added(
+        self, tag: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str,
+        acted_as: dict[str, Any] | None = None, fingerprint: str | None = None,
+    ) -> None:
+        self.tags = [*self.tags, tag]
+        self._applied("add_tag", actor, occurred_at, command_id, fingerprint)
+
+    def remove_tag(self, tag: str, meta: Meta) -> None:
+        """Take a tag off; a tag it does not have changes nothing."""
+        self.check("remove_tag")
+        if tag in self.tags:
+            self._tag_removed(tag=tag, **meta.fields())
+
+    @event("TagRemoved")
+    def _tag_removed(
+        self, tag: str, actor: str, occurred_at: datetime, command_id: str, correlation_id: str,
+        acted_as: dict[str, Any] | None = None, fingerprint: str | None = None,
+    ) -> None:
+        self.tags = [t for t in self.tags if t != tag]
+        self._applied("remove_tag", actor, occurred_at, command_id, fingerprint)
+
     # ---------------------------------------------------------------- erasure
     def erase_personal_data(self, legal_basis: str, meta: Meta) -> None:
         """Record that the customer's personal data was erased (their key destroyed): in
@@ -696,6 +771,7 @@ class Complaint(Aggregate):
         self.title = mask_personal(self.title)
         self.description = mask_personal(self.description)
         self.attachments = [{**a, "filename": ERASED} if a.get("filename") else a for a in self.attachments]
+        self.fields = hidden_field_values(self.fields, ERASED)
         self.personal_data_erased = {"at": occurred_at, "legal_basis": legal_basis}
         self._applied("erase_personal_data", actor, occurred_at, command_id, fingerprint)
 
@@ -707,6 +783,15 @@ class Complaint(Aggregate):
             for key, value in vars(self).items()
             if not key.startswith("_") and key not in {"pending_events", "commands"}
         } | {"id": self.id, "version": self.version, "created_on": self.created_on}
+
+
+def hidden_field_values(values: dict[str, Any], placeholder: str) -> dict[str, Any]:
+    """Custom field values without their personal data: free text masked, an attachment's
+    file name `placeholder` (`[erased]` once the customer is erased, the access rule's mask
+    for whoever may not see it; aggregates.sealed_fields seals the same parts)."""
+    return {name: mask_personal(value) if isinstance(value, str)
+            else {**value, "name": placeholder} if isinstance(value, dict) and "name" in value
+            else value for name, value in values.items()}
 
 
 # Version 2 of Triaged and Assigned added `reason` (why, when a rule did it): stored

@@ -179,6 +179,38 @@ class PersonalDataErased(Payload):
     legal_basis: str
 
 
+class FieldChange(BaseModel):
+    before: Any = Field(description="the value it had (null: none)")
+    after: Any = Field(description="the value it has now (null: cleared)")
+
+
+class FieldsUpdated(Payload):
+    """Custom fields set or cleared (docs/fields.md): by update-fields, or by a registration
+    or triage carrying `fields` (then right after its Registered or Triaged, same command).
+    Values as JSON: text, single_select and date ("YYYY-MM-DD") strings; numbers; booleans;
+    multi_select lists of strings; attachment {sha256, name, size, media_type}; geolocation
+    {lat, lon}."""
+
+    changes: dict[str, FieldChange] = Field(description="by field name: the value before and after")
+    definitions_version: str = Field(description="the version of the field definitions the values were checked"
+                                                 " against")
+    sealed: str | None = Field(None, description="the personal data in the values (free text, attachment names),"
+                               " sealed under the customer's key by the store (docs/privacy.md); absent when there"
+                               " was none")
+
+
+class TagAdded(Payload):
+    """Tagged (the tag normalised: NFKC, case folded, spaces trimmed and single)."""
+
+    tag: str
+
+
+class TagRemoved(Payload):
+    """A tag taken off."""
+
+    tag: str
+
+
 class AlertRaised(Payload):
     """A rule raised an alert (the envelope's complaint_id is the alert's id; `complaint_id`
     here is the complaint it is about, if any)."""
@@ -217,7 +249,7 @@ COMPLAINT_PAYLOADS: dict[str, type[Payload]] = {
     for model in (
         Registered, Triaged, Assigned, NoteAdded, ContactRecorded, WaitingOnCustomer,
         CustomerReplied, ResolutionProposed, Resolved, Verified, Closed, Reopened, Escalated,
-        Withdrawn, MarkedDuplicate, PersonalDataErased,
+        Withdrawn, MarkedDuplicate, PersonalDataErased, FieldsUpdated, TagAdded, TagRemoved,
     )
 }
 ALERT_PAYLOADS: dict[str, type[Payload]] = {

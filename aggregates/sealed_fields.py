@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aggregates.complaint import ERASED
+from aggregates.complaint import ERASED, hidden_field_values
 
 SEALED = "[sealed]"
 # Per event type that carries personal data: its free-text fields (stored masked).
@@ -21,7 +21,17 @@ FREE_TEXT: dict[str, tuple[str, ...]] = {
     "NoteAdded": ("text",),
     "ContactRecorded": ("summary",),
     "CustomerReplied": ("summary",),
+    "FieldsUpdated": (),  # its personal data is in the custom fields' values: FIELD_CHANGES
 }
+# Per event type that carries custom fields' values (aggregates.fields): the member holding
+# their changes. Text values are free text (stored masked), an attachment's file name is
+# stored `[sealed]`.
+FIELD_CHANGES: dict[str, str] = {"FieldsUpdated": "changes"}
+
+
+def sealed_changes(changes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Custom fields' changes as stored: each one's before and after without personal data."""
+    return {name: hidden_field_values(change, SEALED) for name, change in changes.items()}
 
 
 def restored(state: dict[str, Any], originals: dict[str, Any] | None) -> dict[str, Any]:
@@ -34,6 +44,10 @@ def restored(state: dict[str, Any], originals: dict[str, Any] | None) -> dict[st
         if state.get("attachments"):
             state["attachments"] = [{**a, "filename": ERASED} if a.get("filename") == SEALED else a
                                     for a in state["attachments"]]
+        for name in FIELD_CHANGES.values():
+            if isinstance(state.get(name), dict):
+                state[name] = {field: {side: _erased_name(value) for side, value in change.items()}
+                               for field, change in state[name].items()}
         return state
     originals = dict(originals)
     names = originals.pop("attachment_names", None)
@@ -41,3 +55,8 @@ def restored(state: dict[str, Any], originals: dict[str, Any] | None) -> dict[st
         state["attachments"] = [{**a, "filename": name} for a, name in zip(state["attachments"], names, strict=False)]
     state.update(originals)
     return state
+
+
+def _erased_name(value: Any) -> Any:
+    """An attachment field's value with its sealed file name read as erased."""
+    return {**value, "name": ERASED} if isinstance(value, dict) and value.get("name") == SEALED else value

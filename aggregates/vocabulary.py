@@ -43,6 +43,9 @@ CHANNEL: Names = {
     "store": ("store", "门店"),
     "social_media": ("social media", "社交媒体"),
     "sales_visit": ("sales visit", "销售拜访"),
+    "referral": ("referral", "转介"),
+    "postal_mail": ("postal mail", "邮寄信件"),
+    "fax": ("fax", "传真"),
     "other": ("other", "其他"),
 }
 SEVERITY: Names = {
@@ -116,6 +119,9 @@ EVENT_TYPE: Names = {
     "Withdrawn": ("withdrawn", "撤回"),
     "MarkedDuplicate": ("marked duplicate", "标记重复"),
     "PersonalDataErased": ("personal data erased", "个人数据已删除"),
+    "FieldsUpdated": ("fields updated", "字段已更新"),
+    "TagAdded": ("tag added", "已添加标签"),
+    "TagRemoved": ("tag removed", "已移除标签"),
     "AlertRaised": ("alert raised", "告警产生"),
     "AlertAcknowledged": ("alert acknowledged", "告警已确认"),
     "AlertResolved": ("alert resolved", "告警已解除"),

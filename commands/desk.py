@@ -32,7 +32,8 @@ from aggregates.access import (
     BACKDATE, MANAGE_SUBSCRIPTIONS, MASK, PERSONAL_DATA, RAISE_ALERT, READ_COMPLAINT, AccessDenied, Principal, masked,
 )
 from aggregates.alert import Alert
-from aggregates.complaint import Complaint, DomainError, Meta, actions_in, complaint_id_for
+from aggregates.complaint import Complaint, DomainError, Meta, actions_in, complaint_id_for, hidden_field_values
+from aggregates.fields import FieldDefinitions, FieldValuesInvalid, load_field_definitions
 from aggregates.instants import InstantWindow
 from aggregates.personal_text import mask_personal
 from aggregates.sla import SlaPolicy, load_sla_policy
@@ -112,11 +113,13 @@ class ComplaintDesk(Application):
         access_log: AccessLog | None = None,
         sealer: Sealer | None = None,
         instants: InstantWindow | None = None,
+        field_definitions: FieldDefinitions | None = None,
     ) -> None:
         super().__init__(env)
         self.sealer = sealer
         self.clock = clock
         self.sla_policy = sla_policy or load_sla_policy()
+        self.field_definitions = field_definitions or load_field_definitions()
         self.max_clock_skew = max_clock_skew
         # Every instant a command states lies in this window (aggregates.instants).
         self.instants = instants or InstantWindow()
@@ -168,6 +171,9 @@ class ComplaintDesk(Application):
         meta = self._meta(command, principal)
         complaint_id = complaint_id_for(meta.command_id)
         complaint = Complaint(**command.event_fields(), **meta.fields())
+        if command.fields:
+            complaint.update_fields(command.fields, self.field_definitions, meta)
+        self.field_definitions.require(complaint.fields, complaint.category, complaint.status)
         try:
             self.save(complaint)
         except IntegrityError:
@@ -212,7 +218,14 @@ class ComplaintDesk(Application):
             )
         if isinstance(command, MarkDuplicate):
             self.get_complaint(command.duplicate_of)  # the original must exist
-        command.carry_out(complaint, meta, self.sla_policy)
+        status = complaint.status
+        command.carry_out(complaint, meta, self.sla_policy, self.field_definitions)
+        if not complaint.pending_events:
+            # Nothing to change (a tag it has, values it holds): answered as done, nothing recorded.
+            return CommandResult(complaint_id=complaint.id, version=complaint.version, status=complaint.status,
+                                 command_id=meta.command_id)
+        if complaint.status != status:
+            self.field_definitions.require(complaint.fields, complaint.category, complaint.status)
         try:
             self.save(complaint)
         except IntegrityError:
@@ -421,6 +434,7 @@ class ComplaintDesk(Application):
         # The desk holds the opened originals: free text masked, attachment names hidden too.
         shown["title"], shown["description"] = mask_personal(state["title"]), mask_personal(state["description"])
         shown["attachments"] = [{**a, "filename": MASK} if a.get("filename") else a for a in state["attachments"]]
+        shown["fields"] = hidden_field_values(state["fields"], MASK)
         return shown
 
     def get_complaint(
@@ -531,7 +545,7 @@ def outcome_of(error: BaseException) -> str:
         return "not_found"
     if isinstance(error, (DomainError, VersionConflict)):
         return "conflict"
-    if isinstance(error, (ValidationError, InvalidCommand)):
+    if isinstance(error, (ValidationError, InvalidCommand, FieldValuesInvalid)):
         return "invalid"
     return "error"
 

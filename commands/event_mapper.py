@@ -23,7 +23,7 @@ from eventsourcing.utils import get_topic
 
 from aggregates.envelope import COMPLAINT_TOPIC_PREFIX as COMPLAINT_TOPIC
 from aggregates.personal_text import mask_personal
-from aggregates.sealed_fields import FREE_TEXT, SEALED, restored
+from aggregates.sealed_fields import FIELD_CHANGES, FREE_TEXT, SEALED, restored, sealed_changes
 from commands.event_chain import EventChain
 from commands.personal_data import Keyring
 
@@ -52,6 +52,11 @@ class PersonalFields:
                 if masked != text:
                     originals[name] = text
                     stored[name] = masked
+        if (changes_at := FIELD_CHANGES.get(event_type)) is not None:
+            changes = state[changes_at]
+            if (hidden := sealed_changes(changes)) != changes:
+                originals[changes_at] = changes
+                stored[changes_at] = hidden
         sealed = self._sealed(event_type, complaint_id, version, state, originals) if originals else None
         # Always present, null when there was nothing to seal (the read side's fast path
         # wants one shape per event type), and before the metadata: the stored state keeps

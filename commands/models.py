@@ -18,9 +18,11 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, 
 from pydantic_core import PydanticCustomError
 
 from aggregates.complaint import Channel, Complaint, Direction, Meta, Status, Visibility
+from aggregates.fields import FieldDefinitions
 from aggregates.personal_text import mask_personal
 from aggregates.priority import Impact, Severity, Tier
 from aggregates.sla import SlaPolicy
+from aggregates.tags import MAX_TAG_LENGTH, normalised_tag
 
 # Versions fit the event stores' integers with room to spare (as the version query parameters).
 MAX_VERSION = 2**31 - 1
@@ -70,8 +72,35 @@ Clean = AfterValidator(_clean)
 # says why in words.
 NO_NUL = {"pattern": "^[^\\u0000]*$"}
 Text = Annotated[str, Field(min_length=1, max_length=20_000, json_schema_extra=NO_NUL), Clean]
+# A complaint's description is kept whole: narratives of 20,000 characters and more arrive
+# (the CFPB's longest sample is 21,928); within the request body limit (max_body_bytes).
+MAX_DESCRIPTION = 100_000
+Description = Annotated[str, Field(min_length=1, max_length=MAX_DESCRIPTION, json_schema_extra=NO_NUL), Clean]
 Name = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=NO_NUL), Clean]
 Reference = Annotated[str, Field(min_length=1, max_length=100, json_schema_extra=NO_NUL), Clean]
+
+
+def _tag(text: str) -> str:
+    tag = normalised_tag(text)
+    if not tag:
+        raise PydanticCustomError("string_too_short", "a tag needs at least {min_length} character besides spaces",
+                                  {"min_length": 1})
+    if len(tag) > MAX_TAG_LENGTH:
+        raise PydanticCustomError("string_too_long", "a tag has at most {max_length} characters",
+                                  {"max_length": MAX_TAG_LENGTH})
+    return tag
+
+
+# A tag as people type it, stored normalised (aggregates.tags): `ＶＩＰ ` and `vip` are one tag.
+Tag = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=NO_NUL, description=(
+    f"normalised: full width to half width (NFKC), case folded, spaces trimmed and single; at most {MAX_TAG_LENGTH}"
+    " characters then, and not empty")), Clean, AfterValidator(_tag)]
+# Custom fields' values by field name (docs/fields.md); which fields exist, their types and
+# rules are the field definitions' (checked by the complaint, 422 naming the field).
+FieldValues = Annotated[dict[str, Any], Field(max_length=100, description=(
+    "custom fields by name (docs/fields.md): text, single_select and date (YYYY-MM-DD) as strings, numbers,"
+    " booleans, multi_select as lists of strings, attachment {sha256, name, size, media_type}, geolocation"
+    " {lat, lon}; null clears a field"))]
 
 # Numbers and booleans as JSON has them: "2" and true are not the number 2 (a client's
 # mistake that coercion would hide). The CLI turns its own field=value text into numbers;
@@ -168,6 +197,10 @@ def fingerprint(command: Command, subject: str) -> str:
     them all. So it covers the name, the contact and file names not at all, and free text
     as masked; a retry that differs only there is taken as the same command."""
     body = _without_personal_data(command.model_dump(mode="json", exclude={"command_id", "correlation_id"}))
+    if not body.get("fields"):
+        # Commands recorded before registration and triage took custom fields had none: a
+        # retry of one after the upgrade is the same command, not a reused id.
+        body.pop("fields", None)
     canonical = json.dumps([command.action, subject, body], sort_keys=True, ensure_ascii=False,
                            separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
@@ -184,7 +217,7 @@ def _without_personal_data(value: Any) -> Any:
 class ComplaintCommand(Command):
     """A command on an existing complaint."""
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         raise NotImplementedError
 
 
@@ -196,12 +229,13 @@ class RegisterComplaint(Command):
     customer: Customer
     customer_personal: CustomerPersonalData
     title: Annotated[str, Field(min_length=1, max_length=300)]
-    description: Text
+    description: Description
     product: Reference | None = None
     region: Reference | None = Field(None, description="where the customer is (province, state)")
     order_ref: Reference | None = None
     contract_ref: Reference | None = None
     attachments: list[Attachment] = Field(default_factory=list, max_length=50)
+    fields: FieldValues | None = None
     expected_version: None = Field(  # type: ignore[assignment]
         None, description="not for register: a new complaint has no version to expect (any value is a 422)")
 
@@ -239,9 +273,10 @@ class TriageComplaint(ComplaintCommand):
     severity: Severity
     impact: Impact = "one_user"
     reason: Text | None = Field(None, description="why (rules say which rule and rules version)")
+    fields: FieldValues | None = Field(None, description="custom fields, checked for the category given here")
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
-        complaint.triage(self.category, self.severity, self.impact, policy, meta, self.reason)
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
+        complaint.triage(self.category, self.severity, self.impact, policy, meta, self.reason, self.fields, fields)
 
 
 class AssignComplaint(ComplaintCommand):
@@ -252,7 +287,7 @@ class AssignComplaint(ComplaintCommand):
     agent: Reference | None = None
     reason: Text | None = Field(None, description="why (rules say which rule and rules version)")
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.assign(self.team, self.agent, meta, self.reason)
 
 
@@ -262,7 +297,7 @@ class AddNote(ComplaintCommand):
     action: ClassVar[str] = "add_note"
     text: Text
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.add_note(self.text, meta)
 
 
@@ -275,7 +310,7 @@ class RecordContact(ComplaintCommand):
     channel: Channel
     summary: Text
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.record_contact(
             self.direction, self.visibility, self.channel, self.summary, policy, meta
         )
@@ -287,7 +322,7 @@ class WaitOnCustomer(ComplaintCommand):
     action: ClassVar[str] = "wait_on_customer"
     reason: Text
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.wait_on_customer(self.reason, meta)
 
 
@@ -297,7 +332,7 @@ class CustomerReplied(ComplaintCommand):
     action: ClassVar[str] = "customer_replied"
     summary: Text
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.customer_replied(self.summary, policy, meta)
 
 
@@ -307,7 +342,7 @@ class ProposeResolution(ComplaintCommand):
     action: ClassVar[str] = "propose_resolution"
     proposal: Text
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.propose_resolution(self.proposal, meta)
 
 
@@ -317,7 +352,7 @@ class ResolveComplaint(ComplaintCommand):
     action: ClassVar[str] = "resolve"
     resolution: Text
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.resolve(self.resolution, meta)
 
 
@@ -330,7 +365,7 @@ class VerifyResolution(ComplaintCommand):
     effort: StrictInt | None = Field(None, ge=1, le=7, description="customer effort score, 1 to 7")
     comment: Text | None = None
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.verify(self.csat, self.nps, self.effort, self.comment, meta)
 
 
@@ -339,7 +374,7 @@ class CloseComplaint(ComplaintCommand):
 
     action: ClassVar[str] = "close"
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.close(meta)
 
 
@@ -349,7 +384,7 @@ class ReopenComplaint(ComplaintCommand):
     action: ClassVar[str] = "reopen"
     reason: Text
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.reopen(self.reason, meta)
 
 
@@ -360,7 +395,7 @@ class EscalateComplaint(ComplaintCommand):
     level: StrictInt = Field(ge=1, le=3)
     reason: Text
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.escalate(self.level, self.reason, meta)
 
 
@@ -370,7 +405,7 @@ class WithdrawComplaint(ComplaintCommand):
     action: ClassVar[str] = "withdraw"
     reason: Text
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.withdraw(self.reason, meta)
 
 
@@ -380,8 +415,38 @@ class MarkDuplicate(ComplaintCommand):
     action: ClassVar[str] = "mark_duplicate"
     duplicate_of: UUID
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.mark_duplicate(self.duplicate_of, meta)
+
+
+class UpdateFields(ComplaintCommand):
+    """Set or clear custom fields (the old and new values are recorded)."""
+
+    action: ClassVar[str] = "update_fields"
+    fields: Annotated[FieldValues, Field(min_length=1)]
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
+        complaint.update_fields(self.fields, fields, meta)
+
+
+class AddTag(ComplaintCommand):
+    """Tag the complaint (a tag it has already: answered, nothing recorded)."""
+
+    action: ClassVar[str] = "add_tag"
+    tag: Tag
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
+        complaint.add_tag(self.tag, meta)
+
+
+class RemoveTag(ComplaintCommand):
+    """Take a tag off the complaint (a tag it does not have: answered, nothing recorded)."""
+
+    action: ClassVar[str] = "remove_tag"
+    tag: Tag
+
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
+        complaint.remove_tag(self.tag, meta)
 
 
 class ErasePersonalData(ComplaintCommand):
@@ -391,7 +456,7 @@ class ErasePersonalData(ComplaintCommand):
     action: ClassVar[str] = "erase_personal_data"
     legal_basis: Text
 
-    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy) -> None:
+    def carry_out(self, complaint: Complaint, meta: Meta, policy: SlaPolicy, fields: FieldDefinitions) -> None:
         complaint.erase_personal_data(self.legal_basis, meta)
 
 
@@ -428,6 +493,9 @@ COMPLAINT_COMMANDS: dict[str, type[ComplaintCommand]] = {
     "escalate": EscalateComplaint,
     "withdraw": WithdrawComplaint,
     "mark-duplicate": MarkDuplicate,
+    "update-fields": UpdateFields,
+    "tags": AddTag,
+    "remove-tag": RemoveTag,
 }
 
 

@@ -27,6 +27,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from aggregates.fields import load_field_definitions
 from aggregates.sla import load_sla_policy
 from commands.access_log import AccessLog
 from commands.event_chain import check_key, stored_link
@@ -88,7 +89,7 @@ def open_desk(settings: Settings, clock: Clock = utc_now) -> ComplaintDesk:
     of views of personal data beside it, sealing personal data and chaining every event."""
     desk = ComplaintDesk(settings.eventsourcing_env(), clock=clock, sla_policy=load_sla_policy(settings.sla_policy),
                          max_clock_skew=timedelta(seconds=settings.clock_skew_seconds),
-                         instants=settings.instants(),
+                         instants=settings.instants(), field_definitions=load_field_definitions(settings.fields),
                          access_log=open_access_log(settings),
                          sealer=Sealer(load_or_create_key(settings.secrets_key)))
     try:

@@ -21,6 +21,17 @@ def _zh(table: Names, code: Any) -> str:
     return table[code][1] if code in table else str(code)
 
 
+def _value(value: Any) -> str:
+    """A custom field's value in a line: a list joined, a file by its name, none as "-"."""
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return str(value.get("name") or ", ".join(f"{k} {v}" for k, v in value.items()))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _summary(event_type: str, p: dict[str, Any]) -> tuple[str, str]:
     """The event in one line: (English, Chinese)."""
     match event_type:
@@ -59,6 +70,15 @@ def _summary(event_type: str, p: dict[str, Any]) -> tuple[str, str]:
             comment = f": {p['comment']}" if p.get("comment") else ""
             return (f"Customer rated CSAT {p.get('csat')}{nps}{comment}",
                     f"客户评分 CSAT {p.get('csat')}{nps.replace(', ', '，')}{comment.replace(': ', '：')}")
+        case "FieldsUpdated":
+            changes = p.get("changes") or {}
+            shown = "; ".join(f"{name}: {_value(change.get('before'))} → {_value(change.get('after'))}"
+                              for name, change in changes.items() if isinstance(change, dict))
+            return f"Fields: {shown}", f"字段：{shown}"
+        case "TagAdded":
+            return f"Tagged {p.get('tag')}", f"添加标签：{p.get('tag')}"
+        case "TagRemoved":
+            return f"Untagged {p.get('tag')}", f"移除标签：{p.get('tag')}"
         case "Closed":
             return "Closed", "已关闭"
         case "Reopened":
