@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 EVENT_TYPES = (
     "Registered", "Triaged", "Assigned", "NoteAdded", "ContactRecorded", "WaitingOnCustomer",
     "CustomerReplied", "ResolutionProposed", "Resolved", "Verified", "Closed", "Reopened",
-    "Escalated", "Withdrawn", "MarkedDuplicate",
+    "Escalated", "Withdrawn", "MarkedDuplicate", "FieldsUpdated", "TagAdded", "TagRemoved",
 )
 NOT_A_FACT = "PersonalDataErased"
 OPEN_STATUSES = ("received", "triaged", "assigned", "waiting_on_customer", "resolution_proposed")
@@ -63,6 +63,8 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("nps", "$.nps", "INTEGER"),
     ("effort", "$.effort", "INTEGER"),
     ("level", "$.level", "INTEGER"),
+    ("changes", "$.changes", "VARCHAR"),  # FieldsUpdated: the JSON object of the changes
+    ("tag", "$.tag", "VARCHAR"),
 )
 _INDEX = {name: i + 1 for i, (name, _, _) in enumerate(FIELDS)}
 
@@ -118,6 +120,12 @@ _PROBLEMS: tuple[tuple[str, str], ...] = (
      f" OR {_bad_optional('effort')} OR coalesce({_typed('effort')} NOT BETWEEN 1 AND 7, false))",
      "Verified with csat, nps or effort out of range"),
     (f"event_type = 'Escalated' AND {_missing('level')}", "Escalated without level"),
+    ("event_type = 'FieldsUpdated' AND (coalesce(json_type(payload, '$.changes'), '') <> 'OBJECT'"
+     " OR NOT coalesce(list_bool_and(list_transform(json_extract(payload, '$.changes.*'),"
+     " lambda change: json_type(change) = 'OBJECT')), true))",
+     "FieldsUpdated without changes (an object of before and after per field)"),
+    (f"event_type IN ('TagAdded', 'TagRemoved') AND coalesce({_raw('tag')}, '') = ''",
+     "TagAdded or TagRemoved without tag"),
 )
 _PROBLEM_SQL = (
     "CASE "

@@ -13,6 +13,7 @@ from aggregates.sla import SlaPolicy
 from projections.alerts import AlertsProjector
 from projections.bulk import BulkProjector
 from projections.complaint_facts import FactsProjector
+from projections.fields import FieldsProjector
 from projections.sla import SlaProjector
 from projections.trends import TrendsProjector
 from projections.workload import WorkloadProjector
@@ -23,6 +24,7 @@ MODELS: dict[str, type[BulkProjector]] = {
     "workload": WorkloadProjector,
     "trends": TrendsProjector,
     "alerts": AlertsProjector,
+    "fields": FieldsProjector,
 }
 SPEC = {name: f"{cls.__module__}:{cls.__name__}" for name, cls in MODELS.items()}
 ALL_SPEC = ",".join(SPEC.values())

@@ -16,14 +16,14 @@ connection, with these keywords to build the view from (see `ViewOptions`):
   root passes the configured one);
 - `policy`: the SLA policy (default the packaged one; pass the configured one).
 and `filters`: dimensions of the complaint (team, agent, category, product, channel,
-region, severity, tier) and a registration window.
+region, severity, tier), custom field values and tags it has now, and a registration window.
 Definitions of every figure: docs/read-models.md. `tests/oracle.py` computes each of
 them again, the slow obvious way, and the tests demand equality.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
@@ -37,6 +37,7 @@ from projections import models
 from projections.calendar_table import cum_us, to_us
 from projections.complaint_facts import FACTS
 from projections.facts import Scope
+from projections.fields import matching_sql
 from projections.models import TABLE_MODEL
 from projections.sla import CLOCK_EVENTS, CLOCKS, RUNNING, clock_life_sql, default_policy
 from projections.trends import COMPLAINTS as TREND_COMPLAINTS, RATING_DIMENSIONS, RATINGS
@@ -90,15 +91,20 @@ class Filters:
     tier: str | None = None
     registered_from: datetime | None = None  # inclusive
     registered_to: datetime | None = None  # exclusive
+    # (custom field, value as text) pairs and tags the complaint has now, all of them
+    field_values: tuple[tuple[str, str], ...] = ()
+    tags: tuple[str, ...] = ()
 
-    def where(self, alias: str, columns: dict[str, str] | None = None) -> tuple[str, list[Any]]:
+    def where(self, alias: str, columns: dict[str, str] | None = None, *,
+              t: Callable[[str], str]) -> tuple[str, list[Any]]:
         """SQL conditions on `alias` and their parameters; `columns` renames a dimension
-        (or `registered_at`) to the column that holds it in that table."""
+        (or `registered_at`) to the column that holds it in that table; `t` names the
+        custom field and tag tables in the view (`View.t`)."""
         columns = columns or {}
         parts, params = ["true"], []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if value is None or f.name in ("field_values", "tags"):
                 continue
             if f.name == "registered_from":
                 parts.append(f"{alias}.{columns.get('registered_at', 'registered_at')} >= ?")
@@ -107,7 +113,8 @@ class Filters:
             else:
                 parts.append(f"{alias}.{columns.get(f.name, f.name)} = ?")
             params.append(value)
-        return " AND ".join(parts), params
+        held, held_params = matching_sql(t, self.field_values, self.tags, lambda _: "?", f"{alias}.complaint_id")
+        return " AND ".join([*parts, *held]), params + held_params
 
 
 NO_FILTERS = Filters()
@@ -345,7 +352,7 @@ def sla_clocks(
     **options: Unpack[ViewOptions],
 ) -> list[dict[str, Any]]:
     with _over(source, options) as v:
-        where, params = filters.where("k")
+        where, params = filters.where("k", t=v.t)
         if complaint_id is not None:
             where, params = f"{where} AND k.complaint_id = ?", [*params, complaint_id]
         return v.rows(
@@ -371,7 +378,7 @@ def sla_attainment(
     clocks (`sla_running_clocks`, a few percent) are judged at `now`, and only a breach
     counts among them."""
     with _over(source, options) as v:
-        where, params = filters.where("k")
+        where, params = filters.where("k", t=v.t)
         breached_now = (f"k.due_at IS NOT NULL AND coalesce(epoch_us(k.paused_since), {v.now_us})"
                         " > epoch_us(k.due_at)")
         done = "stop_reason IN ('responded', 'resolved') AND business_us IS NOT NULL"
@@ -405,7 +412,7 @@ def sla_at_risk(
     **options: Unpack[ViewOptions],
 ) -> list[dict[str, Any]]:
     with _over(source, options) as v:
-        where, params = filters.where("k")
+        where, params = filters.where("k", t=v.t)
         return v.rows(
             f"""SELECT complaint_id, metric, status_now AS status, due_at, team, agent, severity
             FROM ({clocks_now_sql(v)}) k
@@ -422,7 +429,7 @@ def sla_clock_events(
     """Each clock's life up to `now`: activated, paused, resumed, warned, breached,
     fulfilled, cancelled (a running clock's warning and breach count once they happen)."""
     with _over(source, options) as v:
-        where, params = filters.where("k")
+        where, params = filters.where("k", t=v.t)
         if complaint_id is not None:  # DuckDB pushes this filter into both sides of the union
             where, params = f"{where} AND e.complaint_id = ?", [*params, complaint_id]
         return v.rows(
@@ -447,7 +454,7 @@ def open_complaints(
     **options: Unpack[ViewOptions],
 ) -> list[dict[str, Any]]:
     with _over(source, options) as v:
-        where, params = filters.where("c")
+        where, params = filters.where("c", t=v.t)
         age = f"({v.now_us} - epoch_us(c.registered_at))"
         return v.rows(
             f"""SELECT c.team, c.agent, c.status, {_age_bucket(age)} AS age_bucket, count(*) AS count
@@ -462,9 +469,9 @@ def today(
     **options: Unpack[ViewOptions],
 ) -> dict[str, Any]:
     with _over(source, options) as v:
-        where, params = filters.where("c")
+        where, params = filters.where("c", t=v.t)
         # Resolutions carry their complaint's current dimensions: no join.
-        r_where, r_params = filters.where("r", RESOLUTION_DIMENSIONS)
+        r_where, r_params = filters.where("r", RESOLUTION_DIMENSIONS, t=v.t)
         start = v.local_midnight(v.now)
         row = v.rows(
             f"""SELECT
@@ -483,8 +490,8 @@ def agent_load(
     **options: Unpack[ViewOptions],
 ) -> list[dict[str, Any]]:
     with _over(source, options) as v:
-        where, params = filters.where("c")
-        r_where, r_params = filters.where("r", RESOLUTION_DIMENSIONS)
+        where, params = filters.where("c", t=v.t)
+        r_where, r_params = filters.where("r", RESOLUTION_DIMENSIONS, t=v.t)
         start = v.local_midnight(v.now)
         since = v.now - timedelta(days=THROUGHPUT_DAYS)
         return v.rows(
@@ -515,7 +522,7 @@ def handovers(
     **options: Unpack[ViewOptions],
 ) -> list[dict[str, Any]]:
     with _over(source, options) as v:
-        where, params = filters.where("c")
+        where, params = filters.where("c", t=v.t)
         return v.rows(
             f"""SELECT h.from_team, h.to_team, count(*) AS count
             FROM {v.t(HANDOVERS)} h JOIN {v.t(WORK_COMPLAINTS)} c USING (complaint_id)
@@ -530,7 +537,7 @@ def backlog(
 ) -> list[dict[str, Any]]:
     """Open complaints at the end of each local day, first registration day to today."""
     with _over(source, options) as v:
-        where, params = filters.where("c")
+        where, params = filters.where("c", t=v.t)
         tz = v.tz
         return v.rows(
             f"""WITH i AS (
@@ -559,7 +566,7 @@ def volume(
     **options: Unpack[ViewOptions],
 ) -> list[dict[str, Any]]:
     with _over(source, options) as v:
-        where, params = filters.where("c")
+        where, params = filters.where("c", t=v.t)
         return v.by_period("c.registered_at", period, f"{v.t(TREND_COMPLAINTS)} c WHERE {where}",
                            {"key": _key(v, by)}, {"n": "count(*)"}, {"count": "CAST(sum(n) AS BIGINT)"},
                            params, "ORDER BY ALL NULLS FIRST")
@@ -577,7 +584,7 @@ def week_over_week(
     that week and the one before instead of every week.
     """
     with _over(source, options) as v:
-        where, params = filters.where("c")
+        where, params = filters.where("c", t=v.t)
         table = f"{v.t(TREND_COMPLAINTS)} c"
         key = _key(v, by)
         if week is None:
@@ -630,7 +637,7 @@ def top_categories(
 ) -> list[dict[str, Any]]:
     """The n largest categories and their share of all categorised complaints."""
     with _over(source, options) as v:
-        where, params = filters.where("c")
+        where, params = filters.where("c", t=v.t)
         return v.rows(
             f"""WITH k AS (
                 SELECT c.category, count(*) AS count FROM {v.t(TREND_COMPLAINTS)} c
@@ -667,7 +674,7 @@ def ratings(
     with _over(source, options) as v:
         # Each rating carries its complaint's current dimensions and registration time
         # (projections.trends.RATING_DIMENSIONS), so the filters need no join.
-        where, params = filters.where("r")
+        where, params = filters.where("r", t=v.t)
         if verified_from is not None:
             where, params = f"{where} AND r.verified_at >= ?", [*params, verified_from]
         source = f"{v.t(RATINGS)} r WHERE {where}"
@@ -688,7 +695,7 @@ def rates(
 ) -> dict[str, Any]:
     """First-contact resolution, reopen, repeat-complaint rates and handling time."""
     with _over(source, options) as v:
-        where, params = filters.where("c")
+        where, params = filters.where("c", t=v.t)
         return v.rows(
             # `previous_registered_at`: the customer's previous complaint's registration, kept
             # by the trends projector over all complaints (so whatever the filters).

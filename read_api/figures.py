@@ -31,6 +31,7 @@ from aggregates.access import MASK
 from aggregates.sla import SlaPolicy
 from projections import queries
 from projections.alerts import ACTIVE, ALERTS, SEVERITY_RANK
+from projections.fields import FIELD_PREFIX, FIELDS, TAGS, VALUE_KEY, matching_sql
 from projections.queries import FACTS, RUNNING, WORK_OPEN
 from read_api.schemas import AlertFilters, Dimension, Filters, Granularity
 
@@ -46,7 +47,7 @@ class Query:
 
     def __post_init__(self) -> None:
         # DuckDB rejects parameters the SQL does not use: keep only the used ones.
-        used = set(re.findall(r"\$([a-z_]+)", self.sql))
+        used = set(re.findall(r"\$([a-z_][a-z_0-9]*)", self.sql))
         self.params = {k: v for k, v in self.params.items() if k in used}
 
     def rows(self, db: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -76,9 +77,11 @@ class Request:
         return self.view.t(table)
 
     def dims(self, **extra: Any) -> queries.Filters:
-        """The complaint dimensions of the filters, in the read models' terms."""
+        """The complaint dimensions of the filters (custom fields and tags among them), in the
+        read models' terms."""
         f = self.filters
-        return queries.Filters(**{name: getattr(f, name) for name in DIMENSION_FILTERS} | extra)
+        return queries.Filters(**{name: getattr(f, name) for name in DIMENSION_FILTERS}
+                               | {"field_values": f.field_values, "tags": tuple(f.tag)} | extra)
 
     def in_window(self, **extra: Any) -> queries.Filters:
         """The dimensions, and registration inside the period."""
@@ -87,14 +90,20 @@ class Request:
     def params(self) -> dict[str, Any]:
         f = self.filters
         return {"start": self.start, "end": self.end, "now": self.now, "tz": f.tz,
-                "today": self.view.local_midnight(self.now)} | {name: getattr(f, name) for name in DIMENSION_FILTERS}
+                "today": self.view.local_midnight(self.now)} | {name: getattr(f, name) for name in DIMENSION_FILTERS} \
+            | {f"held_{i}": value for i, value in enumerate(self.held()[1])}
+
+    def held(self) -> tuple[list[str], list[Any]]:
+        """The conditions of the custom field and tag filters (on `complaint_id`), and their values."""
+        f = self.filters
+        return matching_sql(self.t, f.field_values, f.tag, lambda i: f"$held_{i}")
 
     def where(self) -> str:
-        """SQL conditions for the dimensions that are set (only those: DuckDB then reads
-        no column it need not)."""
+        """SQL conditions for the dimensions, custom fields and tags that are set (only
+        those: DuckDB then reads no column it need not)."""
         f = self.filters
         return " AND ".join(["true", *(f"{name} = ${name}" for name in DIMENSION_FILTERS
-                                       if getattr(f, name) is not None)])
+                                       if getattr(f, name) is not None), *self.held()[0]])
 
     def facts(self) -> str:
         """The filtered `complaint_facts` rows of this view, as a relation."""
@@ -154,7 +163,7 @@ def counts_in_period(daily: list[dict[str, Any]]) -> dict[str, int]:
 
 def daily_flow(r: Request) -> list[dict[str, Any]]:
     """New and resolved complaints per local day of the period."""
-    where, params = r.dims().where("f")
+    where, params = r.dims().where("f", t=r.t)
     flows: dict[date, dict[str, Any]] = {}
     for name, column in (("new", "registered_at"), ("resolved", "resolved_at")):
         for row in r.view.by_period(
@@ -512,8 +521,88 @@ def trend_rows(r: Request, dimension: Dimension, granularity: Granularity) -> li
             SELECT {_day('registered_at', granularity)} AS bucket, status AS key, count(*) AS count
             FROM {r.facts()} WHERE registered_at >= $start AND registered_at < $end
             GROUP BY ALL""", r.params()).rows(r.db)
+    if dimension.startswith(FIELD_PREFIX):
+        joined, key, params = _grouping(r, "c", dimension)
+        where, filter_params = r.in_window().where("c", t=r.t)
+        return [{"bucket": row["period"], "key": row["key"], "count": row["count"]} for row in r.view.by_period(
+            "c.registered_at", granularity, f"{r.t(FACTS)} c {joined} WHERE {where}", {"key": key},
+            {"n": "count(*)"}, {"count": "CAST(sum(n) AS BIGINT)"}, [*params, *filter_params])]
     return [{"bucket": row["period"], "key": None if row["key"] is None else str(row["key"]), "count": row["count"]}
             for row in queries.volume(r.view, granularity, dimension, r.in_window())]
+
+
+def _by_field(r: Request, alias: str, field: str) -> tuple[str, str, list[Any]]:
+    """(LEFT JOIN of a custom field's values onto `alias`, the key expression, its parameters):
+    a complaint without a value has the key NULL; one with several (a multiple choice)
+    counts once under each."""
+    joined = (f"LEFT JOIN (SELECT complaint_id, {VALUE_KEY} AS value FROM {r.t(FIELDS)} WHERE field = ?) fv"
+              f" ON fv.complaint_id = {alias}.complaint_id")
+    return joined, "fv.value", [field]
+
+
+def _grouping(r: Request, alias: str, by: Dimension | None) -> tuple[str, str, list[Any]]:
+    """(join, key expression, parameters) of a grouping: none, a complaint dimension, or a custom field."""
+    if by is None:
+        return "", "NULL::VARCHAR", []
+    if by.startswith(FIELD_PREFIX):
+        return _by_field(r, alias, by.removeprefix(FIELD_PREFIX))
+    return "", f"{alias}.{by}", []
+
+
+def field_kinds(r: Request, field: str) -> dict[str, int]:
+    """How many of a custom field's current values are text, numbers, true/false."""
+    return Query(f"""SELECT count(value_text) AS text, count(value_number) AS number, count(value_bool) AS boolean
+        FROM {r.t(FIELDS)} WHERE field = $field""", {"field": field}).rows(r.db)[0]
+
+
+def rates(r: Request, field: str, by: Dimension | None) -> list[dict[str, Any]]:
+    """Per group of complaints registered in the period: those with a true/false value in
+    the custom field (`count`), those with true (`true_count`) and the `rate`."""
+    joined, key, key_params = _grouping(r, "c", by)
+    where, params = r.in_window().where("c", t=r.t)
+    # HAVING: without a grouping, no rows would still make one group (of count 0, rate NULL).
+    return r.view.rows(f"""
+        SELECT {key} AS key, count(*) AS count, count(*) FILTER (WHERE b.value_bool) AS true_count,
+               CAST(true_count AS DOUBLE) / count AS rate
+        FROM {r.t(FACTS)} c
+        JOIN (SELECT complaint_id, value_bool FROM {r.t(FIELDS)} WHERE field = ? AND value_bool IS NOT NULL) b
+            ON b.complaint_id = c.complaint_id
+        {joined}
+        WHERE {where} GROUP BY ALL HAVING count(*) > 0 ORDER BY key NULLS FIRST""", [field, *key_params, *params])
+
+
+def assignment_times(r: Request, granularity: Granularity) -> list[dict[str, Any]]:
+    """Time to first assignment (registration to the first Assigned: the CFPB's "sent to
+    company"), per bucket of registration and team (the current one), of the complaints
+    registered in the period that have been assigned: count, p50 and p90 in minutes."""
+    return Query(f"""
+        SELECT {_day('registered_at', granularity)} AS bucket, team, count(*) AS count,
+               quantile_cont(minutes, 0.5) AS p50_minutes, quantile_cont(minutes, 0.9) AS p90_minutes
+        FROM (SELECT registered_at, team, (epoch_us(first_assigned_at) - epoch_us(registered_at)) / 60e6 AS minutes
+              FROM {r.facts()} WHERE registered_at >= $start AND registered_at < $end
+                AND first_assigned_at IS NOT NULL)
+        GROUP BY ALL ORDER BY bucket, team NULLS FIRST""", r.params()).rows(r.db)
+
+
+def tag_trends(r: Request, limit: int) -> dict[str, Any]:
+    """The tags most often added this (local) week, up to `now`, against the whole week
+    before: complaints carrying the tag now, by the week it was (last) added."""
+    this_week = r.view.today() - timedelta(days=r.view.today().weekday())
+    last_week = this_week - timedelta(days=7)
+    zone = r.view.zone
+    starts = [datetime.combine(day, datetime.min.time(), zone) for day in (last_week, this_week)]
+    where, params = r.dims().where("c", t=r.t)
+    items = r.view.rows(f"""
+        SELECT g.tag,
+               count(*) FILTER (WHERE g.added_at >= ?) AS this_week,
+               count(*) FILTER (WHERE g.added_at < ?) AS last_week,
+               this_week - last_week AS change,
+               CAST(change AS DOUBLE) / nullif(last_week, 0) AS growth
+        FROM {r.t(TAGS)} g JOIN {r.t(FACTS)} c ON c.complaint_id = g.complaint_id
+        WHERE g.added_at >= ? AND g.added_at <= ? AND {where}
+        GROUP BY g.tag ORDER BY this_week DESC, change DESC, g.tag LIMIT ?""",
+        [starts[1], starts[1], starts[0], r.now, *params, limit])
+    return {"this_week": this_week, "last_week": last_week, "as_of": r.now, "items": items}
 
 
 def sort_page(rows: list[dict[str, Any]], sort: str, order: str, limit: int, offset: int,

@@ -59,6 +59,7 @@ def complaint_list(r: Request, queue: Queue, *, caller: str, unassigned_of_no_te
     if f.team is not None:
         conditions.append("(f.team = $team OR f.team IS NULL)" if queue == "unassigned" and unassigned_of_no_team
                           else "f.team = $team")
+    conditions += r.held()[0]  # the custom field and tag filters (their values are in r.params())
     if WINDOW_FILTERS & f.model_fields_set:
         dated = {"registered": "f.registered_at", "resolved": "f.resolved_at"}[dated_by]
         conditions.append(f"{dated} >= $start AND {dated} < $end")

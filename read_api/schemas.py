@@ -9,22 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, create_model
+from pydantic import field_validator
 
 from aggregates.alert import AlertSeverity, AlertStatus, SubjectType
 from aggregates.complaint import Channel
 from aggregates.instants import WINDOW, InstantWindow
 from aggregates.priority import Severity, Tier
+from aggregates.tags import MAX_TAG_LENGTH, normalised_tag
 
 Period = Literal["today", "7d", "30d", "90d", "365d", "all"]
 Granularity = Literal["day", "week", "month"]
+FIELD_NAME = r"[\w.-]{1,64}"  # a custom field's name, as the filters and groupings take it
+MAX_VOCABULARY_FILTERS = 20  # custom field and tag conditions per request
+FieldFilter = Annotated[str, StringConstraints(pattern=rf"^{FIELD_NAME}:.{{1,200}}$")]  # name:value
+TagFilter = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# A custom field as a dimension: `field:<name>` (projections.fields.FIELD_PREFIX).
+FieldDimension = Annotated[str, StringConstraints(pattern=rf"^field:{FIELD_NAME}$")]
 Dimension = Literal[
     "product", "category", "channel", "region", "severity", "priority", "tier", "team", "status"
-]
+] | FieldDimension
 Order = Literal["asc", "desc"]
 PERIOD_DAYS: dict[str, int] = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
 EPOCH = datetime(1970, 1, 1).astimezone(ZoneInfo("UTC"))
@@ -48,6 +56,13 @@ class Filters(BaseModel):
     channel: Channel | None = None
     severity: Severity | None = None
     tier: Tier | None = None
+    field: list[FieldFilter] = Field(
+        default_factory=list, max_length=MAX_VOCABULARY_FILTERS,
+        description="a custom field's current value, `name:value` (e.g. `timely_response:false`); repeat it"
+                    " for several: a complaint must have all (a multiple choice: each option given)")
+    tag: list[TagFilter] = Field(
+        default_factory=list, max_length=MAX_VOCABULARY_FILTERS,
+        description="a tag the complaint has now (normalised: case, width, spaces); repeat it: all of them")
     as_of: AwareDatetime | None = Field(
         None, description="answer as the read model stood at this instant (events after it are ignored)"
     )
@@ -63,6 +78,29 @@ class Filters(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Asia/Shanghai") from None
         return value
+
+    @field_validator("tag")
+    @classmethod
+    def _normalised_tags(cls, value: list[str]) -> list[str]:
+        tags = [normalised_tag(given) for given in value]
+        if not all(1 <= len(tag) <= MAX_TAG_LENGTH for tag in tags):
+            raise ValueError(f"a tag has 1 to {MAX_TAG_LENGTH} characters besides spaces")
+        return tags
+
+    @property
+    def field_values(self) -> tuple[tuple[str, str], ...]:
+        """The custom field filters as (name, value) pairs."""
+        return tuple((name, text) for name, _, text in (given.partition(":") for given in self.field))
+
+    @field_validator("start", "end", "as_of", mode="before")
+    @classmethod
+    def _written_out(cls, value: Any) -> Any:
+        """An instant is written out: pydantic would read a number as seconds since 1970."""
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return value
+        raise ValueError("an instant is an ISO 8601 date and time with a time zone, not a number")
 
     @field_validator("start", "end", "as_of")
     @classmethod
@@ -393,6 +431,49 @@ class TrendRow(BaseModel):
     bucket: date
     key: str | None
     count: int
+
+
+class AssignmentTimeRow(BaseModel):
+    bucket: date = Field(description="the day, week or month of registration (in the filters' time zone)")
+    team: str | None = Field(description="the complaint's team now")
+    count: int = Field(description="complaints registered then and assigned since")
+    p50_minutes: float = Field(description="median wall-clock minutes from registration to the first assignment")
+    p90_minutes: float = Field(description="90th percentile of the same")
+
+
+class AssignmentTimes(BaseModel):
+    granularity: str
+    window: Window
+    items: list[AssignmentTimeRow]
+
+
+class RateRow(BaseModel):
+    key: str | None = Field(description="the group's value (null: no value, or no grouping)")
+    count: int = Field(description="complaints with a true/false value in the field")
+    true_count: int = Field(description="of which true")
+    rate: float = Field(description="true_count / count")
+
+
+class Rates(BaseModel):
+    of: str = Field(description="the true/false custom field")
+    by: str | None
+    window: Window
+    items: list[RateRow]
+
+
+class TagTrend(BaseModel):
+    tag: str
+    this_week: int = Field(description="complaints tagged so this week (to as_of), carrying the tag now")
+    last_week: int = Field(description="the same, the whole week before")
+    change: int = Field(description="this_week - last_week")
+    growth: float | None = Field(description="change / last_week (null when last week had none)")
+
+
+class TagTrends(BaseModel):
+    this_week: date = Field(description="the Monday of this week (local)")
+    last_week: date
+    as_of: datetime
+    items: list[TagTrend]
 
 
 # ------------------------------------------------------------------ audit

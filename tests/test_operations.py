@@ -415,7 +415,7 @@ def test_run_is_ready_then_stops_on_sigterm(tmp_path: Path, procs: LoggedProcess
     projectors = set(labelled(samples, "complaints_read_node_apply_seconds_count", "projector"))
     # (alerts: once the automation, which starts after the demo, has raised one)
     assert {"events", "facts", "sla", "workload", "trends"} <= projectors <= {
-        "events", "facts", "sla", "workload", "trends", "alerts"}, projectors
+        "events", "facts", "sla", "workload", "trends", "alerts", "fields"}, projectors
     for path in ("/dashboards/supervisor", "/dashboards/executive", "/workload", "/dashboard"):
         assert get(port, path, headers=bearer()).status_code == 200, path
     assert get(port, "/workload").status_code == 401

@@ -147,7 +147,8 @@ def _alternatives(schema: dict[str, Any], spec: dict[str, Any]) -> list[dict[str
 def values_of(name: str, schema: dict[str, Any], spec: dict[str, Any], f: ReadFile) -> list[Any]:
     """Values worth trying for a parameter: every one of an enumeration, else one valid one."""
     known = {"team": f.team, "product": f.product, "customer": f.customer, "tz": "America/New_York",
-             "text": "Broken", "complaint_id": f.complaint_id, "alert_id": f.alert_id}
+             "text": "Broken", "complaint_id": f.complaint_id, "alert_id": f.alert_id,
+             "field": "timely_response:true", "tag": "vip", "of": "timely_response"}
     for alt in _alternatives(schema, spec):
         if "enum" in alt:
             return list(alt["enum"])
@@ -193,9 +194,12 @@ def calls(spec: dict[str, Any], f: ReadFile) -> Iterator[Call]:
         path_params = [p for p in parameters if p["in"] == "path"]
         query_params = [p for p in parameters if p["in"] == "query" and p["name"] != "as_of"]
         takes_as_of = any(p["in"] == "query" and p["name"] == "as_of" for p in parameters)
-        times: list[tuple[tuple[str, Any], ...]] = [()]
+        # What every call gives: the required query parameters (e.g. /rates' `of`).
+        required = tuple((p["name"], values_of(p["name"], p["schema"], spec, f)[0])
+                         for p in query_params if p.get("required"))
+        times: list[tuple[tuple[str, Any], ...]] = [required]
         if takes_as_of:
-            times.append((("as_of", f.as_of.isoformat()),))
+            times.append((*required, ("as_of", f.as_of.isoformat())))
 
         def url(values: dict[str, Any], template: str = template) -> str:
             return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), template)
@@ -212,7 +216,8 @@ def calls(spec: dict[str, Any], f: ReadFile) -> Iterator[Call]:
             for p in query_params:
                 for value in values_of(p["name"], p["schema"], spec, f):
                     for at in times:
-                        yield Call(template, url(fill), ((p["name"], value), *at))
+                        yield Call(template, url(fill), ((p["name"], value),
+                                                         *(given for given in at if given[0] != p["name"])))
         # A complaint that does not exist: 404 (and no write either).
         if any(_is_uuid(p, spec) for p in path_params):
             missing = fills[0] | {p["name"]: uuid4() for p in path_params if _is_uuid(p, spec)}

@@ -130,7 +130,7 @@ def test_the_rebuilt_file_is_swapped_in_and_the_runner_goes_on_from_it(tmp_path:
     assert db.execute("SELECT source, partition, next_position FROM consumer_positions").fetchall() == [
         ("log", 0, first[-1].position + 1)]
     assert {r[0] for r in db.execute("SELECT projector FROM read_model_meta").fetchall()} == {
-        "events", "facts", "sla", "workload", "trends", "alerts"}
+        "events", "facts", "sla", "workload", "trends", "alerts", "fields"}
     db.close()
     assert not list(tmp_path.glob("read.duckdb.rebuild-*"))
 
@@ -212,7 +212,7 @@ def test_the_cli_rebuilds_and_prints_figures_as_of_a_position(tmp_path: Path, mo
     shown = runner.invoke(cli_app, ["read-models", "figures", "--db", str(target), "--as-of", str(middle),
                                     "--only", "rates"])
     assert shown.exit_code == 0, shown.output
-    rates = json.loads(shown.output)["rates"]
+    rates = json.loads(shown.stdout)["rates"]  # (warnings go to stderr)
     past = [e for e in envelopes if e.position <= middle]
     assert rates["complaints"] == len({e.complaint_id for e in past})
     assert runner.invoke(cli_app, ["read-models", "rebuild", "--help"]).exit_code == 0

@@ -13,7 +13,7 @@ const COLORS = { accent: "#2f6fde", ok: "#1f9d66", warn: "#e0a100", bad: "#d6454
   series: ["#2f6fde", "#1f9d66", "#e0a100", "#8e5bd6", "#d64545", "#13a3b5", "#7a8599", "#c2549d"] };
 const EXPORTS = { supervisor: "sla", product: "trends", executive: "complaints", audit: "events" };
 // The filters, by the read API's parameter names (the same names go to the workspace).
-const FILTERS = ["period", "start", "end", "team", "product", "category", "region", "channel", "severity", "tier", "as_of"];
+const FILTERS = ["period", "start", "end", "team", "product", "category", "region", "channel", "severity", "tier", "tag", "as_of"];
 const FONTS = "system-ui, 'Noto Sans CJK SC', 'PingFang SC', 'Microsoft YaHei', 'DejaVu Sans', sans-serif";
 
 // `generation` changes at each sign-in and sign-out: answers to an earlier one are dropped.
@@ -31,6 +31,7 @@ I18N.add({
   "filter.period": ["Period", "时间范围"], "filter.team": ["Team", "团队"], "filter.product": ["Product", "产品"],
   "filter.category": ["Category", "类别"], "filter.region": ["Region", "地区"], "filter.channel": ["Channel", "渠道"],
   "filter.severity": ["Severity", "严重程度"], "filter.tier": ["Tier", "客户等级"], "filter.as_of": ["As of", "截至"],
+  "filter.tag": ["Tag", "标签"], "filter.tag.hint": ["complaints carrying this tag now", "当前带有此标签的投诉"],
   "filter.as_of.hint": ["see the figures as they stood then (the desk's time zone)", "查看当时的数据（服务台时区）"],
   "period.today": ["Today", "今天"], "period.7d": ["7 days", "近 7 天"], "period.30d": ["30 days", "近 30 天"],
   "period.90d": ["90 days", "近 90 天"], "period.365d": ["1 year", "近 1 年"], "period.all": ["All", "全部"],
