@@ -16,6 +16,8 @@ kilobytes, its longest text 20,000 characters).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -37,12 +39,13 @@ class BodyTooLarge(HTTPException):
 class BodyLimit:
     """Plain ASGI middleware (no task, no buffering): counts the body as it is received."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES, own_limits: Sequence[str] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.own_limits = frozenset(own_limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.own_limits:
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
@@ -89,8 +92,10 @@ class BodyLimit:
             await JSONResponse({"detail": error.detail}, 413, headers=error.headers)(scope, receive, send)
 
 
-def limit_bodies(app: FastAPI, max_bytes: int) -> FastAPI:
-    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+def limit_bodies(app: FastAPI, max_bytes: int, own_limits: Sequence[str] = ()) -> FastAPI:
+    """`app` with its bodies limited, except on the paths in `own_limits`, whose routes hold
+    their bodies to limits of their own (an attachment's upload)."""
+    app.add_middleware(BodyLimit, max_bytes=max_bytes, own_limits=own_limits)
     return app
 
 

@@ -49,6 +49,7 @@ WORK = Path(tempfile.mkdtemp(prefix="command-schemathesis-"))
 SETTINGS = Settings(
     store="sqlite", sqlite_path=WORK / "events.sqlite", dev_issuer_key=ISSUER_KEY,
     secrets_key=WORK / "secrets.key", links_key=WORK / "links.key", notify_allow_hosts=["127.0.0.1"],
+    attachments_dir=WORK / "attachments",
     rate_limit_commands="1000000/second", rate_limit_reads="1000000/second", rate_limit_costly="1000000/second")
 WIRING = Wiring(SETTINGS)
 APP = WIRING.command_app()
