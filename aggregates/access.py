@@ -37,6 +37,7 @@ ROLE_NAMES: dict[Role, tuple[str, str]] = {  # (en, zh-CN)
 HANDLING = frozenset({
     "add_note", "record_contact", "wait_on_customer", "customer_replied", "propose_resolution",
     "resolve", "verify", "close", "escalate", "withdraw", "mark_duplicate",
+    "update_fields", "add_tag", "remove_tag",  # the desk's own vocabulary: custom fields and tags
 })
 COMMANDS = HANDLING | {"register", "triage", "assign", "reopen"}
 # An agent takes work from its team's queue: an assignment of a complaint of its own team to
@@ -44,6 +45,12 @@ COMMANDS = HANDLING | {"register", "triage", "assign", "reopen"}
 TAKE = "take"
 # Alerts: raised by rules, taken on (acknowledged) and resolved by people or by the rule.
 RAISE_ALERT, ACKNOWLEDGE_ALERT, RESOLVE_ALERT = "raise_alert", "acknowledge_alert", "resolve_alert"
+
+# Knowledge articles: the automation drafts them from well-rated solutions; quality and the
+# leads edit, publish and retire them (docs/knowledge.md).
+DRAFT_ARTICLE, EDIT_ARTICLE, PUBLISH_ARTICLE, RETIRE_ARTICLE = (
+    "draft_article", "edit_article", "publish_article", "retire_article")
+KNOWLEDGE = frozenset({DRAFT_ARTICLE, EDIT_ARTICLE, PUBLISH_ARTICLE, RETIRE_ARTICLE})
 
 # What is read, and how.
 READ_COMPLAINT = "read:complaint"  # one complaint as it stands (command API)
@@ -68,28 +75,29 @@ READS = frozenset({READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_PRODUCT, RE
 ALERTING = frozenset({ACKNOWLEDGE_ALERT, RESOLVE_ALERT, READ_ALERTS})
 NOTIFYING = frozenset({MANAGE_SUBSCRIPTIONS, READ_DELIVERIES, RESEND_DELIVERY})
 PERMISSIONS: tuple[str, ...] = (*sorted(COMMANDS), TAKE, RAISE_ALERT, ACKNOWLEDGE_ALERT, RESOLVE_ALERT,
-                                MANAGE_SUBSCRIPTIONS, RESEND_DELIVERY, ERASE_PERSONAL_DATA, *sorted(READS),
-                                READ_DELIVERIES, BACKDATE)
+                                *sorted(KNOWLEDGE), MANAGE_SUBSCRIPTIONS, RESEND_DELIVERY, ERASE_PERSONAL_DATA,
+                                *sorted(READS), READ_DELIVERIES, BACKDATE)
 
 DASHBOARDS = frozenset({READ_SUPERVISOR, READ_PRODUCT, READ_EXECUTIVE})
 
 # The matrix: each role's permissions.
 MATRIX: dict[Role, frozenset[str]] = {
     "intake": frozenset({"register", "add_note", "record_contact", "customer_replied", "withdraw",
-                         READ_COMPLAINT, PERSONAL_DATA}),
+                         "update_fields", "add_tag", READ_COMPLAINT, PERSONAL_DATA}),
     "agent": (HANDLING | {"register", TAKE}) - {"mark_duplicate"}
     | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS, PERSONAL_DATA, ACKNOWLEDGE_ALERT, READ_ALERTS},
-    "supervisor": COMMANDS | ALERTING | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS, EXPORT,
-                                         PERSONAL_DATA},
-    "department_head": COMMANDS | DASHBOARDS | ALERTING | {READ_COMPLAINT, READ_AUDIT, READ_MODELS, EXPORT,
-                                                           PERSONAL_DATA},
-    "quality": ALERTING | {"add_note", READ_COMPLAINT, READ_AUDIT, READ_PRODUCT, READ_MODELS, EXPORT},
+    "supervisor": COMMANDS | ALERTING | KNOWLEDGE | {READ_COMPLAINT, READ_AUDIT, READ_SUPERVISOR, READ_MODELS,
+                                                     EXPORT, PERSONAL_DATA},
+    "department_head": COMMANDS | DASHBOARDS | ALERTING | KNOWLEDGE | {READ_COMPLAINT, READ_AUDIT, READ_MODELS,
+                                                                       EXPORT, PERSONAL_DATA},
+    "quality": ALERTING | KNOWLEDGE | {"add_note", "add_tag", "remove_tag", READ_COMPLAINT, READ_AUDIT, READ_PRODUCT,
+                                       READ_MODELS, EXPORT},
     "executive": DASHBOARDS | {READ_MODELS, EXPORT, ACKNOWLEDGE_ALERT, READ_ALERTS},
     "auditor": READS | {READ_DELIVERIES},
     "analyst": DASHBOARDS | {READ_AUDIT, READ_MODELS, EXPORT, READ_ALERTS},
     "admin": DASHBOARDS | NOTIFYING | {READ_MODELS, READ_ALERTS, ERASE_PERSONAL_DATA},
     "automation": frozenset({"triage", "assign", "escalate", "add_note", READ_COMPLAINT, RAISE_ALERT,
-                             RESOLVE_ALERT, READ_ALERTS}),
+                             RESOLVE_ALERT, READ_ALERTS, DRAFT_ARTICLE}),
     "importer": COMMANDS | {BACKDATE, READ_COMPLAINT},
     # The customer acts only through a signed link: the survey records their verification.
     "customer": frozenset({"verify"}),

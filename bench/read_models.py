@@ -82,7 +82,7 @@ def ensure_store(path: Path, events: int, settings: Any = None) -> float:
                     command = COMPLAINT_COMMANDS[kind].model_validate(fields)
                     complaint = lives[key]
                     command.carry_out(complaint, Meta(actor, command.occurred_at, command.command_id,
-                                                      command.command_id), desk.sla_policy)
+                                                      command.command_id), desk.sla_policy, desk.field_definitions)
                 touched[id(complaint)] = complaint
                 if len(touched) >= 1000:
                     written += _save(desk, touched, bar)

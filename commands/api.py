@@ -16,16 +16,19 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
-from aggregates.access import ACCESS_LOG, READ_DELIVERIES, AccessDenied, Principal
+from aggregates.access import ACCESS_LOG, READ_COMPLAINT, READ_DELIVERIES, AccessDenied, Principal
 from aggregates.alert import AlertTransition
 from aggregates.complaint import CommandIdReused, IllegalTransition, RuleViolation
+from aggregates.fields import FieldValuesInvalid
 from aggregates.subscription import SubscriptionTransition
 from commands.alerts import ALERT_COMMANDS, AlertCommand, AlertResult
+from commands.attachments import Attachments
 from commands.correlation import CorrelationMiddleware
 from commands.desk import (
     AlertAlreadyRaised, AlertNotFound, ComplaintDesk, ComplaintNotFound, SubscriptionNotFound, VersionConflict,
 )
 from commands.endpoints import EndpointRefused, check_url
+from commands.knowledge import include_knowledge
 from commands.metrics import count_command
 from commands.strict_json import StrictJsonRoute, validation_problems
 from commands.personal_data import UnknownCustomer
@@ -85,7 +88,8 @@ def operation_id(route: APIRoute) -> str:
     return f"{tag}-{route.name}" if tag else route.name
 
 
-def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Sequence[str] = ()) -> FastAPI:
+def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Sequence[str] = (),
+               attachments: Attachments | None = None) -> FastAPI:
     # Swagger UI and ReDoc from the installed fastapi-offline package, not a CDN.
     app = FastAPIOffline(
         generate_unique_id_function=operation_id,
@@ -126,7 +130,7 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
         summary="Register a complaint",
     )
     async def register(command: RegisterComplaint, desk: Desk, actor: Actor) -> CommandResult:
-        return _done(RegisterComplaint.action, desk.register(command, actor))
+        return _done(RegisterComplaint.action, _claiming(attachments, command, desk.register(command, actor)))
 
     @app.get(
         "/complaints/{complaint_id}",
@@ -162,6 +166,12 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
         count_command(EraseCustomer.action, "duplicate" if erased.replayed else "accepted")
         return erased
 
+    @app.get("/field-definitions", responses=_errors(401, 403, 429), tags=["complaints"],
+             summary="The custom fields a complaint may carry (their types, labels in en and zh, options, rules)")
+    def field_definitions(desk: Desk, actor: Actor) -> dict[str, Any]:
+        actor.require(READ_COMPLAINT)
+        return desk.field_definitions.model_dump(mode="json")
+
     @app.get(
         "/complaints/{complaint_id}/personal-data-views",
         response_model=list[PersonalDataView],
@@ -183,7 +193,7 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
             tags=["complaints"],
             summary=(command_class.__doc__ or command_class.__name__).strip().splitlines()[0],
             name=command_class.action,
-        )(_endpoint_for(command_class, Actor))
+        )(_endpoint_for(command_class, Actor, attachments))
     @app.post("/subscriptions", status_code=status.HTTP_201_CREATED, response_model=SubscriptionResult,
               responses=CREATE_ERRORS,
               tags=["subscriptions"], summary="Subscribe an endpoint to notifications (a webhook's secret is shown once)")
@@ -216,6 +226,9 @@ def create_app(desk: ComplaintDesk, authenticate: Authenticate, allow_hosts: Seq
             summary=(alert_command.__doc__ or alert_command.__name__).strip().splitlines()[0],
             name=alert_command.action,
         )(_alert_endpoint_for(alert_command, Actor))
+    include_knowledge(app, desk, authenticate, COMMAND_ERRORS)
+    if attachments is not None:
+        app.include_router(attachments.router(Actor))
     return app
 
 
@@ -250,16 +263,25 @@ def _alert_endpoint_for(command_class: type[AlertCommand], actor_type: Any) -> C
     return endpoint
 
 
-def _endpoint_for(command_class: type[ComplaintCommand], actor_type: Any) -> Callable[..., Any]:
+def _endpoint_for(command_class: type[ComplaintCommand], actor_type: Any,
+                  attachments: Attachments | None) -> Callable[..., Any]:
     # Commands run on the event loop, not in the thread pool: writes to one event store
     # take turns anyway (SQLite's write lock, PostgreSQL's table lock), and skipping the
     # thread hop doubled the throughput (docs/benchmarks.md).
     async def endpoint(complaint_id: UUID, command: command_class, desk: Desk,  # type: ignore[valid-type]
                        actor: actor_type) -> CommandResult:  # type: ignore[valid-type]
-        return _done(command_class.action, desk.execute(complaint_id, command, actor))
+        return _done(command_class.action, _claiming(attachments, command, desk.execute(complaint_id, command, actor)))
 
     endpoint.__name__ = command_class.action
     return endpoint
+
+
+def _claiming(attachments: Attachments | None, command: Any, result: CommandResult) -> CommandResult:
+    """The files a stored command refers to become its complaint's customer's (encrypted for
+    them, so erasing them erases the files: commands.sealed_blobs)."""
+    if attachments is not None:
+        attachments.claim(result.complaint_id, command)
+    return result
 
 
 def _done(action: str, result: CommandResult) -> CommandResult:
@@ -354,3 +376,11 @@ def _add_error_handlers(app: FastAPI, actions: dict[str, str]) -> None:
         if action := action_of(request):
             log.info("%s refused (422): %s", action, error, extra={"action": action, "outcome": "invalid"})
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(FieldValuesInvalid)
+    def invalid_fields(request: Request, error: FieldValuesInvalid) -> JSONResponse:
+        # Custom fields' values the definitions refuse: shaped like FastAPI's own 422 too.
+        if action := action_of(request):
+            log.info("%s refused (422): %s", action, str(error)[:500], extra={"action": action, "outcome": "invalid"})
+        return JSONResponse(validation_problems([p | {"loc": ("body", *p["loc"])} for p in error.problems]),
+                            status_code=422)

@@ -25,6 +25,7 @@ from commands.personal_data_cli import app as personal_data_app
 from commands.subscriptions_cli import app as subscriptions_app
 from consumers.audit_cli import app as audit_app
 from consumers.automation_cli import app as automation_app
+from consumers.knowledge_cli import app as knowledge_app
 from complaints.error_language import CHINESE, ENGLISH, system_language
 from complaints.logs import configure_logging
 from complaints.settings import get_settings
@@ -85,7 +86,7 @@ def serve(ctx: typer.Context, host: Host = None, port: Port = None) -> None:
 @app.command(
     help="Run everything on the embedded default: the command API, an in-process read node"
     " (SLA, workload, trend and alert read models), the read API and dashboards, the automation"
-    " (its rules: COMPLAINTS_RULES), the notifier with a demo webhook receiver, and demo data"
+    " (its rules: COMPLAINTS_RULES), the knowledge drafter, the notifier with a demo webhook receiver, and demo data"
     " when the event store is empty."
 )
 def run(
@@ -116,6 +117,7 @@ def run(
     desk = wiring.desk()
     empty = not wiring.store.recorder.max_notification_id()
     automation = wiring.automation(desk=desk)
+    drafter = wiring.knowledge_drafter(desk=desk)
     host, port = host or settings.host, port or settings.port
     # The notifier delivers to a receiver of its own on this server, to show deliveries
     # working: its address is loopback, which the SSRF guard allows for it alone.
@@ -153,6 +155,7 @@ def run(
     else:
         automation.start_background()
     notifier.start_background()
+    drafter.start_background()
     wiring.start_audit_checkpoints()  # signed checkpoints of the log, in a thread (closed with the wiring)
     typer.echo(f"dashboard:   http://{host}:{port}/dashboard")
     typer.echo(f"API docs:    http://{host}:{port}/docs")
@@ -169,6 +172,8 @@ def run(
         automation.close()
         notifier.stop()
         notifier.close()
+        drafter.stop()
+        drafter.close()
 
 
 @app.command(help="Print a bearer token of a demo user, from the development issuer (not in production):"
@@ -217,6 +222,7 @@ def roles(markdown: Annotated[bool, typer.Option(help="as the Markdown of docs/s
 app.add_typer(commands_app)
 app.add_typer(consumers_app)
 app.add_typer(automation_app)
+app.add_typer(knowledge_app)
 app.add_typer(notifier_app)
 app.add_typer(subscriptions_app)
 app.add_typer(audit_app)  # `complaints audit verify|public-key|checkpoints` (consumers.audit_cli)

@@ -17,17 +17,23 @@ from fastapi import APIRouter, HTTPException, Request
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from aggregates.access import Principal
+from aggregates.complaint import CommandIdReused
+from aggregates.subscription import subscription_id_for
 from commands.desk import ComplaintDesk
-from commands.subscriptions import CreateSubscription, RotateSecret
+from commands.subscriptions import ChangeSubscription, CreateSubscription, RotateSecret
 
 PATH = "/demo/receiver"
+COMMAND_ID = "demo:receiver"
 ADMIN = Principal("demo", "演示 demo", frozenset({"admin"}))
 
 
 def subscribe_demo_receiver(desk: ComplaintDesk, url: str, secret_file: Path) -> str:
     """Subscribe the receiver at `url` once; returns its secret (made again if its file is lost)."""
-    result = desk.create_subscription(
-        CreateSubscription(command_id="demo:receiver", name="demo receiver", kind="webhook", endpoint=url), ADMIN)
+    try:
+        result = desk.create_subscription(
+            CreateSubscription(command_id=COMMAND_ID, name="demo receiver", kind="webhook", endpoint=url), ADMIN)
+    except CommandIdReused:  # subscribed before at another address (another port): it moves here
+        result = desk.act_on_subscription(subscription_id_for(COMMAND_ID), ChangeSubscription(endpoint=url), ADMIN)
     if result.secret is None and secret_file.exists():
         return secret_file.read_text().strip()
     if result.secret is None:  # subscribed before, and its secret is lost: a new one

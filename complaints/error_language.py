@@ -90,14 +90,25 @@ CHINESE_WORDS: dict[str, tuple[str, ...]] = {
     "illegal_transition": ("投诉当前状态为 {status}，不能执行 {action}",),
     "alert_transition": ("告警当前状态为 {status}，不能执行此操作",),
     "subscription_transition": ("订阅当前状态为 {status}，不能执行此操作",),
+    "article_not_found": ("没有编号为 {article_id} 的知识条目",),
+    "article_transition": ("当前状态为 {status}，不能执行此操作（{msg}）",),
     "alert_already_raised": ("相同键的告警已经发出（{alert_id}）",),
     "version_conflict": ("已被他人修改：当前版本为 {current_version}，请重新加载后再决定",),
     "rule_violation": ("此操作违反业务规则（{msg}）",),
     "command_id_reused": ("此 command_id 已用于另一条命令：以相同的请求体重试可得到首次的答复，新命令请用新的 command_id",),
     "conflict": ("请求与当前状态冲突（{msg}）",),
     "body_too_large": ("请求体超过了服务器的上限（COMPLAINTS_MAX_BODY_BYTES）",),
+    "attachment_too_large": ("附件超过了 {limit} 字节的上限（COMPLAINTS_ATTACHMENT_MAX_BYTES）",),
+    "media_type_not_accepted": ("不接受媒体类型为 {media_type} 的附件（可接受的类型见 accepted）",),
+    "attachment_not_found": ("投诉 {complaint_id} 没有 SHA-256 为 {sha256} 的附件",),
+    "attachment_erased": ("投诉 {complaint_id} 的客户个人数据已被删除：其附件无法再打开",),
     "too_many_requests": ("请求过于频繁，请稍后再试",),
     "not_ready": ("服务尚未就绪，请稍后再试（{msg}）",),
+    # custom fields (aggregates.fields)
+    "field_unknown": ("未定义自定义字段 {field}（字段定义版本 {version}）；已定义的字段：{known}",),
+    "field_retired": ("字段 {field} 已于版本 {retired_in} 停用：历史值仍可查看，但不能再设置",),
+    "field_not_applicable": ("字段 {field} 只适用于以下类别的投诉：{categories}（此投诉：{category}）",),
+    "field_required": ("投诉进入 {status} 状态前必须填写字段 {field}：请先设置（update-fields）",),
 }
 
 

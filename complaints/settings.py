@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     rules: Path | None = Field(None, description="automation rules TOML; None = the packaged one (aggregates/rules.toml)")
     categories: Path | None = Field(None, description="complaint categories TOML (the read filter's values);"
                                                      " None = the packaged one (aggregates/categories.toml)")
+    fields: Path | None = Field(None, description="custom field definitions TOML (docs/fields.md); None = the packaged"
+                                                 " one (aggregates/fields.toml)")
     automation_state: Path = Field(Path("var/automation.sqlite"), description="the automation's own state file")
 
     # ------------------------------------------------------------------ HTTP
@@ -106,6 +108,23 @@ class Settings(BaseSettings):
     audit_checkpoint_every: int = Field(1000, ge=1, description="events between two signed audit checkpoints")
     audit_checkpoint_idle_seconds: float = Field(
         60.0, ge=0, description="a checkpoint of the events not yet covered once the log is idle this long; 0 = never")
+
+    # ------------------------------------------------------------------ attachments (docs/attachments.md)
+    attachments_dir: Path = Field(Path("var/attachments"), description="where attachments are kept, encrypted,"
+                                  " when no S3 bucket is configured")
+    attachment_max_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, le=2 * 1024**3, description="largest attachment an upload may send (bytes); past it"
+        " a 413, reading stops there")
+    attachment_media_types: list[str] = Field(
+        default_factory=lambda: ["image/*", "audio/*", "video/*", "application/pdf", "text/plain"],
+        description="media types an upload may declare (`image/*`: every image type); others a 415 (JSON list)")
+    s3_bucket: str | None = Field(None, description="an S3-compatible bucket for attachments (needs `complaints[s3]`);"
+                                  " unset = attachments_dir")
+    s3_endpoint: str | None = Field(None, description="the S3-compatible server's URL (MinIO, Ceph, OSS...); unset = AWS")
+    s3_region: str | None = None
+    s3_prefix: str = Field("attachments/", description="prefix of the attachments' object keys in the bucket")
+    s3_access_key_id: str | None = Field(None, description="unset = boto3's own chain (environment, profile, role)")
+    s3_secret_access_key: str | None = None
 
     # ------------------------------------------------------------------ notifications
     notifier_state: Path = Field(Path("var/notifier.sqlite"), description="the notifier's own state: outbox, attempts, positions")

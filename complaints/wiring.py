@@ -199,6 +199,36 @@ class Wiring:
         return Automation(self._source(settings, "complaints-automation"), desk, rules, self.sla_policy,
                           state or settings.automation_state, **options)
 
+    def knowledge_drafter(self, state: Path | None = None, source: str | None = None,
+                          desk: ComplaintDesk | None = None, **options: Any) -> Any:
+        """The knowledge drafter (consumers.knowledge): the source a read node would use, its
+        state file (default: beside the automation's), drafting through `desk` (this
+        process's, else a new one)."""
+        from commands.knowledge import KnowledgeDesk
+        from consumers.knowledge import KnowledgeDrafter
+
+        settings = self.settings if source is None else self.settings.model_copy(update={"source": source})
+        desk = desk or self._desk or self.desk()
+        options.setdefault("fault_pause", settings.fault_automation_pause)
+        return KnowledgeDrafter(self._source(settings, "complaints-knowledge"), KnowledgeDesk(desk),
+                                state or settings.automation_state.with_name("knowledge-drafter.sqlite"), **options)
+
+    @cached_property
+    def knowledge_articles(self) -> Any:
+        """The knowledge articles and their suggestions index, following the event store in
+        a thread of this process (stopped with it)."""
+        from projections.knowledge_articles import KnowledgeArticles
+
+        articles = KnowledgeArticles(self.store.recorder, self.store.mapper)
+        articles.start_background()
+        self._closers.append(articles.stop)
+        return articles
+
+    def suggestions_router(self, node: Callable[[], Any]) -> Any:
+        from read_api.suggestions import suggestions_router
+
+        return suggestions_router(node, self.knowledge_articles, self.authenticate)
+
     # ------------------------------------------------------------------ notifications
     @cached_property
     def customer_links(self) -> Any:
@@ -277,12 +307,31 @@ class Wiring:
         desk = desk or self.desk()
         from commands.customer_survey import customer_survey_router
 
-        app = create_app(desk, self.authenticate, self.settings.notify_allow_hosts)
+        app = create_app(desk, self.authenticate, self.settings.notify_allow_hosts, self.attachments(desk))
         pages, limit = self.customer_pages
         app.include_router(customer_survey_router(desk, self.customer_links, pages=pages, limit=limit))
         app.include_router(operations_router(_store_answers(desk.recorder), *_caught_up(node)))
         self.sign_in_routes(app)
-        return in_the_client_language(limit_bodies(same_origin_docs(app), self.settings.max_body_bytes))
+        # An upload's body is the file: its route holds it to COMPLAINTS_ATTACHMENT_MAX_BYTES.
+        return in_the_client_language(limit_bodies(same_origin_docs(app), self.settings.max_body_bytes,
+                                                   own_limits=("/attachments",)))
+
+    def attachments(self, desk: ComplaintDesk) -> Any:
+        """The attachments' API over the configured blob store (a directory, or an S3 bucket),
+        encrypted under `desk`'s keyring; None where personal data is not sealed (no keys)."""
+        from commands.attachments import Attachments
+        from commands.blobs import DirectoryBlobs, bucket_blobs
+        from commands.sealed_blobs import SealedBlobs
+
+        settings = self.settings
+        if desk.keyring is None:
+            return None
+        store = (bucket_blobs(settings.s3_bucket, settings.s3_prefix, endpoint=settings.s3_endpoint,
+                              region=settings.s3_region, access_key_id=settings.s3_access_key_id,
+                              secret_access_key=settings.s3_secret_access_key)
+                 if settings.s3_bucket else DirectoryBlobs(settings.attachments_dir))
+        blobs = SealedBlobs(store, desk.keyring, settings.attachment_max_bytes, settings.attachment_media_types)
+        return Attachments(blobs, desk)
 
     def read_app(self, node: Any) -> FastAPI:
         """The read API and dashboards over a read node, with /health, /ready and /metrics."""
@@ -294,6 +343,7 @@ class Wiring:
                               chain_links=self.chain_links, instants=self.settings.instants(),
                               categories=self.categories, as_of_granularity=self.settings.as_of_granularity_seconds)
         app.include_router(self.customer_page_router(lambda: node))
+        app.include_router(self.suggestions_router(lambda: node))
         app.include_router(operations_router(*_caught_up(node)))
         self.sign_in_routes(app)
         return in_the_client_language(limit_bodies(same_origin_docs(app), self.settings.max_body_bytes))
@@ -308,6 +358,7 @@ class Wiring:
                              instants=self.settings.instants(), categories=self.categories,
                              as_of_granularity=self.settings.as_of_granularity_seconds)
         router.include_router(self.customer_page_router(node))
+        router.include_router(self.suggestions_router(node))
         return router
 
     def customer_page_router(self, node: Callable[[], Any]) -> Any:

@@ -45,10 +45,10 @@ from read_api.cache import ResponseCache
 from read_api.page import page_router
 from read_api.queue import WINDOW_FILTERS, DatedBy, Queue, QueueSort, complaint_list
 from read_api.schemas import (
-    AlertDetail, AlertFilters, AlertList, ComplaintClocks, Dimension, DimensionValues, ExecutiveDashboard, Filters,
-    Granularity, History, Order, Page, Problem,
-    ProductDashboard, QueueAnswer, SearchResults, SlaRow, StateAt, SupervisorDashboard, Timeline, TrendRow,
-    WorkloadRow,
+    AlertDetail, AlertFilters, AlertList, AssignmentTimes, ComplaintClocks, Dimension, DimensionValues, ExecutiveDashboard, Filters,
+    FIELD_NAME, Granularity, History, Order, Page, Problem,
+    ProductDashboard, QueueAnswer, Rates, SearchResults, SlaRow, StateAt, SupervisorDashboard, TagTrends, Timeline,
+    TrendRow, WorkloadRow,
 )
 from read_api.timeline import timeline
 
@@ -591,6 +591,53 @@ def read_router(get_db: Callable[[], CursorSource], authenticate: Authenticate, 
         return cached(request, db, compute, filters, dimension=dimension, granularity=granularity, sort=sort,
                       order=order, limit=limit, offset=offset)
 
+    @get("/rates", response_model=Rates, tags=["read models"], responses=NOT_READY,
+         summary="A true/false custom field's rate (complaints with true among those with a value) per group, "
+                 "of the complaints registered in the period")
+    def field_rates(request: Request, db: Db, filters: Filtered, principal: Models,
+                    of: Annotated[str, Query(pattern=rf"^{FIELD_NAME}$",
+                                             description="a true/false custom field, e.g. timely_response")],
+                    by: Annotated[Dimension | None, Query(
+                        description="a dimension, or a custom field as field:<name>; none: one row")] = None,
+                    ) -> dict[str, Any]:
+        filters = scoped(filters, principal, db)
+
+        def compute() -> dict[str, Any]:
+            with figures.request(db, filters, clock(), policy) as r:
+                kinds = figures.field_kinds(r, of)
+                if not kinds["boolean"] and (kinds["text"] or kinds["number"]):
+                    raise _validation("of", f"custom field {of} holds no true/false values")
+                return {"of": of, "by": by, "window": r.window(), "items": figures.rates(r, of, by)}
+
+        return cached(request, db, compute, filters, of=of, by=by)
+
+    @get("/assignment-times", response_model=AssignmentTimes, tags=["read models"], responses=NOT_READY,
+         summary="Time to first assignment (registration to the first Assigned): p50 and p90 per team and "
+                 "bucket of registration, of the complaints registered in the period")
+    def assignment_times(request: Request, db: Db, filters: Filtered, principal: Models,
+                         granularity: Granularity = "month") -> dict[str, Any]:
+        filters = scoped(filters, principal, db)
+
+        def compute() -> dict[str, Any]:
+            with figures.request(db, filters, clock(), policy) as r:
+                return {"granularity": granularity, "window": r.window(),
+                        "items": figures.assignment_times(r, granularity)}
+
+        return cached(request, db, compute, filters, granularity=granularity)
+
+    @get("/tags/trends", response_model=TagTrends, tags=["read models"], responses=NOT_READY,
+         summary="The tags most added this week (to as_of, or now) against last week, of the filtered complaints")
+    def tag_trends(request: Request, db: Db, filters: Filtered, principal: Models,
+                   limit: Annotated[int, Query(ge=1, le=200, description="the top this many tags")] = 10,
+                   ) -> dict[str, Any]:
+        filters = scoped(filters, principal, db)
+
+        def compute() -> dict[str, Any]:
+            with figures.request(db, filters, clock(), policy) as r:
+                return figures.tag_trends(r, limit)
+
+        return cached(request, db, compute, filters, limit=limit)
+
     # ---------------------------------------------------------------- export
     @get("/export/{dataset}", tags=["export"], responses={
         200: {"content": {export.MEDIA_TYPES["csv"]: {}, export.MEDIA_TYPES["parquet"]: {}},
@@ -663,7 +710,8 @@ def create_read_app(db: CursorSource, authenticate: Authenticate, *, clock: Call
         summary="Dashboards, read models, audit replay and export, from the read node's DuckDB.",
         description=(
             "Answers from the read models and the event history only. Filters: period, team, agent, "
-            "category, product, region, channel, severity, tier, and `as_of` to see the figures as they stood at "
+            "category, product, region, channel, severity, tier, custom fields (`field=name:value`), tags "
+            "(`tag`), and `as_of` to see the figures as they stood at "
             "an instant. Every request carries a bearer token; each role sees its own view "
             "(docs/security.md): team leads and agents their team, and personal data only for the "
             "roles allowed to see it, every view on record. Errors: 401 no valid token, 403 not "

@@ -37,7 +37,7 @@ TRANSITIONS = [
     datetime(2026, 4, 5, 3, tzinfo=UTC),  # Santiago fall back at midnight
     datetime(2026, 9, 6, 4, tzinfo=UTC),  # Santiago spring forward at midnight
 ]
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def hhmm(minutes: int) -> str:
@@ -234,7 +234,7 @@ def test_holidays_never_count(cal: BusinessCalendar, a: datetime, x: int, d: flo
     assert closed.add_business_seconds(a, d) >= cal.add_business_seconds(a, d)
 
 
-ORACLE_SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ORACLE_SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @ORACLE_SETTINGS

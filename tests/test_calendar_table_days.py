@@ -21,7 +21,7 @@ from aggregates.sla import BusinessCalendar, load_sla_policy
 from projections import calendar_table
 from tests.test_business_time import calendars, instants, oracle_between
 
-TABLE_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+TABLE_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def table_cum(db: duckdb.DuckDBPyConnection, name: str, points: list[datetime]) -> list[int | None]:

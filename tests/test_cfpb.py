@@ -23,7 +23,11 @@ from complaints.settings import Settings
 from consumers.stored_events import envelopes
 from projections import queries
 from projections.base import to_batch
-from commands.cfpb import WINDOW_DAYS, import_cfpb
+from projections.fields import FieldsProjector
+from read_api import figures
+from read_api.schemas import Filters
+from aggregates.complaint import complaint_id_for
+from commands.cfpb import WINDOW_DAYS, import_cfpb, rows as cfpb_rows
 from complaints.cli import app as cli_app
 from consumers.rebuild import rebuild
 from tests.test_read_models import POLICY, deliver, projectors, read_db
@@ -40,12 +44,17 @@ def desk_at(folder: Path) -> ComplaintDesk:
     return open_desk(Settings(store="sqlite", sqlite_path=folder / "events.sqlite"))
 
 
+def models() -> list[object]:
+    """The read models of tests.test_read_models, and the custom fields' (the CFPB-only facts)."""
+    return [*projectors(), FieldsProjector()]
+
+
 def read_models_of(desk: ComplaintDesk, batch: int = 5_000) -> duckdb.DuckDBPyConnection:
     """The read models fed in runner-sized batches from the store's notification log."""
-    db = read_db()
+    db = read_db(models())
     start = 1
     while page := desk.recorder.select_notifications(start, batch):
-        deliver(db, to_batch(envelopes(desk.mapper, page)), projectors())
+        deliver(db, to_batch(envelopes(desk.mapper, page)), models())
         start = page[-1].id + 1
     return db
 
@@ -70,8 +79,22 @@ def from_csv(paths: list[Path]) -> dict[str, object]:
         count(*) FILTER (WHERE response = 'In progress') FROM {rows}""").fetchone()
     total = con.execute(f"SELECT count(*) FROM {rows}").fetchone()[0]
     by_company = dict(con.execute(f"SELECT company, count(*) FROM {rows} GROUP BY ALL").fetchall())
-    return {"volumes": volumes, "resolved": resolved, "timely_ours": ours / resolved,
-            "timely_cfpb": cfpb / total, "open": in_progress, "by_company": by_company}
+    # The channel as submitted, and the CFPB's own timely-response rate per company (rows
+    # saying yes or no; N/A and empty ones are not counted).
+    channels = dict(con.execute(f"""SELECT replace(lower("Submitted via"), ' ', '_'), count(*) FROM {src}
+                                    WHERE "Complaint ID" IS NOT NULL GROUP BY ALL""").fetchall())
+    timely_by_company = {company: (yes, answered) for company, yes, answered in con.execute(f"""
+        SELECT Company, count(*) FILTER (WHERE lower("Timely response?") IN ('yes', 'true')),
+               count(*) FILTER (WHERE lower("Timely response?") IN ('yes', 'true', 'no', 'false'))
+        FROM {src} WHERE "Complaint ID" IS NOT NULL GROUP BY ALL""").fetchall() if answered}
+    # Time to first assignment: receipt to "sent to company", per company and month received.
+    assignment = con.execute(f"""SELECT CAST(date_trunc('month', received) AS DATE), company, count(*),
+                                        quantile_cont(minutes, 0.5), quantile_cont(minutes, 0.9)
+                                 FROM (SELECT received, company, CAST(greatest(sent, received) - received AS DOUBLE) * 1440 AS minutes
+                                       FROM {rows}) GROUP BY ALL ORDER BY ALL""").fetchall()
+    return {"assignment": assignment, "volumes": volumes, "resolved": resolved, "timely_ours": ours / resolved,
+            "timely_cfpb": cfpb / total, "open": in_progress, "by_company": by_company, "channels": channels,
+            "timely_by_company": timely_by_company}
 
 
 def check_read_models(db: duckdb.DuckDBPyConnection, expected: dict[str, object]) -> dict[str, float]:
@@ -86,6 +109,17 @@ def check_read_models(db: duckdb.DuckDBPyConnection, expected: dict[str, object]
     assert open_count == expected["open"]
     teams = dict(db.execute("SELECT team, count(*) FROM workload_complaints GROUP BY team").fetchall())
     assert teams == expected["by_company"]
+    # Nothing the CSV says is lost: the channel as submitted, and the timely-response rate
+    # per company asked of the read models (the `timely_response` custom field).
+    assert dict(db.execute("SELECT channel, count(*) FROM complaint_facts GROUP BY 1").fetchall()) == expected["channels"]
+    with figures.request(db, Filters(period="all"), policy=POLICY) as r:  # as GET /rates answers
+        timely = {row["key"]: (row["true_count"], row["count"]) for row in figures.rates(r, "timely_response", "team")}
+        times = figures.assignment_times(r, "month")  # as GET /assignment-times answers
+    assert timely == expected["timely_by_company"]
+    # (minutes to 1e-6: microseconds divided into minutes against whole days times 1440)
+    assert sorted((t["bucket"], t["team"], t["count"], round(t["p50_minutes"], 6), round(t["p90_minutes"], 6))
+                  for t in times) == [(*row[:3], round(float(row[3]), 6), round(float(row[4]), 6))
+                                      for row in expected["assignment"]]
     return {"ours": met / (met + breached), "cfpb": expected["timely_cfpb"]}
 
 
@@ -94,6 +128,13 @@ def test_the_cfpb_samples_replay_into_the_read_models(tmp_path: Path) -> None:
     desk = desk_at(tmp_path)
     reports = [import_cfpb(desk, path, progress=False) for path in SAMPLES]
     assert sum(r.new for r in reports) == sum(r.rows for r in reports) == 8_690
+    assert sum(r.cut for r in reports) == 0
+    # The longest narrative (21,928 characters) is kept whole.
+    longest = max((row for path in SAMPLES for row in cfpb_rows(path)),
+                  key=lambda row: len(row["Consumer complaint narrative"] or ""))
+    assert len(longest["Consumer complaint narrative"]) == 21_928
+    kept = desk.get_complaint(complaint_id_for(f"cfpb-{longest['Complaint ID']}")).description
+    assert kept.endswith(longest["Consumer complaint narrative"].strip())
     expected = from_csv(SAMPLES)
     rates = check_read_models(read_models_of(desk), expected)
     # Ours counts from Date received, the CFPB's from the day the company got it: ours can
@@ -149,7 +190,12 @@ def test_a_csv_of_our_own_imports_idempotently_and_feeds_the_read_models(tmp_pat
     expected = from_csv([path])
     check_read_models(read_models_of(desk), expected)
     channels = dict(read_models_of(desk).execute("SELECT channel, count(*) FROM complaint_facts GROUP BY 1").fetchall())
-    assert channels == {"web": 3, "phone": 1, "email": 1, "other": 3}
+    assert channels == {"web": 3, "phone": 1, "email": 1, "referral": 1, "postal_mail": 1, "fax": 1}
+    # The columns our commands have no place for are custom fields; the narrative is whole.
+    two = desk.get_complaint(complaint_id_for("cfpb-2"))
+    assert two.fields == {"issue": "Trouble during payment process", "sub_issue": "Debt is not yours",
+                          "timely_response": True}
+    assert two.description.endswith(("XXXX keeps calling " * 50).strip())
 
     # The complaint in progress got its response: only that is new on the next import.
     rows[4]["Company response to consumer"] = "Closed with explanation"

@@ -342,7 +342,7 @@ def test_replay_and_positions_cli_on_the_embedded_log(
         assert f"replayed {total} events" in again.output
         shown = runner.invoke(cli, ["positions", "--json"])
         assert shown.exit_code == 0, shown.output
-        report = json.loads(shown.output)
+        report = json.loads(shown.stdout)
         assert report["store"]["max_position"] == loaded.recorder.max_notification_id()
         assert report["read_node"]["events"] == total
         assert report["read_node"]["lag"] == 0

@@ -26,6 +26,7 @@ from aggregates.access import (
     MANAGE_SUBSCRIPTIONS, MATRIX, PERSONAL_DATA, READ_ALERTS, READ_AUDIT, READ_COMPLAINT, READ_DELIVERIES,
     RESEND_DELIVERY, ROLES, TEAM_BOUND, Principal, matrix_markdown,
 )
+from commands.attachments import UPLOADERS
 from complaints.identity import DEV_ISSUER, DevUser
 from complaints.settings import Settings
 from complaints.wiring import Wiring
@@ -57,6 +58,9 @@ BODIES: dict[str, dict[str, Any]] = {
     "erasure": {"legal_basis": "GDPR Art. 17(1)(a): the customer asked"},
     "withdraw": {"reason": "solved"},
     "mark-duplicate": {},  # duplicate_of filled in below
+    "update-fields": {"fields": {"case_notes": "called back"}},
+    "tags": {"tag": "refund"},
+    "remove-tag": {"tag": "refund"},
     "acknowledge": {"note": "on it"},
     "resolve-alert": {"reason": "handled"},
     "subscriptions": {"name": "crm", "kind": "webhook", "endpoint": "http://127.0.0.1:9/hooks"},
@@ -66,6 +70,10 @@ BODIES: dict[str, dict[str, Any]] = {
     "disable": {"reason": "retired"},
     "rotate-secret": {"overlap_hours": 1},
     "resend": {},
+    "articles": {},  # complaint_id filled in below
+    "edit": {"title": "Charged twice: refund"},
+    "publish": {},
+    "retire": {"reason": "outdated"},
 }
 # Served to anyone: health, metrics, the page's shell, the sign-in itself, the API documents.
 OPEN = ("/health", "/ready", "/metrics", "/auth/", "/static/", "/dashboard", "/favicon.ico", "/docs",
@@ -136,6 +144,20 @@ class Desk:
             time.sleep(0.02)
         raise AssertionError("the read node did not catch up")
 
+    def draft_article(self) -> str:
+        """A knowledge article drafted from a resolved complaint of our team, once the read side has it."""
+        from commands.knowledge import DraftArticle, KnowledgeDesk
+        from commands.models import ResolveComplaint
+
+        complaint = uuid.UUID(self.register(TEAM))
+        self.desk.execute(complaint, ResolveComplaint(resolution="refunded"), OPERATOR)
+        article = KnowledgeDesk(self.desk).draft(DraftArticle(complaint_id=complaint), OPERATOR).article_id
+        deadline = time.monotonic() + 30
+        while self.wiring.knowledge_articles.article(article) is None:
+            assert time.monotonic() < deadline, "the read side did not see the article"
+            time.sleep(0.02)
+        return str(article)
+
     def subscribe(self) -> None:
         """A webhook subscription, and a delivery the notifier planned for it (not sent)."""
         from commands.subscriptions import CreateSubscription
@@ -162,6 +184,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     desk.theirs = desk.register(OTHER_TEAM)
     desk.unassigned = desk.register(None)
     desk.our_alert, desk.their_alert = desk.raise_alert(TEAM), desk.raise_alert(OTHER_TEAM)
+    desk.article = desk.draft_article()  # before events the read node sees: caught_up waits for the last one
     desk.subscribe()
     desk.caught_up()
     yield desk
@@ -198,19 +221,26 @@ def operations(app: Any) -> list[tuple[str, str]]:
 def call(service: Desk, method: str, path: str, who: DevUser | None, complaint: str, token: str | None = None,
          alert: str | None = None) -> Any:
     concrete = (path.replace("{complaint_id}", complaint).replace("{dataset}", "complaints")
+                .replace("{sha256}", "0" * 64)  # a file the complaint does not hold: 404 once allowed
                 .replace("{alert_id}", alert or service.our_alert)
                 .replace("{subscription_id}", service.subscription).replace("{delivery_id}", service.delivery)
+                .replace("{article_id}", service.article)
                 # A customer with no complaint: the walk must not erase the ones the other tests read.
                 .replace("{customer_id}", "C-never-complained"))
     auth = {"Authorization": f"Bearer {token}"} if token else (headers(who) if who else {})
     if method == "GET":
-        return service.client.get(concrete, headers=auth)
+        return service.client.get(concrete, params={"of": "timely_response"} if path == "/rates" else None,
+                                  headers=auth)
+    if path == "/attachments":
+        return service.client.post(concrete, params={"filename": "receipt.png"}, content=b"\x89PNG receipt",
+                                   headers=auth | {"content-type": "image/png"})
     if path == "/complaints":
         return service.client.post(concrete, json=REGISTER, headers=auth)
     if path == "/subscriptions":
         return service.client.post(concrete, json=BODIES["subscriptions"], headers=auth)
     command = path.rsplit("/", 1)[1] + ("-alert" if path == "/alerts/{alert_id}/resolve" else "")
-    body = BODIES[command] | ({"duplicate_of": service.theirs} if command == "mark-duplicate" else {})
+    body = BODIES[command] | ({"duplicate_of": service.theirs} if command == "mark-duplicate" else {}) \
+        | ({"complaint_id": complaint} if command == "articles" else {})
     return service.client.post(concrete, json=body, headers=auth)
 
 
@@ -229,13 +259,26 @@ def test_every_operation_wants_a_valid_token(service: Desk) -> None:
     assert "audience" in call(service, "GET", "/sla", None, "", tokens["wrong audience"]).json()["detail"].lower()
 
 
-def permission_of(method: str, path: str) -> str:
+def granted(role: str, permission: str | tuple[str, ...]) -> bool:
+    """Whether the matrix gives `role` the permission (any one of a tuple of them)."""
+    return any(p in MATRIX[role] for p in ((permission,) if isinstance(permission, str) else permission))
+
+
+def permission_of(method: str, path: str) -> str | tuple[str, ...]:
     """The permission an operation asks, by the API's layout."""
     if path.startswith(("/subscriptions", "/deliveries")):
         return {"GET": READ_DELIVERIES, "POST": RESEND_DELIVERY if path.endswith("/resend") else MANAGE_SUBSCRIPTIONS}[method]
+    if path.startswith("/knowledge/"):
+        from commands.knowledge import ARTICLE_COMMANDS
+
+        if method == "GET":
+            return READ_COMPLAINT
+        return "draft_article" if path == "/knowledge/articles" else ARTICLE_COMMANDS[path.rsplit("/", 1)[1]].action
     if method == "POST":
         if path == "/complaints":
             return "register"
+        if path == "/attachments":
+            return UPLOADERS  # any one of them
         if path.endswith("/erasure"):
             return "erase_personal_data"
         from commands.alerts import ALERT_COMMANDS
@@ -247,7 +290,7 @@ def permission_of(method: str, path: str) -> str:
         return READ_ALERTS
     if path.endswith("/personal-data-views"):
         return "read:access_log"
-    if path.startswith("/complaints/") or path == "/queue":
+    if path.startswith("/complaints/") or path in ("/queue", "/field-definitions"):
         return READ_COMPLAINT
     if path.startswith("/audit/"):
         return READ_AUDIT
@@ -267,14 +310,15 @@ def test_the_matrix_holds_for_every_operation(service: Desk, role: str) -> None:
         permission = permission_of(method, path)
         before = service.desk.recorder.max_notification_id()
         answer = call(service, method, path, who, service.ours)
-        if permission in MATRIX[role]:
+        if granted(role, permission):
             assert answer.status_code not in (401, 403), (role, method, path, answer.text)
             if method == "GET":
-                assert answer.status_code == 200, (role, method, path, answer.text)
+                expected = 404 if "{sha256}" in path else 200  # (no such file in the complaint)
+                assert answer.status_code == expected, (role, method, path, answer.text)
         else:
             assert answer.status_code == 403, (role, method, path, answer.status_code, answer.text)
             assert service.desk.recorder.max_notification_id() == before, (role, path)
-        if role in TEAM_BOUND and ("{complaint_id}" in path or "{alert_id}" in path) and permission in MATRIX[role]:
+        if role in TEAM_BOUND and ("{complaint_id}" in path or "{alert_id}" in path) and granted(role, permission):
             answer = call(service, method, path, who, service.theirs, alert=service.their_alert)
             assert answer.status_code == 403, ("other team", role, method, path, answer.text)
             assert "team" in answer.json()["detail"]

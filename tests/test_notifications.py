@@ -1074,3 +1074,22 @@ def test_a_second_notifier_on_the_same_state_file_exits_2(make_world: Callable[.
     assert processes.stop(first) == 0
     # Once the first is gone, the file is free again.
     assert complaints("notifier", "--once", env=env).returncode == 0
+
+
+def test_the_demo_receiver_moves_with_the_port(tmp_path: Path) -> None:
+    """`complaints run` on another port than last time: the demo receiver's subscription
+    follows it (it used to refuse to start: the same command id with another endpoint)."""
+    from aggregates.subscription import subscription_id_for
+    from complaints.demo_receiver import COMMAND_ID, subscribe_demo_receiver
+    from complaints.store import open_desk
+
+    desk = open_desk(Settings(store="sqlite", sqlite_path=tmp_path / "e.sqlite",
+                              secrets_key=tmp_path / "secrets.key"))
+    try:
+        secret = subscribe_demo_receiver(desk, "http://127.0.0.1:8000/demo/receiver", tmp_path / "secret")
+        again = subscribe_demo_receiver(desk, "http://127.0.0.1:9000/demo/receiver", tmp_path / "secret")
+        assert again == secret
+        moved = desk.get_subscription(subscription_id_for(COMMAND_ID))
+        assert moved.endpoint == "http://127.0.0.1:9000/demo/receiver"
+    finally:
+        desk.close()

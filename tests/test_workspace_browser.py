@@ -242,3 +242,40 @@ def test_the_intake_form_registers_a_complaint(base_url: str, browser: Any) -> N
     assert until(lambda: events_of(base_url, cid), "the read node has it")[0]["actor"] == "intake"
     page.wait_for_selector("#c-title")
     assert page.locator("#c-title").inner_text() == "洗衣机漏水"
+
+
+def test_custom_fields_and_tags_from_the_page(base_url: str, browser: Any) -> None:
+    cid = register(base_url, "空调漏水")
+    waiting_in_billing(base_url, cid)
+    answer = httpx.post(f"{base_url}/complaints/{cid}/triage", headers=token(base_url, "head"),
+                        json={"category": "product_defect", "severity": "normal"})
+    assert answer.status_code == 200, answer.text
+    page = browser.new_page(viewport=LAPTOP)
+    open_workspace(page, base_url, "billing-lead")
+    page.goto(f"{base_url}/workspace?queue=team&complaint={cid}&lang=zh-CN")
+    page.click("#c-actions button[data-action=update_fields]")
+    form = page.locator("#action-form")
+    form.locator("select[name='field:store']").select_option("sh-xuhui")
+    form.locator("input[name='field:product_model']").fill("KFR-35GW")
+    form.locator("input[name='field:batch_number']").fill("no")  # not the batch number pattern
+    form.locator("button[type=submit]").click()
+    page.wait_for_selector("#error.error")
+    assert "batch_number" in page.locator("#error").inner_text()
+    assert complaint(base_url, cid)["fields"] == {}, "a refused value records nothing"
+    form.locator("input[name='field:batch_number']").fill("B2026-11")
+    form.locator("button[type=submit]").click()
+    until(lambda: complaint(base_url, cid)["fields"] == {"store": "sh-xuhui", "product_model": "KFR-35GW",
+                                                         "batch_number": "B2026-11"}, "the fields are set")
+    page.wait_for_selector("#c-facts dd[data-field=store]")
+    assert page.locator("#c-facts dd[data-field=store]").inner_text() == "上海徐汇店"
+    # Tags: normalised by the API, removed by their x.
+    page.fill("#new-tag", "  安装 问题 ")
+    page.click(".add-tag button[type=submit]")
+    until(lambda: complaint(base_url, cid)["tags"] == ["安装 问题"], "the tag is added")
+    page.wait_for_selector(".tag[data-tag='安装 问题'] .untag")
+    page.click(".tag[data-tag='安装 问题'] .untag")
+    until(lambda: complaint(base_url, cid)["tags"] == [], "the tag is removed")
+    # The timeline tells each in Chinese.
+    page.wait_for_function("""() => ['字段：', 'store: - → sh-xuhui', '添加标签：安装 问题', '移除标签：安装 问题']
+        .every((line) => document.querySelector('#c-timeline').innerText.includes(line))""")
+    page.screenshot(path=str(OUTPUT / "workspace-fields-zh-CN.png"), full_page=True)

@@ -72,6 +72,11 @@ I18N.add({
   "input.level": ["Level (1–3)", "级别（1–3）"], "input.duplicate_of": ["Original complaint id", "原投诉编号"],
   "option.inbound": ["inbound", "客户来电/来信"], "option.outbound": ["outbound", "我方联系客户"],
   "option.public": ["public", "客户可见"], "option.internal": ["internal", "仅内部"],
+  "action.update_fields": ["Fields", "自定义字段"], "action.add_tag": ["Add tag", "添加标签"],
+  "action.remove_tag": ["Remove tag", "移除标签"], tags: ["Tags", "标签"], "tags.new": ["new tag", "新标签"],
+  "tags.add": ["Add", "添加"], "tags.remove": ["Remove this tag", "移除此标签"],
+  "fields.none": ["No custom field applies to this complaint.", "此投诉没有适用的自定义字段。"],
+  yes: ["yes", "是"], no: ["no", "否"],
 });
 
 // Each command: its path under /complaints/{id}/ and its fields (`codes`: options from the vocabulary).
@@ -93,7 +98,12 @@ const ACTIONS = {
   escalate: { path: "escalate", fields: [{ name: "level", number: [1, 3] }, { name: "reason", long: true }] },
   withdraw: { path: "withdraw", fields: [{ name: "reason", long: true }] },
   mark_duplicate: { path: "mark-duplicate", fields: [{ name: "duplicate_of" }] },
+  // Custom fields: a form made from the desk's field definitions (GET /field-definitions).
+  update_fields: { path: "update-fields", custom: true },
 };
+// Tags: added from the complaint's tag line, removed by the x on each.
+const TAG_PATHS = { add_tag: "tags", remove_tag: "remove-tag" };
+let definitions = { fields: [] }; // the desk's custom fields, loaded once signed in
 
 const $ = (id) => document.getElementById(id);
 const t = (key, vars) => I18N.t(key, vars);
@@ -263,8 +273,12 @@ function drawComplaint() {
     ...fact("team", c.team), ...fact("agent", c.agent || t("unassigned")),
     ...fact("customer", `${customer.trim()} (${(c.customer || {}).id || "–"}, ${I18N.label("tier", (c.customer || {}).tier)})`),
     ...fact("registered_at", I18N.dateTime(c.registered_at)), ...fact("escalation", I18N.number(c.escalation_level)),
-    ...fact("version", String(c.version)), ...fact("description", c.description));
-  const buttons = (c.allowed_actions || []).map((action) => {
+    ...fact("version", String(c.version)), ...fact("description", c.description),
+    ...Object.entries(c.fields || {}).flatMap(([name, value]) => [
+      el("dt", { text: fieldLabel(name) }), el("dd", { dataset: { field: name }, text: fieldText(name, value) })]));
+  drawTags(c);
+  // Tags are added and removed on their own line; every other command has a button.
+  const buttons = (c.allowed_actions || []).filter((action) => action in ACTIONS).map((action) => {
     const take = action === "assign" && !canAssignOthers();
     return el("button", { type: "button", class: "action", dataset: { action },
       text: t(take ? "action.take" : `action.${action}`), onclick: () => (take ? take_() : openForm(action)) });
@@ -276,6 +290,103 @@ function drawComplaint() {
 function canAssignOthers() {
   const roles = session.user.roles || [];
   return roles.some((role) => !["agent", "intake"].includes(role));
+}
+
+// ---- custom fields and tags
+const definitionOf = (name) => definitions.fields.find((f) => f.name === name && !f.retired_in)
+  || definitions.fields.find((f) => f.name === name);
+const fieldLabel = (name) => { const d = definitionOf(name); return d ? d.label[I18N.lang === "zh-CN" ? "zh" : "en"] : name; };
+const optionLabel = (d, value) => {
+  const option = d && (d.options || []).find((o) => o.value === value);
+  return option ? option[I18N.lang === "zh-CN" ? "zh" : "en"] : String(value);
+};
+
+function fieldText(name, value) {
+  const d = definitionOf(name);
+  if (value === null || value === undefined) return "–";
+  if (Array.isArray(value)) return value.map((v) => optionLabel(d, v)).join("、");
+  if (typeof value === "boolean") return t(value ? "yes" : "no");
+  if (typeof value === "number") return I18N.number(value);
+  if (value && typeof value === "object") return value.name || (value.lat !== undefined ? `${value.lat}, ${value.lon}` : JSON.stringify(value));
+  if (d && d.type === "date") return I18N.date(value);
+  return d && d.type === "single_select" ? optionLabel(d, value) : String(value);
+}
+
+function drawTags(c) {
+  const allowed = new Set(c.allowed_actions || []);
+  const chips = (c.tags || []).map((tag) => el("span", { class: "tag", dataset: { tag } }, tag,
+    allowed.has("remove_tag") ? el("button", { type: "button", class: "untag", title: t("tags.remove"), text: "×",
+      onclick: () => sendTag("remove_tag", tag) }) : null));
+  const input = el("input", { id: "new-tag", maxlength: "100", placeholder: t("tags.new") });
+  const add = allowed.has("add_tag") ? el("form", { class: "add-tag", onsubmit: (event) => {
+    event.preventDefault();
+    if (input.value.trim()) sendTag("add_tag", input.value);
+  } }, input, el("button", { type: "submit", class: "link", text: t("tags.add") })) : null;
+  $("c-tags").replaceChildren(el("span", { class: "muted", text: `${t("tags")}: ` }),
+    ...(chips.length ? chips : [el("span", { class: "muted", text: "–" })]), add);
+}
+
+function sendTag(action, tag) {
+  send(action, { tag }, TAG_PATHS[action]);
+}
+
+// The applicable fields (for every category, or the complaint's), not retired, as inputs
+// holding the current values; only what is changed is sent.
+function openFieldsForm() {
+  const c = shown;
+  const lang = I18N.lang === "zh-CN" ? "zh" : "en";
+  const applicable = definitions.fields.filter((d) => !d.retired_in && d.type !== "attachment"
+    && (!d.categories.length || d.categories.includes(c.category)));
+  const inputs = applicable.map((d) => {
+    const current = (c.fields || {})[d.name];
+    const name = `field:${d.name}`;
+    let input;
+    if (d.type === "single_select" || d.type === "multi_select") {
+      input = el("select", { name, multiple: d.type === "multi_select" },
+        ...(d.type === "single_select" ? [el("option", { value: "", text: "–" })] : []),
+        ...d.options.filter((o) => !o.retired).map((o) => el("option", { value: o.value, text: o[lang],
+          selected: Array.isArray(current) ? current.includes(o.value) : current === o.value })));
+    } else if (d.type === "boolean") {
+      input = el("select", { name }, el("option", { value: "", text: "–" }),
+        el("option", { value: "true", text: t("yes"), selected: current === true }),
+        el("option", { value: "false", text: t("no"), selected: current === false }));
+    } else if (d.type === "geolocation") {
+      input = el("input", { name, placeholder: "31.23, 121.47", value: current ? `${current.lat}, ${current.lon}` : "" });
+    } else {
+      input = el("input", { name, type: { number: "number", date: "date" }[d.type] || "text", step: "any",
+        value: current ?? "" });
+    }
+    return el("label", {}, el("span", { text: d.label[lang] + (d.required_at ? " *" : "") }), input);
+  });
+  const form = $("action-form");
+  form.dataset.action = "update_fields";
+  form.replaceChildren(el("h4", { text: t("action.update_fields") }),
+    ...(inputs.length ? inputs : [el("p", { class: "muted", text: t("fields.none") })]),
+    el("div", {}, el("button", { type: "submit", class: "primary", text: t("submit") }),
+      el("button", { type: "button", class: "link", text: t("cancel"), onclick: closeForm })));
+  form.hidden = false;
+}
+
+// The form's values as the API takes them (null clears a field); only the changed ones.
+function changedFields(form) {
+  const changed = {};
+  for (const d of definitions.fields) {
+    const input = form.elements[`field:${d.name}`];
+    if (!input) continue;
+    let value;
+    if (d.type === "multi_select") value = [...input.selectedOptions].map((o) => o.value);
+    else if (input.value.trim() === "") value = null;
+    else if (d.type === "number") value = Number(input.value);
+    else if (d.type === "boolean") value = input.value === "true";
+    else if (d.type === "geolocation") {
+      const [lat, lon] = input.value.split(",").map((part) => Number(part.trim()));
+      value = { lat, lon };
+    } else value = input.value.trim();
+    if (d.type === "multi_select" && !value.length) value = null;
+    const current = (shown.fields || {})[d.name] ?? null;
+    if (JSON.stringify(value) !== JSON.stringify(current)) changed[d.name] = value;
+  }
+  return changed;
 }
 
 function take_() {
@@ -356,6 +467,10 @@ function inputFor(field) {
 }
 
 function openForm(action) {
+  if (ACTIONS[action].custom) {
+    openFieldsForm();
+    return;
+  }
   const form = $("action-form");
   form.dataset.action = action;
   form.replaceChildren(el("h4", { text: t(`action.${action}`) }), ...ACTIONS[action].fields.map(inputFor),
@@ -374,12 +489,12 @@ function closeForm() {
 // One command on the complaint on screen, at the version the user saw. A retry of the same
 // submission reuses its command id: the API answers it as the first time, never twice.
 let pending = null;
-async function send(action, fields) {
+async function send(action, fields, path = ACTIONS[action].path) {
   const key = JSON.stringify([shown.id, shown.version, action, fields]);
   if (!pending || pending.key !== key) pending = { key, id: crypto.randomUUID() };
   $("error").hidden = true;
   try {
-    const result = await api(`/complaints/${encodeURIComponent(shown.id)}/${ACTIONS[action].path}`, {
+    const result = await api(`/complaints/${encodeURIComponent(shown.id)}/${path}`, {
       body: { ...fields, command_id: pending.id, expected_version: shown.version } });
     pending = null;
     await loadComplaint(shown.id);
@@ -418,6 +533,10 @@ async function followUntil(version) {
 $("action-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const form = event.currentTarget;
+  if (form.dataset.action === "update_fields") {
+    send("update_fields", { fields: changedFields(form) });
+    return;
+  }
   const fields = {};
   for (const field of ACTIONS[form.dataset.action].fields) {
     const value = form.elements[field.name].value.trim();
@@ -569,6 +688,7 @@ async function start() {
   $("who-name").textContent = session.user.name;
   $("signed-in").hidden = false;
   await I18N.ready;
+  definitions = await api("/field-definitions").catch(() => definitions);
   translate();
   wire();
   render();
