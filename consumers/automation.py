@@ -15,10 +15,8 @@ fails the step, which is retried from the saved state.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import sqlite3
 import threading
 import time
 from collections import Counter, deque
@@ -43,6 +41,7 @@ from consumers.metrics import AUTOMATION_ACTIONS, AUTOMATION_LAG, AUTOMATION_LAT
 from consumers.retrying import Backoff
 from consumers.rules_engine import SUBJECTS, Action, Case, Engine, Memory
 from consumers.sources import Source, lag
+from consumers.state_file import InBackground, StateFile
 from consumers.status import StatusFile
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ class Outcome:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-class AutomationState:
+class AutomationState(StateFile):
     """The automation's own SQLite file: the cases, its memory, the positions and the record
     of every action. One process at a time (a lock file says so)."""
 
@@ -92,18 +91,8 @@ class AutomationState:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path.with_name(self.path.name + ".lock"), "w")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise RuntimeError(f"{self.path} is in use by another automation process: give this one its own"
-                               " --state file (two copies never act twice, but each needs its own memory)") from None
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(self.SCHEMA)
+        super().__init__(path, self.SCHEMA, "another automation process: give this one its own --state file"
+                                            " (two copies never act twice, but each needs its own memory)")
 
     def load(self, source: str) -> tuple[dict[str, Case], Memory, dict[int, int]]:
         cases = {row[0]: Case.from_json(json.loads(row[1])) for row in self.db.execute("SELECT id, data FROM cases")}
@@ -148,10 +137,6 @@ class AutomationState:
         for rule, outcome, n in self.db.execute("SELECT rule, outcome, count(*) FROM actions GROUP BY rule, outcome"):
             counts.setdefault(rule, {})[outcome] = n
         return counts
-
-    def close(self) -> None:
-        self.db.close()
-        self._lock.close()
 
 
 def _lateness(outcome: Outcome) -> float | None:
@@ -205,8 +190,10 @@ def _outcome(action: Action, result: Any, at: datetime) -> Outcome:
     return Outcome(action, "duplicate" if result.replayed else "accepted", "", at)
 
 
-class Automation:
+class Automation(InBackground):
     """The process manager: `step()` once, `run()` until stopped, `start_background()` in a thread."""
+
+    thread_name = "automation"
 
     def __init__(self, source: Source, desk: Desk, rules: Rules, policy: SlaPolicy, state_path: str | Path, *,
                  clock: Clock = lambda: datetime.now(UTC), batch_size: int = 5_000, poll_timeout: float = 0.1,
@@ -225,7 +212,6 @@ class Automation:
         self.fault_pause = fault_pause  # test only: widens the window between acting and saving
         self._started = False
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.caught_up = threading.Event()
         self.lateness: deque[float] = deque(maxlen=10_000)  # the latest timers' lateness, for the status
         self.counts: Counter[tuple[str, str]] = Counter()  # (rule, outcome) since start
@@ -316,18 +302,6 @@ class Automation:
                           backoff.seconds, type(error).__name__, error)
                 self._started = False  # reload what was saved, and read again from its positions
                 backoff.wait()
-
-    def start_background(self) -> threading.Thread:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="automation", daemon=True)
-        self._thread.start()
-        return self._thread
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
     # ------------------------------------------------------------------ status
     def lag(self) -> int:

@@ -18,9 +18,7 @@ step, which is retried from the saved state.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -38,6 +36,7 @@ from commands.knowledge import ArticleResult, DraftArticle
 from commands.models import InvalidCommand
 from consumers.retrying import Backoff
 from consumers.sources import Source, lag
+from consumers.state_file import InBackground, StateFile
 from consumers.status import StatusFile
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ def draft_command_id(envelope: EventEnvelope) -> str:
     return f"knowledge-draft:{envelope.complaint_id}:v{envelope.complaint_version}"
 
 
-class DrafterState:
+class DrafterState(StateFile):
     """The drafter's SQLite file: its positions and every draft's outcome. One process at a
     time (a lock file says so)."""
 
@@ -74,18 +73,8 @@ class DrafterState:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path.with_name(self.path.name + ".lock"), "w")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise RuntimeError(f"{self.path} is in use by another knowledge drafter: give this one its own"
-                               " --state file (two copies never draft twice, but each needs its own)") from None
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(self.SCHEMA)
+        super().__init__(path, self.SCHEMA, "another knowledge drafter: give this one its own --state file"
+                                            " (two copies never draft twice, but each needs its own)")
 
     def positions(self, source: str) -> dict[int, int]:
         return {p: n for p, n in self.db.execute(
@@ -109,13 +98,12 @@ class DrafterState:
     def outcomes(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT outcome, count(*) FROM drafts GROUP BY outcome").fetchall())
 
-    def close(self) -> None:
-        self.db.close()
-        self._lock.close()
 
 
-class KnowledgeDrafter:
+class KnowledgeDrafter(InBackground):
     """The process manager: `step()` once, `run()` until stopped, `start_background()` in a thread."""
+
+    thread_name = "knowledge-drafter"
 
     def __init__(self, source: Source, desk: Desk, state_path: str | Path, *, batch_size: int = 5_000,
                  poll_timeout: float = 0.1, status_every: float = 2.0, fault_pause: float = 0.0) -> None:
@@ -131,7 +119,6 @@ class KnowledgeDrafter:
         self.unreadable = 0
         self._started = False
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def open(self) -> KnowledgeDrafter:
         if not self._started:
@@ -204,18 +191,6 @@ class KnowledgeDrafter:
                           backoff.seconds, type(error).__name__, error)
                 self._started = False  # read again from the saved positions
                 backoff.wait()
-
-    def start_background(self) -> threading.Thread:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="knowledge-drafter", daemon=True)
-        self._thread.start()
-        return self._thread
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from consumers.notify_render import RenderError, redacted
 from consumers.outbox import Outbox, SetAside
 from consumers.retrying import Backoff
 from consumers.sources import Source, lag
+from consumers.state_file import InBackground
 from consumers.status import StatusFile
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,9 @@ class Delivery:
     endpoint_concurrency: int
 
 
-class Notifier:
+class Notifier(InBackground):
+    thread_name = "notifier"
+
     def __init__(self, source: Source, recorder: Any, desk: Desk, router: Router, state_path: str | Path,
                  outbound: Outbound, delivery: Delivery, *, batch_size: int = 2_000, poll_timeout: float = 0.1,
                  status_every: float = 2.0) -> None:
@@ -100,7 +103,6 @@ class Notifier:
         self.status_file = StatusFile(str(self.outbox.path), status_every)
         self._started = False
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.caught_up = threading.Event()
         self.unreadable = 0
 
@@ -249,18 +251,6 @@ class Notifier:
                     backoff.wait()
         finally:
             self.dispatcher.stop()
-
-    def start_background(self) -> threading.Thread:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="notifier", daemon=True)
-        self._thread.start()
-        return self._thread
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
     # ------------------------------------------------------------------ status
     def due_now(self) -> int:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 
 from aggregates.access import READ_DELIVERIES, RESEND_DELIVERY, AccessDenied, Principal
-from consumers.outbox import connect
+from consumers.state_file import connect
 
 DeliveryStatus = Literal["pending", "held", "delivered", "failed", "dead"]
 

@@ -10,9 +10,7 @@ file says so.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from consumers.notification_routing import Planned
+from consumers.state_file import StateFile, connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -54,13 +53,6 @@ CREATE TABLE IF NOT EXISTS positions (source TEXT NOT NULL, partition INTEGER NO
 """
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed transaction's effect on order
-    return db
-
-
 @dataclass(frozen=True)
 class SetAside:
     """A dead letter: a delivery no template could render, or an event the router could not read."""
@@ -86,19 +78,9 @@ class Result:
     next_at: float | None  # failed: when to try again; None: no more tries
 
 
-class Outbox:
+class Outbox(StateFile):
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path.with_name(self.path.name + ".lock"), "w")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise RuntimeError(f"{self.path} is in use by another notifier: give this one its own"
-                               " COMPLAINTS_NOTIFIER_STATE") from None
-        self.db = connect(self.path)
-        self.db.executescript(SCHEMA)
+        super().__init__(path, SCHEMA, "another notifier: give this one its own COMPLAINTS_NOTIFIER_STATE")
 
     # ------------------------------------------------------------------ the follower's
     def load(self, source: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[int, int]]:
@@ -165,10 +147,6 @@ class Outbox:
     def subscriptions_position(self) -> int:
         row = self.db.execute("SELECT next_position FROM positions WHERE source = 'subscriptions'").fetchone()
         return row[0] if row else 0
-
-    def close(self) -> None:
-        self.db.close()
-        self._lock.close()
 
 
 class Dispatch:

@@ -270,7 +270,7 @@ def test_read_node_ready_after_catching_up_and_its_metrics(tmp_path: Path, procs
     assert batches is not None and batches >= len(events) / 30
     assert value(samples, "complaints_read_node_batch_messages_sum") == len(events)
     applied = labelled(samples, "complaints_read_node_apply_seconds_count", "projector")
-    assert applied == {name: batches for name in ("events", "facts", "sla", "workload", "trends")}
+    assert applied == {name: batches for name in ("events", "facts", "sla", "workload", "trends", "fields")}
     assert all(v > 0 for v in labelled(samples, "complaints_read_node_apply_seconds_sum", "projector").values())
     assert not labelled(samples, "complaints_dead_letters_total", "stage")
 
