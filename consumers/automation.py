@@ -31,14 +31,12 @@ from pydantic import ValidationError
 from aggregates.access import AccessDenied, Principal
 from aggregates.alert import alert_id_for
 from aggregates.complaint import DomainError
-from aggregates.envelope import EventEnvelope, parse
 from aggregates.rules import Rules
 from aggregates.sla import SlaPolicy
 from commands.alerts import AlertCommand, RaiseAlert
 from commands.desk import AlertNotFound, ComplaintNotFound, VersionConflict
 from commands.models import ComplaintCommand, InvalidCommand
 from consumers.metrics import AUTOMATION_ACTIONS, AUTOMATION_LAG, AUTOMATION_LATENESS
-from consumers.retrying import Backoff
 from consumers.rules_engine import SUBJECTS, Action, Case, Engine, Memory
 from consumers.sources import Source, lag
 from consumers.state_file import InBackground, StateFile
@@ -263,17 +261,6 @@ class Automation(InBackground):
         self.write_status()
         return outcomes
 
-    def _envelopes(self, values: Sequence[bytes]) -> list[EventEnvelope]:
-        envelopes = []
-        for value in values:
-            try:
-                envelopes.append(parse(value))
-            except (ValueError, ValidationError) as error:  # the read nodes keep it as a dead letter
-                self.unreadable += 1
-                log.warning("skipping an unreadable message: %s", str(error)[:300])
-        envelopes.sort(key=lambda e: e.position)  # the log's order, across Kafka's partitions
-        return envelopes
-
     def _observe(self, outcome: Outcome) -> None:
         action = outcome.action
         self.counts[(action.rule, outcome.outcome)] += 1
@@ -286,22 +273,6 @@ class Automation(InBackground):
             log.info("%s %s refused by the desk: %s", action.rule, action.command_id, outcome.detail[:300])
         elif outcome.outcome == "accepted":
             log.info("%s: %s %s", action.rule, type(action.command).__name__, action.target)
-
-    # ------------------------------------------------------------------ running
-    def run(self, stop: threading.Event | None = None) -> None:
-        """Step until stopped; a failing step (the store or broker away) is retried with a
-        back-off from the saved state."""
-        stop = stop or self._stop
-        backoff = Backoff(stop.is_set)
-        while not stop.is_set():
-            try:
-                self.step()
-                backoff.reset()
-            except Exception as error:
-                log.error("automation step failed, retrying in %.1fs from the saved state: %s: %s",
-                          backoff.seconds, type(error).__name__, error)
-                self._started = False  # reload what was saved, and read again from its positions
-                backoff.wait()
 
     # ------------------------------------------------------------------ status
     def lag(self) -> int:

@@ -30,11 +30,10 @@ from pydantic import ValidationError
 
 from aggregates.access import AccessDenied, Principal
 from aggregates.complaint import DomainError
-from aggregates.envelope import EventEnvelope, parse
+from aggregates.envelope import EventEnvelope
 from commands.desk import ComplaintNotFound
 from commands.knowledge import ArticleResult, DraftArticle
 from commands.models import InvalidCommand
-from consumers.retrying import Backoff
 from consumers.sources import Source, lag
 from consumers.state_file import InBackground, StateFile
 from consumers.status import StatusFile
@@ -165,32 +164,6 @@ class KnowledgeDrafter(InBackground):
         if not result.replayed:
             log.info("drafted knowledge article %s from complaint %s", result.article_id, complaint_id)
         return command_id, complaint_id, str(result.article_id), outcome, ""
-
-    def _envelopes(self, values: Sequence[bytes]) -> list[EventEnvelope]:
-        envelopes = []
-        for value in values:
-            try:
-                envelopes.append(parse(value))
-            except (ValueError, ValidationError) as error:  # the read nodes keep it as a dead letter
-                self.unreadable += 1
-                log.warning("skipping an unreadable message: %s", str(error)[:300])
-        return envelopes
-
-    # ------------------------------------------------------------------ running
-    def run(self, stop: threading.Event | None = None) -> None:
-        """Step until stopped; a failing step (the store or broker away) is retried with a
-        back-off from the saved state."""
-        stop = stop or self._stop
-        backoff = Backoff(stop.is_set)
-        while not stop.is_set():
-            try:
-                self.step()
-                backoff.reset()
-            except Exception as error:
-                log.error("knowledge drafter step failed, retrying in %.1fs from the saved state: %s: %s",
-                          backoff.seconds, type(error).__name__, error)
-                self._started = False  # read again from the saved positions
-                backoff.wait()
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:

@@ -26,11 +26,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
-from pydantic import ValidationError
 
 from aggregates.access import Principal
 from aggregates.customer_links import complaint_number
-from aggregates.envelope import EventEnvelope, parse
 from aggregates.subscription import Subscription
 from commands.alerts import RaiseAlert
 from commands.desk import SubscriptionNotFound
@@ -203,17 +201,6 @@ class Notifier(InBackground):
         self.outbox.save_subscriptions(changed, notes[-1].id)
         self.dispatcher.wake()
         return len(notes)
-
-    def _envelopes(self, values: Sequence[bytes]) -> list[EventEnvelope]:
-        envelopes = []
-        for value in values:
-            try:
-                envelopes.append(parse(value))
-            except (ValueError, ValidationError) as error:  # the read nodes keep it as a dead letter
-                self.unreadable += 1
-                log.warning("skipping an unreadable message: %s", str(error)[:300])
-        envelopes.sort(key=lambda e: e.position)
-        return envelopes
 
     def _disable(self, subscription_id: str, reason: str, failing_since: datetime) -> None:
         """Disable an endpoint that keeps failing, and say so with an alert (both idempotent:

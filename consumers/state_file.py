@@ -1,5 +1,5 @@
 """A process manager's own state: a SQLite file that one process holds at a time, and the
-thread a process manager follows the stream in.
+loop (and thread) it follows the stream in.
 
 The automation, the notifier and the knowledge drafter each keep their positions and what
 they did in a file of their own (WAL, so a crash loses no committed transaction). Two
@@ -10,10 +10,18 @@ an exclusive lock on a file beside it, with what to do instead.
 from __future__ import annotations
 
 import fcntl
+import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from pydantic import ValidationError
+
+from aggregates.envelope import EventEnvelope, parse
+from consumers.retrying import Backoff
+
+log = logging.getLogger(__name__)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -46,12 +54,40 @@ class StateFile:
 
 
 class InBackground:
-    """Runs `self.run` (which returns once `self._stop` is set) in a daemon thread."""
+    """A process manager's loop: `step` until stopped, a failing step (the store or broker
+    away) retried with a back-off from the saved state; in a daemon thread if asked."""
 
     thread_name = "process-manager"
     _stop: threading.Event
     _thread: threading.Thread | None = None
-    run: Callable[[], None]
+    _started: bool
+    unreadable: int
+    step: Callable[[], object]
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        stop = stop or self._stop
+        backoff = Backoff(stop.is_set)
+        while not stop.is_set():
+            try:
+                self.step()
+                backoff.reset()
+            except Exception as error:
+                log.error("%s step failed, retrying in %.1fs from the saved state: %s: %s",
+                          self.thread_name, backoff.seconds, type(error).__name__, error)
+                self._started = False  # reload what was saved, and read again from its positions
+                backoff.wait()
+
+    def _envelopes(self, values: Sequence[bytes]) -> list[EventEnvelope]:
+        """The messages as envelopes in the log's order (across Kafka's partitions); one that
+        does not parse is skipped and counted (the read nodes keep it as a dead letter)."""
+        envelopes = []
+        for value in values:
+            try:
+                envelopes.append(parse(value))
+            except (ValueError, ValidationError) as error:
+                self.unreadable += 1
+                log.warning("skipping an unreadable message: %s", str(error)[:300])
+        return sorted(envelopes, key=lambda e: e.position)
 
     def start_background(self) -> threading.Thread:
         self._stop.clear()
