@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +33,7 @@ from projections import queries
 from projections.alerts import ACTIVE, ALERTS, SEVERITY_RANK
 from projections.fields import FIELD_PREFIX, FIELDS, TAGS, VALUE_KEY, matching_sql
 from projections.queries import FACTS, RUNNING, WORK_OPEN
-from read_api.schemas import AlertFilters, Dimension, Filters, Granularity
+from read_api.schemas import EPOCH, AlertFilters, Dimension, Filters, Granularity
 
 DIMENSION_FILTERS = ("team", "agent", "category", "product", "region", "channel", "severity", "tier")
 
@@ -171,7 +171,19 @@ def daily_flow(r: Request) -> list[dict[str, Any]]:
                 f"{r.t(FACTS)} f WHERE f.{column} >= ? AND f.{column} < ? AND {where}", {},
                 {"n": "count(*)"}, {"n": "CAST(sum(n) AS BIGINT)"}, [r.start, r.end, *params]):
             flows.setdefault(row["period"], {"bucket": row["period"], "new": 0, "resolved": 0})[name] = row["n"]
-    return [flows[day] for day in sorted(flows)]
+    return [flows.get(day, {"bucket": day, "new": 0, "resolved": 0}) for day in _days(r, flows)]
+
+
+def _days(r: Request, with_data: Iterable[date]) -> list[date]:
+    """Every local day of the window, a day without a complaint as much as one with: a chart
+    must show today's zero, not end at the last day something happened. An unbounded window
+    ("all") starts at the first day with data."""
+    zone = r.view.zone
+    first = r.start.astimezone(zone).date()
+    last = (min(r.end, r.now) - timedelta(microseconds=1)).astimezone(zone).date()
+    if r.start == EPOCH:
+        first = min(with_data, default=last)
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def dimension_values(r: Request) -> dict[str, list[str]]:

@@ -194,6 +194,14 @@ def test_supervisor_counts_load_and_sla(client: TestClient, history: History) ->
     assert res["met"] == sum(s["resolved_at"] <= s["resolution_due"] for s in resolved)
     daily = {p["bucket"]: p for p in d["daily"]}
     assert daily[str(today)]["new"] == 5 and daily[str(today)]["resolved"] == 2
+    # Every day of the window, a quiet one as much as a busy one, up to today.
+    first = local_day(datetime.fromisoformat(d["window"]["start"]))
+    assert list(daily) == [str(first + timedelta(days=i)) for i in range((today - first).days + 1)]
+    assert sum(p["new"] for p in d["daily"]) == d["counts"]["new_in_period"]
+
+    # A quiet day: today without a complaint still ends the chart, at zero.
+    tomorrow = client.get("/dashboards/supervisor", params={"as_of": (now + timedelta(days=1)).isoformat()}).json()
+    assert tomorrow["daily"][-1] == {"bucket": str(today + timedelta(days=1)), "new": 0, "resolved": 0}
 
 
 def test_as_of_shows_the_past(client: TestClient, history: History) -> None:
