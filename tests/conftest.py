@@ -13,9 +13,11 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -325,14 +327,35 @@ def keycloak():
     server.close()
 
 
-# The longest files first. Two workers take whole files in the order they were collected
-# (`--dist loadfile`): a long one collected last ran alone at the end while the other worker
-# idled, which is how the 5-minute soak (test_soak.py sorts late) stretched `make test`.
-LONGEST_FIRST = ("test_soak.py", "test_topology.py", "test_backbone_faults.py", "test_notifier_faults.py",
-                 "test_automation_faults.py", "test_read_api_schemathesis.py", "test_command_api_schemathesis.py")
+# The longest files first, the rest after them as collected: two workers take whole files in
+# this order (`--dist loadfile --no-loadscope-reorder`, scripts/test), so the last file to
+# start is a short one and neither worker idles long at the end. Ranked by the worker
+# seconds of a full run (`scripts/test` prints the slowest tests; re-rank when they change).
+LONGEST_FIRST = ("test_soak.py", "test_command_api_schemathesis.py", "test_reads_never_write.py",
+                 "test_backbone_faults.py", "test_identity.py", "test_dashboard_browser.py",
+                 "test_hardening_instants.py", "test_read_models.py", "test_automation_faults.py",
+                 "test_audit_chain.py", "test_notifier_faults.py", "test_knowledge.py", "test_operations.py",
+                 "test_notifications.py", "test_rebuild.py", "test_workspace_browser.py", "test_cfpb.py",
+                 "test_cli.py", "test_api_docs_offline.py", "test_topology.py", "test_readme_walk.py",
+                 "test_erasure_everywhere.py", "test_attachments.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole, in order
+
+
+FILE_SECONDS: Counter[str] = Counter()  # setup, call and teardown of each test file, as reported
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    FILE_SECONDS[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The files that take longest, the ranking LONGEST_FIRST follows."""
+    if FILE_SECONDS:
+        terminalreporter.write_sep("=", f"slowest files (worker seconds, {sum(FILE_SECONDS.values()):.0f} in all)")
+        for path, seconds in FILE_SECONDS.most_common(25):
+            terminalreporter.write_line(f"{seconds:8.1f}s {path}")
 

@@ -43,7 +43,7 @@ POSITIVE = [not_a_server_error, status_code_conformance, content_type_conformanc
 NEGATIVE = [not_a_server_error, status_code_conformance, negative_data_rejection]
 FUZZER = DevUser("fuzzer", "Fuzzer", ("department_head", "importer", "auditor", "admin"))
 AUTH = {"Authorization": f"Bearer {ISSUER.token(FUZZER)}"}
-SCENARIOS, STEPS = 100, 8  # stateful: sequences, and calls per sequence at most
+SCENARIOS, STEPS = 60, 8  # stateful: sequences, and calls per sequence at most
 
 WORK = Path(tempfile.mkdtemp(prefix="command-schemathesis-"))
 SETTINGS = Settings(

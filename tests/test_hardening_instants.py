@@ -678,7 +678,7 @@ BATCH = 64
 BATCH_SECONDS = 10.0  # far above what a batch takes (tens of ms); a stalled node takes minutes
 
 
-@settings(max_examples=int(os.environ.get("COMPLAINTS_EXTREME_EXAMPLES", "12")), deadline=None,
+@settings(max_examples=int(os.environ.get("COMPLAINTS_EXTREME_EXAMPLES", "8")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
                                  HealthCheck.function_scoped_fixture])
 @given(data=st.data())

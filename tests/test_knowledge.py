@@ -289,7 +289,8 @@ def test_suggestions_rank_the_matching_article_first_in_chinese_and_english(tmp_
             assert answer.status_code == 200, answer.text
             return list(answer.json()["items"])
 
-        wait_for(lambda: suggested(battery).json()["published_articles"] == 4)
+        # The read node may not have the complaint yet (a 404), or not every published article.
+        wait_for(lambda: (found := suggested(battery)).status_code == 200 and found.json()["published_articles"] == 4)
         first = suggested_once_read(register("电池鼓包了怎么办", "电动车的电池鼓起来了，充电的时候很烫"))
         assert first[0]["article_id"] == by_complaint[battery], first
         first = suggested_once_read(register("Still waiting for my refund",

@@ -32,7 +32,7 @@ from tests.oracle import Oracle, canonical
 
 POLICY = load_sla_policy()
 ZONES = ["Asia/Shanghai", "UTC", "America/New_York"]
-HYPOTHESIS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HYPOTHESIS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def projectors() -> list[Any]:
@@ -178,7 +178,7 @@ def test_read_models_equal_the_oracle_under_redelivery(plan, seed, later, tz) ->
         assert db.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() == rows
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=steps, cut=st.floats(0, 1), later=st.sampled_from([0, 3_600, 200_000]))
 def test_as_of_a_past_position_equals_a_read_model_built_up_to_it(plan, cut, later) -> None:
     _, envelopes = history(plan)
