@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     )
     relay_batch_size: int = Field(2_000, ge=1, description="events per relay publish (one acknowledgement wait)")
     consumer_batch_size: int = Field(20_000, ge=1, description="messages per read-node batch (one DuckDB transaction)")
+    consumer_linger_seconds: float = Field(
+        0.2, ge=0, le=5, description="after a batch smaller than consumer_batch_size, how long a read node lets the"
+        " next one gather before applying it (each batch has a fixed cost; freshness grows by up to this much)",
+    )
     poison_search_seconds: float = Field(
         30.0, gt=0, description="how long a read node may search a failing batch for the event a read model"
         " fails on; past it the events still suspected go to the dead letters together",

@@ -174,6 +174,7 @@ class Wiring:
             projectors = load_projectors(settings.projectors)
         options.setdefault("batch_size", settings.consumer_batch_size)
         options.setdefault("commit_pause", settings.fault_commit_pause)
+        options.setdefault("linger", settings.consumer_linger_seconds)
         options.setdefault("window", settings.instants())
         options.setdefault("poison_budget", PoisonBudget(settings.poison_search_seconds,
                                                          settings.poison_search_memory_mb * 2**20))

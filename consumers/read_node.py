@@ -49,6 +49,7 @@ class ReadNode:
         poll_timeout: float = 0.1,
         status_every: float = 2.0,
         commit_pause: float = 0.0,
+        linger: float = 0.0,
         on_commit: Callable[[pa.Table], None] | None = None,
         window: InstantWindow | None = None,
         poison_budget: PoisonBudget | None = None,
@@ -61,6 +62,12 @@ class ReadNode:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.commit_pause = commit_pause  # fault tests only: widen the window a kill must hit
+        # After a batch smaller than `batch_size` (the source had no more), `run` starts the
+        # next one no sooner than `linger` seconds after this one started, so that events
+        # arriving meanwhile gather into it. Every batch pays a fixed cost (the touched
+        # complaints recomputed, a statement per read-model table): a trickle of commands
+        # applied one small batch after another kept a core busy.
+        self.linger = linger
         self.on_commit = on_commit
         # `window`: events outside it are dead letters (aggregates.instants); `poison_budget`:
         # what finding the event a projector fails on may cost (consumers.batching).
@@ -337,6 +344,7 @@ class ReadNode:
                     log.info("applied %d new events in %.0fs (%d dead letters); positions %s",
                              self.applied - applied_at_report, now - last_report, letters, self.positions)
                     last_report, applied_at_report, letters = now, self.applied, 0
+                started = time.monotonic()
                 try:
                     result = self.poll_batch()
                 except Exception as error:
@@ -357,6 +365,8 @@ class ReadNode:
                 self._write_status()
                 if until_caught_up and not result.messages and self.lag() == 0:
                     break
+                if 0 < result.messages < self.batch_size:
+                    _pause_until(started + self.linger, should_stop)
         finally:
             self._write_status(force=True)
 
@@ -411,6 +421,11 @@ class ReadNode:
                 return True
             time.sleep(0.02)
         return predicate()
+
+
+def _pause_until(deadline: float, should_stop: Callable[[], bool]) -> None:
+    while not should_stop() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))
 
 
 def _stopper(stop: Stop, own: threading.Event) -> Callable[[], bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -388,3 +389,47 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(loaded: ComplaintDesk, 
         unfinished = node.cursor().execute(
             "SELECT count(*) FROM consumer_positions WHERE source LIKE 'rebuild:%'").fetchone()
         assert unfinished == (0,)
+
+
+class TrickleSource(ListSource):
+    """Messages that arrive one every `every` seconds from the first poll on, as a trickle
+    of commands sends them; a poll returns what has arrived."""
+
+    def __init__(self, values: Sequence[bytes], every: float) -> None:
+        super().__init__(values)
+        self.every = every
+        self.since: float | None = None
+
+    def poll(self, max_records: int, timeout: float) -> Polled:
+        self.since = self.since or time.monotonic()
+        self.per_poll = max(0, min(len(self.values), int((time.monotonic() - self.since) / self.every) + 1) - self.next)
+        if not self.per_poll:
+            time.sleep(min(timeout, self.every))
+        return super().poll(max_records, timeout)
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.5])
+def test_a_trickle_is_applied_a_few_batches_a_second_and_all_of_it(loaded: ComplaintDesk, tmp_path: Path,
+                                                                   linger: float) -> None:
+    """Each batch costs the read models a fixed time: with `linger`, events arriving 40 a
+    second are gathered into a batch at most every `linger` seconds; nothing is lost."""
+    values = wire_messages(loaded)[:60]  # 1.5 s of the trickle
+    # The event log alone: its batches cost little, so without a linger each event would be one.
+    node = ReadNode(tmp_path / "read.duckdb", TrickleSource(values, every=0.025), poll_timeout=0.05, linger=linger)
+    batches: list[int] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=node.run, kwargs={"stop": stop, "on_batch": lambda r: batches.append(r.messages)})
+    started = time.monotonic()
+    thread.start()
+    try:
+        assert node.wait_for(lambda: node.positions.get(0) == len(values), timeout=30)
+        took = time.monotonic() - started
+        assert node.count_events() == sum(batches) == len(values)
+    finally:
+        stop.set()
+        thread.join(10)
+        node.close()
+    if linger:
+        assert len(batches) <= took / linger + 1, (batches, took)
+    else:  # the contrast: as they come, in many more batches
+        assert len(batches) > 1.5 / 0.5 + 1, batches
