@@ -189,7 +189,8 @@ def contains_personal(text: str) -> bool:
 
 @lru_cache(maxsize=4096)
 def mask_personal(text: str) -> str:
-    """`text` with each finding replaced by its mask; `text` itself when nothing is found.
+    """`text` with each finding replaced by its mask; a string equal to `text` when nothing
+    is found (compare with ==: a remembered result may be another object).
 
     Remembered for the last few thousand texts: storing a command's event and taking its
     fingerprint mask the same text."""
