@@ -170,18 +170,7 @@ def measure_batched(source: Path, events: int, batch: int, work: Path) -> dict[s
     db.close()
 
     ceiling = duckdb.connect(str(work / "ceiling.duckdb"))
-    first = batches[0]
-    ceiling.register("first", first)
-    ceiling.execute("CREATE OR REPLACE TABLE copy AS SELECT * FROM first LIMIT 0")
-    ceiling.unregister("first")
-    t = time.perf_counter()
-    for b in batches:
-        ceiling.register("b", b)
-        ceiling.execute("BEGIN")
-        ceiling.execute("INSERT INTO copy SELECT * FROM b")
-        ceiling.execute("COMMIT")
-        ceiling.unregister("b")
-    per_batch = time.perf_counter() - t
+    per_batch = insert_batches(ceiling, batches)
     ceiling.register("everything", pa.concat_tables(batches))
     ceiling.execute("CREATE OR REPLACE TABLE copy2 AS SELECT * FROM everything LIMIT 0")
     t = time.perf_counter()
@@ -193,6 +182,22 @@ def measure_batched(source: Path, events: int, batch: int, work: Path) -> dict[s
             "events_per_s": total / applied, "split": split,
             "ceiling_batches_seconds": per_batch, "ceiling_batches_per_s": total / per_batch,
             "ceiling_once_seconds": at_once, "ceiling_once_per_s": total / at_once}
+
+
+def insert_batches(db: Any, batches: list[Any]) -> float:
+    """The ceiling: seconds DuckDB takes to insert `batches` (Arrow tables of one schema) into
+    a plain table, a transaction each."""
+    db.register("first", batches[0])
+    db.execute("CREATE OR REPLACE TABLE copy AS SELECT * FROM first LIMIT 0")
+    db.unregister("first")
+    started = time.perf_counter()
+    for batch in batches:
+        db.register("b", batch)
+        db.execute("BEGIN")
+        db.execute("INSERT INTO copy SELECT * FROM b")
+        db.execute("COMMIT")
+        db.unregister("b")
+    return time.perf_counter() - started
 
 
 # ------------------------------------------------------------------------------ one at a time

@@ -51,6 +51,7 @@ class TimedConnection:
 
 
 def measure(complaints: int, batches: int, size: int) -> dict[str, Any]:
+    from bench.read_models import insert_batches
     from commands.demo import load_demo
     from commands.desk import ComplaintDesk
     from consumers.stored_events import envelopes
@@ -95,18 +96,7 @@ def measure(complaints: int, batches: int, size: int) -> dict[str, Any]:
         db.execute("COMMIT")
     applied = time.perf_counter() - started
 
-    ceiling = duckdb.connect()
-    ceiling.register("first", small[0])
-    ceiling.execute("CREATE TABLE copy AS SELECT * FROM first LIMIT 0")
-    ceiling.unregister("first")
-    t = time.perf_counter()
-    for batch in small:
-        ceiling.register("b", batch)
-        ceiling.execute("BEGIN")
-        ceiling.execute("INSERT INTO copy SELECT * FROM b")
-        ceiling.execute("COMMIT")
-        ceiling.unregister("b")
-    raw = time.perf_counter() - t
+    raw = insert_batches(duckdb.connect(), small)
     statements = sorted(spent.items(), key=lambda item: -item[1][1])
     return {
         "events": len(stored), "complaints": complaints, "batches": len(small), "batch": size,
